@@ -1,0 +1,98 @@
+"""`cellctl`: the command line of the cell controller."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from controller.config import ConfigError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from controller.demo import DemoOptions, run_demo
+
+    if args.headless and args.parts == 0:
+        print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
+        return 2
+    opts = DemoOptions(
+        parts=args.parts,
+        cameras=args.cameras,
+        headless=args.headless,
+        json=args.json,
+        parts_per_min=args.ppm,
+        cell=args.cell,
+        recipe=args.recipe,
+        data_dir=args.data_dir,
+        drop_verdict_writes=args.drop_verdict_writes,
+        drop_frames=args.drop_frames,
+        extra_triggers=args.extra_triggers,
+        seed=args.seed,
+    )
+    return run_demo(opts)
+
+
+def _contract(args: argparse.Namespace) -> int:
+    from controller.contract import contract_table
+
+    print("| area | byte | field | S7 type | meaning |")
+    print("|---|---|---|---|---|")
+    for area, off, name, typ, meaning in contract_table(args.ring_size):
+        print(f"| {area} | {off} | `{name}` | {typ} | {meaning} |")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
+
+    ap = argparse.ArgumentParser(prog="cellctl", description="Inspection cell controller.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "demo", help="run the simulated cell (S7 PLC simulator, simulated cameras, real model)"
+    )
+    d.add_argument("--parts", type=int, default=0, help="stop after N parts (0: run until Ctrl-C)")
+    d.add_argument("--cameras", type=int, default=3, help="number of cameras (first K of the cell config)")
+    d.add_argument("--headless", action="store_true", help="no live console")
+    d.add_argument("--json", action="store_true", help="print the scored result as one JSON object")
+    d.add_argument("--ppm", type=float, default=None, help="line speed in parts per minute")
+    d.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML")
+    d.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="recipe YAML")
+    d.add_argument(
+        "--data-dir", type=Path, default=None, help="where records go (default: a temporary folder)"
+    )
+    d.add_argument(
+        "--drop-verdict-writes", type=float, default=None, help="share of verdict writes the PLC loses"
+    )
+    d.add_argument(
+        "--drop-frames", type=float, default=None, help="share of frames lost between camera and host"
+    )
+    d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
+    d.add_argument("--seed", type=int, default=None, help="simulation seed")
+    d.set_defaults(func=_demo)
+
+    c = sub.add_parser("contract", help="print the PLC data contract as a Markdown table")
+    c.add_argument("--ring-size", type=int, default=16)
+    c.set_defaults(func=_contract)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
+    )
+    try:
+        rc: int = args.func(args)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

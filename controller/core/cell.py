@@ -1,0 +1,438 @@
+"""The cell core: tracker, matcher, fusion and state machine wired together, with no I/O.
+
+The service feeds it events (a PLC input snapshot, a frame's trigger time, a view result, a
+command) with the time they happened, and executes the actions it returns (run inference on a
+frame, write a verdict, record a finished part, raise an alarm). Same events, same decisions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from controller.contract import (
+    DISPO_CONFIRMED_REMOVED,
+    DISPO_KICKED,
+    AckStatus,
+    AreaLayout,
+    CommandResult,
+    DispositionCause,
+    Verdict,
+)
+from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_diff
+from controller.core.fusion import FusionRule, fuse
+from controller.core.matcher import Matcher, MatchKind
+from controller.core.packml import CellStateMachine, Command, CommandRefused, State
+from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """What the core needs to know, in encoder counts and seconds (from cell config + recipe)."""
+
+    cameras: tuple[str, ...]
+    camera_offsets: Mapping[str, int]
+    decision_offset: int
+    deadline_offset: int
+    reject_offset: int
+    confirm_offset: int
+    match_tolerance: int
+    ack_timeout_s: float = 0.02
+    plc_heartbeat_timeout_s: float = 1.0
+    fusion: FusionRule = field(default_factory=FusionRule)
+
+    def __post_init__(self) -> None:
+        offs = [self.camera_offsets[c] for c in self.cameras]
+        if not (min(offs) > 0 and max(offs) < self.decision_offset <= self.deadline_offset):
+            raise ValueError("camera offsets must lie between the sensor and the decision point")
+        if not self.deadline_offset < self.reject_offset <= self.confirm_offset:
+            raise ValueError("need deadline < reject <= confirm")
+
+
+# Actions returned to the service.
+@dataclass(frozen=True, slots=True)
+class Infer:
+    part_id: int
+    camera: str
+    frame: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WriteVerdict:
+    part_id: int
+    verdict: Verdict
+    reason: ReasonCode
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPart:
+    part: PartTrack
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    code: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropFrame:
+    frame: Any
+    why: str
+
+
+Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame
+
+
+class AlarmCode:
+    PLC_HEARTBEAT_LOST = 10
+    PART_RING_OVERRUN = 11
+    DISPO_RING_OVERRUN = 12
+    MISROUTE = 20
+    REJECT_NOT_CONFIRMED = 21
+    NO_DISPOSITION = 22
+
+
+class CellCore:
+    """Deterministic cell logic. One owner (the control loop) calls it; it never blocks."""
+
+    def __init__(self, plan: CellPlan, layout: AreaLayout) -> None:
+        self.plan = plan
+        self.layout = layout
+        self.sm = CellStateMachine()
+        self.encoder = EncoderUnwrapper()
+        self.history = EncoderHistory()
+        self.matcher = Matcher(list(plan.cameras), plan.match_tolerance)
+        self.parts: dict[int, PartTrack] = {}
+        self.undecided: dict[int, PartTrack] = {}
+        self.counts: Counter[str] = Counter()
+        self.alarms: dict[int, str] = {}
+        self.latencies: deque[float] = deque(maxlen=4096)
+        self.inference_ready = False
+        self._part_seq: int | None = None
+        self._dispo_seq: int | None = None
+        self._cmd_seq: int | None = None
+        self.cmd_ack_seq = 0
+        self.cmd_result = CommandResult.NONE
+        self._plc_hb: int | None = None
+        self._plc_hb_t = 0.0
+        self.position = 0
+
+    # ----------------------------------------------------------------- commands
+    def command(self, cmd: Command) -> str | None:
+        """Apply a command; returns None if accepted or the reason it was refused."""
+        try:
+            self.sm.command(cmd)
+        except CommandRefused as exc:
+            return str(exc)
+        if cmd in (Command.RESET, Command.CLEAR):
+            # Alarms whose cause persists are raised again by the next snapshot.
+            self.alarms.clear()
+        return None
+
+    @property
+    def state(self) -> State:
+        return self.sm.state
+
+    @property
+    def inspecting(self) -> bool:
+        return self.sm.state is State.EXECUTE
+
+    def _advance_acting_states(self) -> None:
+        s = self.sm.state
+        if s is State.STARTING and not self.inference_ready:
+            return
+        if s is State.RESETTING and AlarmCode.PLC_HEARTBEAT_LOST in self.alarms:
+            return
+        if s is State.STOPPING and self.undecided:
+            return
+        self.sm.complete_acting()
+
+    # ---------------------------------------------------------------- PLC input
+    def on_plc_inputs(self, snap: np.void, now: float) -> list[Action]:
+        """Handle one snapshot of the whole PLC → cell area, read at `now`."""
+        actions: list[Action] = []
+        hdr = snap["header"]
+        self.position = self.encoder.update(int(hdr["encoder"]))
+        self.history.add(now, self.position)
+        self._watch_heartbeat(int(hdr["heartbeat"]), now, actions)
+        self._handle_command(int(hdr["cmd_seq"]), int(hdr["cmd_code"]))
+        self._register_parts(snap, now, actions)
+        self._handle_acks(snap, now)
+        self._decide_overdue(now, actions)
+        self._repeat_unacked(now, actions)
+        self._handle_dispositions(snap, now, actions)
+        self._advance_acting_states()
+        return actions
+
+    def _watch_heartbeat(self, hb: int, now: float, actions: list[Action]) -> None:
+        if hb != self._plc_hb:
+            self._plc_hb, self._plc_hb_t = hb, now
+            return
+        code = AlarmCode.PLC_HEARTBEAT_LOST
+        if now - self._plc_hb_t > self.plan.plc_heartbeat_timeout_s and code not in self.alarms:
+            self._alarm(code, "PLC heartbeat stopped changing", actions)
+            if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
+                self.sm.command(Command.HOLD)
+
+    def _handle_command(self, seq: int, code: int) -> None:
+        if self._cmd_seq is None:
+            # The first snapshot only learns the sequence: an old command is not replayed.
+            self._cmd_seq = self.cmd_ack_seq = seq
+            return
+        if seq == self._cmd_seq:
+            return
+        self._cmd_seq = self.cmd_ack_seq = seq
+        try:
+            cmd = Command(code)
+        except ValueError:
+            self.cmd_result = CommandResult.UNKNOWN
+            log.warning("PLC command %d is not a PackML command", code)
+            return
+        refused = self.command(cmd)
+        self.cmd_result = CommandResult.REFUSED if refused else CommandResult.ACCEPTED
+        if refused:
+            log.warning("PLC command refused: %s", refused)
+
+    def _register_parts(self, snap: np.void, now: float, actions: list[Action]) -> None:
+        seq = int(snap["header"]["part_seq"])
+        if self._part_seq is None:
+            self._part_seq = seq  # parts before we connected belong to nobody's inspection
+            return
+        n = self.layout.ring_size
+        new = seq - self._part_seq
+        if new <= 0:
+            return
+        if new > n:
+            lost = range(self._part_seq + 1, seq - n + 1)
+            self._alarm(AlarmCode.PART_RING_OVERRUN, f"part ring overrun: {len(lost)} parts unseen", actions)
+            for pid in lost:
+                # Position unknown: it passed the sensor within the last cycles.
+                track = PartTrack(pid, 0, self.position, now, inspected=False)
+                self._decide(track, Verdict.NO_DECISION, ReasonCode.RING_OVERRUN, ["part_ring_overrun"], now)
+                actions.append(WriteVerdict(pid, track.verdict, track.reason, 1))
+                self._mark_written(track, now)
+                self.parts[pid] = track
+        parts = snap["parts"]
+        for pid in range(max(self._part_seq + 1, seq - n + 1), seq + 1):
+            slot = parts[pid % n]
+            if int(slot["part_id"]) != pid:
+                self.counts["part_slot_mismatch"] += 1
+                continue
+            self._new_part(pid, int(slot["sensor_count"]), now, actions)
+        self._part_seq = seq
+
+    def _new_part(self, pid: int, sensor_count: int, now: float, actions: list[Action]) -> None:
+        pos = self.encoder.unwrap_past(sensor_count)
+        track = PartTrack(pid, sensor_count, pos, now, inspected=self.inspecting)
+        self.parts[pid] = track
+        self.counts["parts"] += 1
+        if not track.inspected:
+            self._decide(track, Verdict.NO_DECISION, ReasonCode.NOT_INSPECTING, ["not_inspecting"], now)
+            actions.append(self._write(track, now))
+            return
+        for cam in self.plan.cameras:
+            track.views[cam] = ViewTrace()
+            self.matcher.expect(cam, pos + self.plan.camera_offsets[cam], pid)
+        self.undecided[pid] = track
+
+    def _handle_acks(self, snap: np.void, now: float) -> None:
+        acks = snap["acks"]
+        n = self.layout.ring_size
+        for pid, track in self.parts.items():
+            if track.attempts == 0 or track.ack is not AckStatus.NONE:
+                continue
+            a = acks[pid % n]
+            if int(a["part_id"]) == pid and int(a["verdict"]) == track.verdict:
+                track.ack = AckStatus(int(a["status"])) if int(a["status"]) in (1, 2) else AckStatus.NONE
+                track.t_acked = now
+                if track.ack is AckStatus.LATE:
+                    self.counts["verdict_late_at_plc"] += 1
+
+    def _decide_overdue(self, now: float, actions: list[Action]) -> None:
+        limit = self.plan.decision_offset
+        for pid in [p for p, t in self.undecided.items() if self.position - t.sensor_pos >= limit]:
+            track = self.undecided[pid]
+            for cam in self.matcher.forget(pid):
+                trace = track.views[cam]
+                if trace.result is None:
+                    trace.result = ViewResult(cam, ViewStatus.MISSING, cause=ReasonCode.MISSING_FRAME)
+                    self.counts[f"missing_frame:{cam}"] += 1
+            for cam, trace in track.views.items():
+                if trace.result is None:  # frame arrived, inference did not finish in time
+                    trace.result = ViewResult(cam, ViewStatus.FAILED, cause=ReasonCode.DEADLINE)
+            actions.extend(self._fuse(track, now))
+
+    def _repeat_unacked(self, now: float, actions: list[Action]) -> None:
+        for track in self.parts.values():
+            if track.attempts == 0 or track.ack is not AckStatus.NONE or track.t_last_write is None:
+                continue
+            if self.position - track.sensor_pos >= self.plan.deadline_offset:
+                continue  # too late to matter: the PLC rejects it anyway
+            if now - track.t_last_write >= self.plan.ack_timeout_s:
+                self.counts["verdict_repeats"] += 1
+                actions.append(self._write(track, now))
+
+    def _handle_dispositions(self, snap: np.void, now: float, actions: list[Action]) -> None:
+        seq = int(snap["header"]["dispo_seq"])
+        if self._dispo_seq is None:
+            self._dispo_seq = seq
+            return
+        n = self.layout.ring_size
+        if seq - self._dispo_seq > n:
+            self._alarm(AlarmCode.DISPO_RING_OVERRUN, "disposition ring overrun", actions)
+        dispos = snap["dispos"]
+        for k in range(max(self._dispo_seq + 1, seq - n + 1), seq + 1):
+            d = dispos[k % n]
+            track = self.parts.get(int(d["part_id"]))
+            if track is None:
+                self.counts["dispo_unknown_part"] += 1
+                continue
+            flags = int(d["flags"])
+            track.kicked = bool(flags & DISPO_KICKED)
+            track.confirmed_removed = bool(flags & DISPO_CONFIRMED_REMOVED)
+            track.plc_cause = int(d["cause"])
+            track.t_disposition = now
+            self._finish(track, actions)
+        self._dispo_seq = seq
+        # A part far past the confirm sensor with no report is finished as such, never dropped.
+        stale = 2 * self.plan.confirm_offset
+        for track in [t for t in self.parts.values() if self.position - t.sensor_pos > stale]:
+            if track.part_id in self.undecided:
+                continue
+            self._alarm(AlarmCode.NO_DISPOSITION, f"part {track.part_id}: no disposition from PLC", actions)
+            self._finish(track, actions)
+
+    def _finish(self, track: PartTrack, actions: list[Action]) -> None:
+        track.expected_kick = track.verdict is not Verdict.PASS or track.ack is not AckStatus.ACCEPTED
+        if track.kicked is not None and track.kicked != track.expected_kick:
+            self.counts["misroute"] += 1
+            track.alarms.append("misroute")
+            self._alarm(AlarmCode.MISROUTE, f"part {track.part_id}: kick does not match verdict", actions)
+        if track.kicked and not track.confirmed_removed:
+            self.counts["reject_not_confirmed"] += 1
+            track.alarms.append("reject_not_confirmed")
+            self._alarm(
+                AlarmCode.REJECT_NOT_CONFIRMED, f"part {track.part_id}: reject not confirmed", actions
+            )
+        if track.kicked is not None and track.plc_cause in (
+            DispositionCause.NO_VERDICT,
+            DispositionCause.LATE_VERDICT,
+        ):
+            self.counts[f"plc_reject:{DispositionCause(track.plc_cause).name.lower()}"] += 1
+        del self.parts[track.part_id]
+        self.undecided.pop(track.part_id, None)
+        actions.append(RecordPart(track))
+
+    # ------------------------------------------------------------------ frames
+    def on_frame(self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float) -> Action:
+        """A frame arrived; returns Infer for a matched one, DropFrame otherwise."""
+        pos = self.history.position_at(t_trigger)
+        if pos is None:
+            self.counts["frame_before_encoder"] += 1
+            return DropFrame(frame, "no encoder position yet")
+        m = self.matcher.match(camera, pos)
+        for pid in m.missed:
+            self.counts[f"missing_frame:{camera}"] += 1
+            track = self.undecided.get(pid)
+            if track is not None:
+                track.views[camera].result = ViewResult(
+                    camera, ViewStatus.MISSING, cause=ReasonCode.MISSING_FRAME
+                )
+        if m.kind is not MatchKind.MATCHED or m.part_id not in self.undecided:
+            self.counts[f"{m.kind.value}_frame:{camera}"] += 1
+            return DropFrame(frame, m.kind.value)
+        trace = self.undecided[m.part_id].views[camera]
+        trace.frame_counter, trace.t_trigger, trace.t_frame = frame_counter, t_trigger, now
+        return Infer(m.part_id, camera, frame)
+
+    def on_view_result(self, part_id: int, result: ViewResult, t_start: float, t_end: float) -> list[Action]:
+        """An inference finished (or failed). Fuses when the part's last view is in."""
+        track = self.undecided.get(part_id)
+        if track is None:
+            self.counts["late_result"] += 1
+            return []
+        trace = track.views[result.camera]
+        trace.t_infer_start, trace.t_infer_end, trace.result = t_start, t_end, result
+        if result.status is not ViewStatus.OK:
+            self.counts[f"view_{result.cause.name.lower()}"] += 1
+        if all(v.result is not None for v in track.views.values()):
+            return self._fuse(track, t_end)
+        return []
+
+    # --------------------------------------------------------------- decisions
+    def _fuse(self, track: PartTrack, now: float) -> list[Action]:
+        views = {c: t.result for c, t in track.views.items() if t.result is not None}
+        f = fuse(self.plan.cameras, views, self.plan.fusion)
+        self._decide(track, f.verdict, f.reason, list(f.reasons), now)
+        self.matcher.forget(track.part_id)
+        del self.undecided[track.part_id]
+        return [self._write(track, now)]
+
+    def _decide(
+        self, track: PartTrack, verdict: Verdict, reason: ReasonCode, reasons: list[str], now: float
+    ) -> None:
+        track.verdict, track.reason, track.reasons, track.t_fused = verdict, reason, reasons, now
+        self.counts[f"verdict:{verdict.name.lower()}"] += 1
+        if verdict is Verdict.NO_DECISION:
+            self.counts[f"no_decision:{reason.name.lower()}"] += 1
+
+    def _write(self, track: PartTrack, now: float) -> WriteVerdict:
+        track.attempts += 1
+        return WriteVerdict(track.part_id, track.verdict, track.reason, track.attempts)
+
+    def _mark_written(self, track: PartTrack, now: float) -> None:
+        if track.t_first_write is None:
+            track.t_first_write = now
+            last = track.last_trigger
+            if last is not None:
+                self.latencies.append(now - last)
+        track.t_last_write = now
+
+    def verdict_written(self, part_id: int, now: float) -> None:
+        """The service reports a verdict write completed on the wire at `now`."""
+        track = self.parts.get(part_id)
+        if track is not None:
+            self._mark_written(track, now)
+
+    def _alarm(self, code: int, text: str, actions: list[Action]) -> None:
+        if code not in self.alarms:
+            log.warning("alarm %d: %s", code, text)
+        self.alarms[code] = text
+        actions.append(Alarm(code, text))
+
+    # ---------------------------------------------------------------- shutdown
+    def flush(self, now: float) -> list[Action]:
+        """Finish every tracked part (service stopping): undecided ones become NO_DECISION."""
+        actions: list[Action] = []
+        for track in list(self.undecided.values()):
+            for cam, trace in track.views.items():
+                if trace.result is None:
+                    trace.result = ViewResult(cam, ViewStatus.MISSING, cause=ReasonCode.DEADLINE)
+            self._fuse(track, now)
+        for track in list(self.parts.values()):
+            self._finish(track, actions)
+        return actions
+
+    def in_flight(self) -> int:
+        return len(self.parts)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+__all__ = [
+    "Action", "Alarm", "AlarmCode", "CellCore", "CellPlan", "DropFrame", "Infer", "RecordPart",
+    "WriteVerdict", "signed_diff",
+]  # fmt: skip

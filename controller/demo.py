@@ -1,0 +1,180 @@
+"""`cellctl demo`: the simulated line, the S7 PLC simulator and the controller, in one command.
+
+The simulated PLC commands the cell through its command word (Reset, then Start) as a line
+PLC would; its infeed starts once the cell inspects. At the end every disposition is scored
+against ground truth and the cell's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.config import CellConfig, Recipe, load_cell_config, load_recipe
+from controller.contract import area_layout
+from controller.core.packml import Command
+from controller.service import CellService
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CELL = ROOT / "recipes" / "cells" / "demo-cell.yaml"
+DEFAULT_RECIPE = ROOT / "recipes" / "plate-4h.yaml"
+
+
+@dataclass
+class DemoOptions:
+    parts: int = 0
+    cameras: int = 3
+    headless: bool = False
+    json: bool = False
+    parts_per_min: float | None = None
+    cell: Path = DEFAULT_CELL
+    recipe: Path = DEFAULT_RECIPE
+    data_dir: Path | None = None
+    drop_verdict_writes: float | None = None
+    drop_frames: float | None = None
+    extra_triggers: float | None = None
+    seed: int | None = None
+
+
+def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
+    if not 1 <= k <= len(cell.cameras):
+        raise SystemExit(f"--cameras must be 1..{len(cell.cameras)} for cell {cell.name}")
+    cams = cell.cameras[:k]
+    return cell.model_copy(update={"cameras": cams}), recipe.model_copy(
+        update={"cameras": tuple(c.name for c in cams)}
+    )
+
+
+def line_config(cell: CellConfig, opts: DemoOptions) -> Any:
+    from simulators.line import LineConfig
+
+    sim = cell.simulation
+    st = cell.stations
+    return LineConfig(
+        camera_offsets_mm=tuple(c.station_mm for c in cell.cameras),
+        deadline_mm=st.deadline_mm,
+        reject_mm=st.reject_mm,
+        confirm_mm=st.confirm_mm,
+        counts_per_mm=cell.encoder.counts_per_mm,
+        belt_speed_mm_s=sim.belt_speed_mm_s,
+        parts_per_min=opts.parts_per_min or sim.parts_per_min,
+        spacing_jitter=sim.spacing_jitter,
+        parts=opts.parts,
+        seed=opts.seed if opts.seed is not None else sim.seed,
+        defect_rate=sim.defect_rate,
+        drop_verdict_writes=sim.drop_verdict_writes
+        if opts.drop_verdict_writes is None
+        else opts.drop_verdict_writes,
+        drop_frames=sim.drop_frames if opts.drop_frames is None else opts.drop_frames,
+        extra_triggers=sim.extra_triggers if opts.extra_triggers is None else opts.extra_triggers,
+    )
+
+
+async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
+    from drivers.s7_link import S7PlcLink
+    from simulators.launcher import PlcEndpoint, SimLine
+    from simulators.scorer import load_records, score
+
+    cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    lcfg = line_config(cell, opts)
+    sim = SimLine(
+        lcfg,
+        PlcEndpoint(cell.plc.ring_size, cell.plc.db_plc, cell.plc.db_cell),
+        [c.name for c in cell.cameras],
+    )
+    port = await asyncio.to_thread(sim.start)
+    cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    p = cell.plc
+    link = S7PlcLink(
+        area_layout(p.ring_size), p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s
+    )
+    service = CellService(
+        cell, recipe, opts.recipe.parent, link, {c.name: c for c in sim.cameras}, run_id, data_dir
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop), name="cell-service")
+    live = None
+    if not opts.headless:
+        from rich.live import Live
+
+        from controller.console import render_status
+
+        live = Live(render_status(service.snapshot()), refresh_per_second=4, screen=False)
+        live.start()
+    try:
+        while not service.link_up:
+            await asyncio.sleep(0.05)
+            if task.done():
+                await task
+        for cmd in (Command.RESET, Command.START):
+            res = await asyncio.to_thread(sim.command, int(cmd))
+            if res != 1:
+                raise RuntimeError(
+                    f"cell refused {cmd.name} (result {res}) in state {service.core.state.name}"
+                )
+            await asyncio.sleep(0.05)
+        budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
+        t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
+        while time.monotonic() < t_end:
+            if live is not None:
+                live.update(render_status(service.snapshot()))
+            if lcfg.parts and sim.done is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.to_thread(sim.wait_done, 0.25)
+            elif lcfg.parts:
+                break
+            else:
+                await asyncio.sleep(0.25)
+        outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
+    finally:
+        stop.set()
+        await task
+        if live is not None:
+            live.update(render_status(service.snapshot()))
+            live.stop()
+        await asyncio.to_thread(sim.stop)
+    records = load_records(data_dir / cell.records.database, run_id)
+    result = score(outcomes, records, dropped)
+    result.update(
+        run_id=run_id,
+        cameras=len(cell.cameras),
+        parts_per_min=lcfg.parts_per_min,
+        provider=service.runner.info.provider,
+        database=str(data_dir / cell.records.database),
+        counters={k: v for k, v in sorted(service.core.counts.items()) if not k.startswith("verdict:")},
+    )
+    return result
+
+
+def run_demo(opts: DemoOptions) -> int:
+    """Run the demo; prints the scored JSON with --json. Exit 1 if anything was misrouted or lost."""
+    if opts.data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="cell-demo-")
+        data_dir = Path(tmp.name)
+    else:
+        data_dir = opts.data_dir
+    try:
+        result = asyncio.run(_demo(opts, data_dir))
+    except KeyboardInterrupt:
+        return 130
+    if opts.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['parts']} parts: {result['passed']} passed, {result['rejected']} rejected, "
+            f"{result['escapes']} escapes, {result['false_rejects']} false rejects, "
+            f"{result['misrouted']} misrouted, {result['lost']} lost; "
+            f"latency p50 {result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
+        )
+    return 0 if result["misrouted"] == 0 and result["lost"] == 0 else 1

@@ -1,0 +1,147 @@
+"""The onnxruntime runner: the one module that imports onnxruntime.
+
+Providers are taken in the configured order and probed quietly (onnxruntime-gpu logs loud
+errors while looking for CUDA on a machine without it); the first that really runs the model
+is kept and reported. On the CPU, intra-op threads are capped and spinning is off, so several
+sessions do not fight over the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, unreadable, or not what the recipe says."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    sha256: str
+    provider: str
+    input_name: str
+    input_shape: tuple[Any, ...]
+    output_name: str
+    class_names: tuple[str, ...]
+
+
+GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+
+
+def nvidia_device_present() -> bool:
+    """A cheap check before probing CUDA providers: the NVIDIA driver's control device exists."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
+
+
+@contextlib.contextmanager
+def _captured_output() -> Iterator[list[str]]:
+    """Capture fd 1 and 2 while onnxruntime probes a provider (it prints from C++ and Python)."""
+    lines: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield lines
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class OnnxRunner:
+    """One onnxruntime session for one model; `run` takes a ready NCHW float32 batch."""
+
+    def __init__(
+        self,
+        path: Path,
+        providers: tuple[str, ...] = DEFAULT_PROVIDERS,
+        intra_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise ModelLoadError(f"model file {path} does not exist")
+        available = set(ort.get_available_providers())
+        threads = intra_threads or max(1, min(2, os.cpu_count() or 1))
+        last_error = "no provider in the configured list is available"
+        self.session: Any = None
+        for prov in providers:
+            if prov not in available:
+                continue
+            if prov in GPU_PROVIDERS and not nvidia_device_present():
+                log.debug("skipping %s: no NVIDIA device", prov)
+                continue
+            so = ort.SessionOptions()
+            so.log_severity_level = 4  # probe quietly; a failed GPU provider is reported once below
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            quiet: contextlib.AbstractContextManager[list[str]] = (
+                _captured_output() if prov in GPU_PROVIDERS else contextlib.nullcontext([])
+            )
+            try:
+                with quiet as noise:
+                    sess = ort.InferenceSession(str(path), sess_options=so, providers=[prov])
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                last_error = f"{prov}: {(str(exc).splitlines() or ['?'])[0][:200]}"
+                log.warning("model %s: %s unusable, trying the next provider", path.name, prov)
+                continue
+            if sess.get_providers()[0] == prov:
+                self.session = sess
+                break
+            detail = next((ln for ln in noise if "rror" in ln), "")[:200]
+            last_error = f"{prov} fell back to {sess.get_providers()[0]} {detail}".strip()
+            log.warning("model %s: %s", path.name, last_error)
+        if self.session is None:
+            raise ModelLoadError(f"model {path}: {last_error}")
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            names = tuple(json.loads(meta.get("class_names", "[]")))
+        except ValueError:
+            names = ()
+        self.info = ModelInfo(
+            path,
+            file_sha256(path),
+            self.session.get_providers()[0],
+            inp.name,
+            tuple(inp.shape),
+            out.name,
+            names,
+        )
+        log.info("model %s on %s (sha256 %s)", path.name, self.info.provider, self.info.sha256[:12])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.session.run([self.info.output_name], {self.info.input_name: batch})[0]
+        return out
+
+    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 4)) -> None:
+        """Run once per batch size so the first part does not pay for lazy initialisation."""
+        shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
+        for b in batch_sizes:
+            self.run(np.zeros((b, *shape), dtype=np.float32))

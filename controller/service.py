@@ -1,0 +1,350 @@
+"""The cell service: wires the core to the PLC link, cameras, inference and the record store.
+
+Threads and their roles (all named):
+- the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
+- `plc-io` reads the whole input area once per cycle, writes the header and queued verdicts;
+- each camera driver's own thread delivers frames; `infer-0` runs batches; `records` writes.
+Nothing here blocks the loop; every queue between threads is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.config import CellConfig, Recipe, content_hash
+from controller.contract import CELL_FLAG_INSPECTING, area_layout
+from controller.core.cell import (
+    Action,
+    Alarm,
+    CellCore,
+    CellPlan,
+    DropFrame,
+    Infer,
+    RecordPart,
+    WriteVerdict,
+    percentile,
+)
+from controller.core.fusion import FusionRule
+from controller.core.packml import Command, State
+from controller.core.types import ViewResult
+from controller.inference.adapters import MultiLabelAdapter
+from controller.inference.preprocess import Preprocessor, PreprocessSpec
+from controller.inference.runner import OnnxRunner
+from controller.inference.worker import InferenceWorker
+from controller.interfaces import Camera, Frame, PlcLink
+from controller.records import PartRecord, RecordStore
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">8H")
+
+
+def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
+    """Cell geometry in encoder counts for the recipe's cameras."""
+    cpm = cell.encoder.counts_per_mm
+
+    def counts(mm: float) -> int:
+        return round(mm * cpm)
+
+    st = cell.stations
+    f = recipe.fusion
+    return CellPlan(
+        cameras=tuple(recipe.cameras),
+        camera_offsets={n: counts(cell.camera(n).station_mm) for n in recipe.cameras},
+        decision_offset=counts(st.decision_mm),
+        deadline_offset=counts(st.deadline_mm),
+        reject_offset=counts(st.reject_mm),
+        confirm_offset=counts(st.confirm_mm),
+        match_tolerance=counts(cell.match_tolerance_mm),
+        ack_timeout_s=cell.plc.ack_timeout_ms / 1000.0,
+        plc_heartbeat_timeout_s=cell.plc.heartbeat_timeout_s,
+        fusion=FusionRule(f.rule, f.k, f.weights, f.threshold),
+    )
+
+
+@dataclass(frozen=True)
+class StatusSnapshot:
+    """An immutable view of the cell for the console and the API."""
+
+    state: str
+    recipe: str
+    recipe_hash: str
+    provider: str
+    parts: int
+    passed: int
+    failed: int
+    no_decision: int
+    in_flight: int
+    parts_per_min: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    rejects_by_reason: dict[str, int]
+    cameras: dict[str, dict[str, int]]
+    link_up: bool
+    heartbeat_age_s: float
+    alarms: dict[int, str]
+    recent: list[tuple[int, str, str]]
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class CellService:
+    """One cell. `run()` until `stop` is set; then drains and flushes."""
+
+    def __init__(
+        self,
+        cell: CellConfig,
+        recipe: Recipe,
+        recipe_dir: Path,
+        link: PlcLink,
+        cameras: dict[str, Camera],
+        run_id: str,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.cell, self.recipe, self.link = cell, recipe, link
+        missing = [c for c in recipe.cameras if c not in cameras]
+        if missing:
+            raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
+        self.cameras = {n: cameras[n] for n in recipe.cameras}
+        self.layout = area_layout(cell.plc.ring_size)
+        self.core = CellCore(build_plan(cell, recipe), self.layout)
+        model_path = (recipe_dir / recipe.model.path).resolve()
+        self.runner = OnnxRunner(model_path, tuple(cell.inference.providers), cell.inference.threads or None)
+        self.runner.warm_up((1, min(4, cell.inference.max_batch)))
+        spec = PreprocessSpec(
+            (64, 64), recipe.model.input_size, recipe.roi, recipe.model.mean, recipe.model.std
+        )
+        adapter = MultiLabelAdapter(recipe.model.class_names, recipe.thresholds, recipe.default_threshold)
+        self.worker = InferenceWorker(
+            self.runner, Preprocessor(spec), adapter, self._result_from_worker,
+            cell.inference.max_batch, cell.inference.queue_size,
+        )  # fmt: skip
+        root = data_dir or Path(".")
+        self.store = RecordStore(root / cell.records.database, root / cell.records.images, run_id)
+        self.recipe_hash = content_hash(recipe)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._verdicts: queue.Queue[WriteVerdict] = queue.Queue(maxsize=4 * self.layout.ring_size)
+        self._header = _HEADER.pack(0, int(State.STOPPED), 0, 0, 0, 0, 0, 0)
+        self._heartbeat = 0
+        self._io_stop = threading.Event()
+        self._io_thread = threading.Thread(target=self._io_main, name="plc-io", daemon=True)
+        self.link_up = False
+        self._last_inputs = 0.0
+        self._frames: dict[int, dict[str, Frame]] = {}
+        self._images: dict[int, dict[str, np.ndarray]] = {}
+        self._passed_seen = 0
+        self._finished: deque[float] = deque(maxlen=2000)
+        self.recent: deque[tuple[int, str, str]] = deque(maxlen=12)
+
+    # ------------------------------------------------------------------ life
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.store.start(
+            {
+                "cell": self.cell.name, "cell_hash": content_hash(self.cell), "recipe": self.recipe.name,
+                "recipe_hash": self.recipe_hash, "model_hash": self.runner.info.sha256,
+                "provider": self.runner.info.provider,
+            }
+        )  # fmt: skip
+        self.worker.start()
+        for cam in self.cameras.values():
+            cam.start(self._frame_from_camera)
+        self._io_thread.start()
+        self.core.inference_ready = True
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
+            self.core.command(Command.STOP)
+        deadline = time.monotonic() + 5.0
+        while self.core.undecided and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for cam in self.cameras.values():
+            cam.stop()
+        self._execute(self.core.flush(time.monotonic()))
+        await asyncio.to_thread(self._drain_verdicts)
+        self._io_stop.set()
+        await asyncio.to_thread(self._io_thread.join, 5.0)
+        await asyncio.to_thread(self.worker.stop)
+        for frames in self._frames.values():
+            for fr in frames.values():
+                fr.release()
+        await asyncio.to_thread(self.store.close)
+        self.link.close()
+
+    def _drain_verdicts(self) -> None:
+        deadline = time.monotonic() + 2.0
+        while not self._verdicts.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    # --------------------------------------------------------------- plc-io
+    def _io_main(self) -> None:
+        cycle = self.cell.plc.cycle_ms / 1000.0
+        backoff = 0.1
+        next_read = time.monotonic()
+        loop = self._loop
+        assert loop is not None
+        while not self._io_stop.is_set():
+            if not self.link_up:
+                try:
+                    self.link.connect()
+                except Exception as exc:
+                    if backoff == 0.1:
+                        log.error("PLC link down: %s", exc)  # once, then quietly until it recovers
+                    self._io_stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                log.info("PLC link up: %r", self.link)
+                self.link_up, backoff = True, 0.1
+            try:
+                now = time.monotonic()
+                if now >= next_read:
+                    t0 = time.monotonic()
+                    snap = self.link.read_inputs()
+                    t1 = time.monotonic()
+                    loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2)
+                    self.link.write_header(self._header)
+                    next_read = max(next_read + cycle, now)
+                try:
+                    w = self._verdicts.get(timeout=max(0.0, next_read - time.monotonic()))
+                except queue.Empty:
+                    continue
+                self.link.write_verdict(w.part_id, w.verdict, int(w.reason), w.attempt)
+                loop.call_soon_threadsafe(self.core.verdict_written, w.part_id, time.monotonic())
+            except Exception as exc:
+                log.error("PLC link lost: %s", exc)
+                self.link.close()
+                self.link_up = False
+
+    def _on_inputs(self, snap: np.void, t: float) -> None:
+        self._last_inputs = t
+        self._execute(self.core.on_plc_inputs(snap, t))
+        self._heartbeat = (self._heartbeat + 1) & 0xFFFF
+        c = self.core
+        alarm = max(c.alarms, default=0)
+        flags = CELL_FLAG_INSPECTING if c.inspecting else 0
+        self._header = _HEADER.pack(
+            self._heartbeat, int(c.state), c.cmd_ack_seq & 0xFFFF, int(c.cmd_result), 0, 0, alarm, flags
+        )
+
+    # ------------------------------------------------------- frames, results
+    def _frame_from_camera(self, frame: Frame) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            frame.release()
+            return
+        loop.call_soon_threadsafe(self._on_frame, frame)
+
+    def _on_frame(self, frame: Frame) -> None:
+        act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, frame, time.monotonic())
+        if isinstance(act, Infer):
+            self.worker.submit(act.part_id, frame)
+        else:
+            frame.release()
+
+    def _result_from_worker(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            frame.release()
+            return
+        loop.call_soon_threadsafe(self._on_result, part_id, res, t0, t1, frame)
+
+    def _on_result(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
+        if part_id in self.core.undecided:
+            self._frames.setdefault(part_id, {})[frame.camera] = frame
+            self._execute(self.core.on_view_result(part_id, res, t0, t1))
+        else:
+            self.core.on_view_result(part_id, res, t0, t1)  # counted as late
+            frame.release()
+
+    # ---------------------------------------------------------------- actions
+    def _execute(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, WriteVerdict):
+                if a.attempt == 1:
+                    self._decided(a.part_id)
+                try:
+                    self._verdicts.put_nowait(a)
+                except queue.Full:
+                    self.core.counts["verdict_queue_full"] += 1  # the core repeats unacked verdicts
+            elif isinstance(a, RecordPart):
+                t = a.part
+                self.store.put_part(PartRecord(t, self._images.pop(t.part_id, {})))
+                self._finished.append(time.monotonic())
+                self.recent.append((t.part_id, t.verdict.name, ",".join(t.reasons)[:60]))
+            elif isinstance(a, Alarm):
+                self.store.put_alarm(a.code, a.text)
+            elif isinstance(a, DropFrame):
+                a.frame.release()
+
+    def _decided(self, part_id: int) -> None:
+        frames = self._frames.pop(part_id, {})
+        track = self.core.parts.get(part_id)
+        keep = False
+        if track is not None:
+            pol = self.recipe.images
+            if track.verdict.name != "PASS":
+                keep = pol.save_rejected
+            else:
+                self._passed_seen += 1
+                keep = pol.sample_passed_every > 0 and self._passed_seen % pol.sample_passed_every == 0
+        if keep:
+            self._images[part_id] = {cam: fr.image.copy() for cam, fr in frames.items()}
+        for fr in frames.values():
+            fr.release()
+
+    # ----------------------------------------------------------------- status
+    def snapshot(self) -> StatusSnapshot:
+        c = self.core
+        now = time.monotonic()
+        recent = [t for t in self._finished if now - t < 10.0]
+        ppm = len(recent) * 6.0 if recent else 0.0
+        by_reason = {k.split(":", 1)[1]: v for k, v in c.counts.items() if k.startswith("no_decision:")}
+        by_reason["defect"] = c.counts["verdict:fail"]
+        cams = {
+            n: {"frames": cam.stats.frames, "skipped": cam.stats.skipped, "underruns": cam.stats.underruns}
+            for n, cam in self.cameras.items()
+        }
+        lat = list(c.latencies)
+        return StatusSnapshot(
+            state=c.state.name,
+            recipe=self.recipe.name,
+            recipe_hash=self.recipe_hash[:12],
+            provider=self.runner.info.provider,
+            parts=c.counts["parts"],
+            passed=c.counts["verdict:pass"],
+            failed=c.counts["verdict:fail"],
+            no_decision=c.counts["verdict:no_decision"],
+            in_flight=c.in_flight(),
+            parts_per_min=ppm,
+            latency_p50_ms=percentile(lat, 50) * 1e3,
+            latency_p99_ms=percentile(lat, 99) * 1e3,
+            rejects_by_reason={k: v for k, v in by_reason.items() if v},
+            cameras=cams,
+            link_up=self.link_up,
+            heartbeat_age_s=now - self._last_inputs if self._last_inputs else float("inf"),
+            alarms=dict(c.alarms),
+            recent=list(self.recent),
+            counters=dict(c.counts),
+        )
+
+    def command(self, cmd: Command) -> str | None:
+        """Apply a local command (CLI, console). Must be called on the loop."""
+        return self.core.command(cmd)
+
+    def call(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)

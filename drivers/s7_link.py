@@ -1,0 +1,99 @@
+"""The PLC link over S7 (python-snap7 client): the whole input DB in one read per cycle.
+
+python-snap7 3.x notes: the request timeout lives on `client.connection.timeout` (the
+RecvTimeout parameter has no effect); the negotiated PDU is at most 480 bytes, which the
+contract layout respects; only whole bytes are written (the bit helpers are
+read-modify-write in two requests and would race with the PLC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+
+import numpy as np
+import snap7
+from snap7.error import S7Error
+
+from controller.contract import AreaLayout, Verdict
+
+log = logging.getLogger(__name__)
+
+_VERDICT = struct.Struct(">IBBH")
+
+
+class PlcLinkError(Exception):
+    """The link to the PLC failed; the message says what and where."""
+
+
+class S7PlcLink:
+    """Reads DB `db_plc` (PLC → cell) and writes DB `db_cell` (cell → PLC) on one connection."""
+
+    def __init__(
+        self,
+        layout: AreaLayout,
+        host: str,
+        port: int = 102,
+        rack: int = 0,
+        slot: int = 1,
+        db_plc: int = 100,
+        db_cell: int = 101,
+        timeout_s: float = 0.5,
+    ) -> None:
+        self.layout = layout
+        self.host, self.port, self.rack, self.slot = host, port, rack, slot
+        self.db_plc, self.db_cell = db_plc, db_cell
+        self.timeout_s = timeout_s
+        self._client: snap7.client.Client | None = None
+
+    def __repr__(self) -> str:
+        return f"S7PlcLink({self.host}:{self.port} DB{self.db_plc}/DB{self.db_cell})"
+
+    def connect(self) -> None:
+        client = snap7.client.Client()
+        try:
+            client.connect(self.host, self.rack, self.slot, self.port)
+        except (S7Error, OSError) as exc:
+            raise PlcLinkError(f"{self!r}: cannot connect: {exc}") from None
+        if client.connection is not None:
+            client.connection.timeout = self.timeout_s
+            if client.connection.socket is not None:
+                client.connection.socket.settimeout(self.timeout_s)
+        self._client = client
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(S7Error, OSError):
+                self._client.disconnect()
+            self._client = None
+
+    def _require(self) -> snap7.client.Client:
+        if self._client is None:
+            raise PlcLinkError(f"{self!r}: not connected")
+        return self._client
+
+    def read_inputs(self) -> np.void:
+        try:
+            data = self._require().db_read(self.db_plc, 0, self.layout.plc_size)
+        except (S7Error, OSError) as exc:
+            raise PlcLinkError(f"{self!r}: read DB{self.db_plc} failed: {exc}") from None
+        if len(data) != self.layout.plc_size:
+            raise PlcLinkError(
+                f"{self!r}: DB{self.db_plc} read {len(data)} B, expected {self.layout.plc_size}"
+            )
+        rec: np.void = np.frombuffer(data, dtype=self.layout.plc_dtype)[0]
+        return rec
+
+    def write_header(self, data: bytes) -> None:
+        self._write(0, data)
+
+    def write_verdict(self, part_id: int, verdict: Verdict, reason: int, attempt: int) -> None:
+        data = _VERDICT.pack(part_id & 0xFFFFFFFF, int(verdict), attempt & 0xFF, int(reason) & 0xFFFF)
+        self._write(self.layout.verdict_offset(part_id), data)
+
+    def _write(self, offset: int, data: bytes) -> None:
+        try:
+            self._require().db_write(self.db_cell, offset, bytearray(data))
+        except (S7Error, OSError) as exc:
+            raise PlcLinkError(f"{self!r}: write DB{self.db_cell}@{offset} failed: {exc}") from None

@@ -1,0 +1,192 @@
+"""Starts the simulated line in its own processes: S7 PLC with its scan cycle, and the camera rig.
+
+The PLC scan is a 1 ms loop of pure Python and the rig renders images: both would steal the
+GIL from the controller, so each runs in a process of its own, as they are separate devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from controller.contract import area_layout
+from simulators.camera import SimCamera, camera_rig_main
+from simulators.line import LineConfig, Outcome, PlcScan, Trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlcEndpoint:
+    ring_size: int = 16
+    db_plc: int = 100
+    db_cell: int = 101
+
+
+def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connection) -> None:
+    """Process entry: the simulated S7 PLC. Talks to its launcher over `ctl`."""
+    from simulators.s7_plc import SimS7Plc
+
+    layout = area_layout(ep.ring_size)
+    plc = SimS7Plc(layout, ep.db_plc, ep.db_cell)
+    port = plc.start(0)
+    pending: list[Trigger] = []
+    scan = PlcScan(cfg, layout, plc.plc_area, plc.cell_area, pending.append, time.monotonic())
+    scan.feeding = False  # the infeed waits for the cell to inspect
+    ctl.send(("port", port))
+    next_t = time.monotonic()
+    done_sent = False
+    try:
+        while True:
+            now = time.monotonic()
+            with plc.locked():
+                if not scan.feeding and scan.registered == 0 and scan.cell_inspecting:
+                    scan.feeding = True
+                scan.step(now)
+            for trig in pending:
+                triggers.send(trig)
+            pending.clear()
+            if cfg.parts and scan.registered >= cfg.parts and scan.idle and not done_sent:
+                ctl.send(("done", scan.outcomes, scan.dropped_writes))
+                done_sent = True
+            while ctl.poll():
+                msg = ctl.recv()
+                if msg[0] == "stop":
+                    return
+                if msg[0] == "command":
+                    with plc.locked():
+                        ctl.send(("seq", scan.send_command(int(msg[1]))))
+                elif msg[0] == "status":
+                    with plc.locked():
+                        ctl.send(("status", scan.cell_state, scan.registered, len(scan.outcomes)))
+                elif msg[0] == "result":
+                    with plc.locked():
+                        ctl.send(("result", scan.command_result(int(msg[1]))))
+                elif msg[0] == "outcomes":
+                    ctl.send(("outcomes", list(scan.outcomes), scan.dropped_writes))
+            next_t += cfg.scan_s
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # overran: do not try to catch up with a burst
+    finally:
+        triggers.send(None)
+        plc.stop()
+
+
+class SimLine:
+    """The simulated line as seen from the controller's process."""
+
+    def __init__(
+        self, cfg: LineConfig, endpoint: PlcEndpoint | None = None, camera_names: list[str] | None = None
+    ):
+        self.cfg = cfg
+        self.endpoint = endpoint or PlcEndpoint()
+        n = len(cfg.camera_offsets_mm)
+        self.camera_names = camera_names or [f"cam{i}" for i in range(n)]
+        self._ctx = mp.get_context("spawn")
+        self._procs: list[Any] = []
+        self.cameras: list[SimCamera] = []
+        self.port = 0
+        self._ctl: Connection | None = None
+        self.done: tuple[list[Outcome], int] | None = None
+
+    def start(self, timeout: float = 20.0) -> int:
+        """Start both processes; returns the PLC's port on 127.0.0.1."""
+        ctx = self._ctx
+        trig_rx, trig_tx = ctx.Pipe(duplex=False)
+        ctl_here, ctl_there = ctx.Pipe()
+        frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
+        rig = ctx.Process(
+            target=camera_rig_main,
+            args=(trig_rx, [tx for _, tx in frame_pipes], self.cfg.drop_frames, self.cfg.seed),
+            name="sim-camera-rig",
+            daemon=True,
+        )
+        plc = ctx.Process(
+            target=plc_main, args=(self.cfg, self.endpoint, trig_tx, ctl_there), name="sim-plc", daemon=True
+        )
+        rig.start()
+        plc.start()
+        self._procs = [plc, rig]
+        for conn in (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes)):
+            conn.close()
+        self._ctl = ctl_here
+        self.cameras = [
+            SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
+        ]
+        if not ctl_here.poll(timeout):
+            self.stop()
+            raise RuntimeError("simulated PLC did not start")
+        _kind, port = ctl_here.recv()
+        self.port = int(port)
+        return self.port
+
+    def _ask(self, msg: tuple[Any, ...], kind: str, timeout: float = 5.0) -> tuple[Any, ...]:
+        assert self._ctl is not None
+        self._ctl.send(msg)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._ctl.poll(0.05):
+                reply = self._ctl.recv()
+                if reply[0] == "done":
+                    self.done = (reply[1], reply[2])
+                    continue
+                if reply[0] == kind:
+                    return tuple(reply)
+        raise TimeoutError(f"simulated PLC did not answer {msg[0]}")
+
+    def command(self, code: int, timeout: float = 5.0) -> int:
+        """Issue a PackML command through the PLC's command word; returns the cell's result code."""
+        seq = self._ask(("command", code), "seq")[1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = self._ask(("result", seq), "result")[1]
+            if res is not None:
+                return int(res)
+            time.sleep(0.01)
+        raise TimeoutError(f"cell did not acknowledge command {code}")
+
+    def status(self) -> tuple[int, int, int]:
+        """(cell state seen by the PLC, parts registered, parts reported)."""
+        _, state, registered, reported = self._ask(("status",), "status")
+        return int(state), int(registered), int(reported)
+
+    def wait_done(self, timeout: float) -> tuple[list[Outcome], int]:
+        """Wait until every part was fed and reported; returns (outcomes, dropped verdict writes)."""
+        assert self._ctl is not None
+        deadline = time.monotonic() + timeout
+        while self.done is None and time.monotonic() < deadline:
+            if self._ctl.poll(0.1):
+                reply = self._ctl.recv()
+                if reply[0] == "done":
+                    self.done = (reply[1], reply[2])
+        if self.done is None:
+            raise TimeoutError("simulated line did not finish")
+        return self.done
+
+    def outcomes(self) -> tuple[list[Outcome], int]:
+        _, outcomes, dropped = self._ask(("outcomes",), "outcomes")
+        return list(outcomes), int(dropped)
+
+    def stop(self) -> None:
+        for cam in self.cameras:
+            cam.stop()
+        if self._ctl is not None:
+            with contextlib.suppress(BrokenPipeError, OSError):
+                self._ctl.send(("stop",))
+        for p in self._procs:
+            p.join(timeout=5.0)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2.0)
+        if self._ctl is not None:
+            self._ctl.close()
+            self._ctl = None
+        self._procs = []

@@ -1,0 +1,316 @@
+"""The simulated line: conveyor with encoder, part sensor, camera stations, reject and confirm.
+
+`PlcScan` is the PLC program, independent of the field bus: every scan it moves the belt,
+registers parts at the sensor, fires camera triggers at their stations, takes the verdicts
+the cell wrote, latches them at the deadline, fires the reject at the reject station (any part
+without an accepted verdict is rejected) and reports each disposition at the confirm sensor.
+It works on numpy views of the two exchange areas, so an S7 or a Modbus server can host it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controller.contract import (
+    CELL_FLAG_INSPECTING,
+    DISPO_CONFIRMED_REMOVED,
+    DISPO_KICKED,
+    PLC_FLAG_CELL_HEARTBEAT_OK,
+    PLC_FLAG_RUNNING,
+    AckStatus,
+    AreaLayout,
+    DispositionCause,
+    Verdict,
+)
+from simulators.parts import PartGenerator, PartTruth
+
+WRAP = 1 << 32
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    """Geometry (mm, from the cell config) and behaviour of the simulated line."""
+
+    camera_offsets_mm: tuple[float, ...] = (150.0, 200.0, 250.0)
+    deadline_mm: float = 450.0
+    reject_mm: float = 500.0
+    confirm_mm: float = 550.0
+    counts_per_mm: float = 10.0
+    belt_speed_mm_s: float = 1000.0
+    parts_per_min: float = 1200.0
+    spacing_jitter: float = 0.15
+    sensor_debounce_mm: float = 5.0
+    encoder_start: int = WRAP - 150_000
+    parts: int = 0
+    seed: int = 1
+    defect_rate: float = 0.3
+    scan_s: float = 0.001
+    cell_heartbeat_timeout_s: float = 0.5
+    drop_verdict_writes: float = 0.0
+    drop_frames: float = 0.0
+    extra_triggers: float = 0.0
+    kick_fail_rate: float = 0.0
+
+    @property
+    def counts_per_s(self) -> float:
+        return self.belt_speed_mm_s * self.counts_per_mm
+
+    def counts(self, mm: float) -> int:
+        return round(mm * self.counts_per_mm)
+
+    @property
+    def pitch_mm(self) -> float:
+        return self.belt_speed_mm_s * 60.0 / self.parts_per_min
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """A camera trigger: the hardware line pulse, with the part that is in front of the lens."""
+
+    camera: int
+    t: float
+    truth: PartTruth | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What physically happened to one part (for the scorer)."""
+
+    part_id: int
+    defective: bool
+    defects: tuple[str, ...]
+    kicked: bool
+    removed: bool
+    cause: int
+    verdict: int
+
+
+@dataclass(slots=True)
+class _Part:
+    truth: PartTruth
+    travel: int
+    next_cam: int = 0
+    verdict: int = 0
+    accepted_attempt: int = 0
+    latched: bool = False
+    kick: bool = False
+    cause: int = DispositionCause.PASSED
+    kicked: bool = False
+    removed: bool = False
+    seen: set[tuple[int, int]] = field(default_factory=set)
+
+
+class PlcScan:
+    """The PLC program of the simulated line. `step(now)` is one scan."""
+
+    def __init__(
+        self,
+        cfg: LineConfig,
+        layout: AreaLayout,
+        plc_area: np.ndarray,
+        cell_area: np.ndarray,
+        on_trigger: Callable[[Trigger], None],
+        t0: float,
+    ) -> None:
+        self.cfg = cfg
+        self.layout = layout
+        self.plc = plc_area  # this PLC writes it
+        self.cell = cell_area  # the cell writes it
+        self.on_trigger = on_trigger
+        self.t0 = t0
+        self.rng = np.random.default_rng([cfg.seed, 7])
+        self.parts_gen = PartGenerator(cfg.seed, len(cfg.camera_offsets_mm), cfg.defect_rate)
+        self.cam_offsets = [cfg.counts(mm) for mm in cfg.camera_offsets_mm]
+        self.deadline = cfg.counts(cfg.deadline_mm)
+        self.reject = cfg.counts(cfg.reject_mm)
+        self.confirm = cfg.counts(cfg.confirm_mm)
+        self.queue: deque[_Part] = deque()
+        self.by_id: dict[int, _Part] = {}
+        self.outcomes: list[Outcome] = []
+        self.registered = 0
+        self.feeding = True
+        self.running = True
+        self._next_travel = cfg.counts(cfg.pitch_mm)
+        self._travel = 0
+        self._t_last = t0
+        self._cell_hb = -1
+        self._cell_hb_t = t0
+        self.cell_heartbeat_ok = False
+        self._cmd_seq = 0
+        self._spurious: list[tuple[int, int]] = []
+        self.dropped_writes = 0
+
+    # -- the HMI side of the PLC: commands for the cell through the command word
+    def send_command(self, code: int) -> int:
+        self._cmd_seq = (self._cmd_seq + 1) & 0xFFFF
+        hdr = self.plc["header"]
+        hdr["cmd_code"] = code
+        hdr["cmd_seq"] = self._cmd_seq
+        return self._cmd_seq
+
+    def command_result(self, seq: int) -> int | None:
+        h = self.cell["header"]
+        return int(h["cmd_result"]) if int(h["cmd_ack_seq"]) == seq else None
+
+    @property
+    def cell_state(self) -> int:
+        return int(self.cell["header"]["state"])
+
+    @property
+    def cell_inspecting(self) -> bool:
+        return bool(int(self.cell["header"]["cell_flags"]) & CELL_FLAG_INSPECTING)
+
+    def travel_at(self, t: float) -> int:
+        return int((t - self.t0) * self.cfg.counts_per_s)
+
+    def time_at(self, travel: int) -> float:
+        return self.t0 + travel / self.cfg.counts_per_s
+
+    def step(self, now: float) -> None:
+        cfg = self.cfg
+        hdr = self.plc["header"]
+        if self.running:
+            self._travel = self.travel_at(now)
+        travel = self._travel
+        hdr["heartbeat"] = (int(hdr["heartbeat"]) + 1) & 0xFFFF
+        hdr["encoder"] = (cfg.encoder_start + travel) % WRAP
+        self._watch_cell_heartbeat(now)
+        hdr["plc_flags"] = (PLC_FLAG_RUNNING if self.running else 0) | (
+            PLC_FLAG_CELL_HEARTBEAT_OK if self.cell_heartbeat_ok else 0
+        )
+        self._sensor(travel)
+        self._triggers(travel)
+        self._take_verdicts(travel)
+        self._stations(travel)
+
+    def _watch_cell_heartbeat(self, now: float) -> None:
+        hb = int(self.cell["header"]["heartbeat"])
+        if hb != self._cell_hb:
+            self._cell_hb, self._cell_hb_t = hb, now
+            self.cell_heartbeat_ok = True
+        elif now - self._cell_hb_t > self.cfg.cell_heartbeat_timeout_s:
+            self.cell_heartbeat_ok = False
+
+    def _sensor(self, travel: int) -> None:
+        cfg = self.cfg
+        n = self.layout.ring_size
+        debounce = cfg.counts(cfg.sensor_debounce_mm)
+        while self.feeding and self._next_travel + debounce <= travel:
+            if cfg.parts and self.registered >= cfg.parts:
+                self.feeding = False
+                break
+            self.registered += 1
+            pid = self.registered
+            reg = self._next_travel + debounce
+            part = _Part(self.parts_gen.next(pid), reg)
+            self.queue.append(part)
+            self.by_id[pid] = part
+            slot = self.plc["parts"][pid % n]
+            slot["part_id"] = pid
+            slot["sensor_count"] = (cfg.encoder_start + reg) % WRAP
+            self.plc["header"]["part_seq"] = pid  # bumped after the slot is written
+            pitch = cfg.pitch_mm * (1.0 + self.rng.uniform(-cfg.spacing_jitter, cfg.spacing_jitter))
+            self._next_travel += cfg.counts(pitch)
+            if cfg.extra_triggers and self.rng.random() < cfg.extra_triggers:
+                cam = int(self.rng.integers(len(self.cam_offsets)))
+                # A stray pulse halfway between two parts: no part is in front of the lens.
+                self._spurious.append((cam, reg + self.cam_offsets[cam] + cfg.counts(pitch / 2)))
+
+    def _triggers(self, travel: int) -> None:
+        for part in self.queue:
+            while part.next_cam < len(self.cam_offsets):
+                at = part.travel + self.cam_offsets[part.next_cam]
+                if at > travel:
+                    break
+                self.on_trigger(Trigger(part.next_cam, self.time_at(at), part.truth))
+                part.next_cam += 1
+        for item in [s for s in self._spurious if s[1] <= travel]:
+            self._spurious.remove(item)
+            self.on_trigger(Trigger(item[0], self.time_at(item[1]), None))
+
+    def _take_verdicts(self, travel: int) -> None:
+        n = self.layout.ring_size
+        slots = self.cell["verdicts"]
+        acks = self.plc["acks"]
+        for i in range(n):
+            s = slots[i]
+            pid = int(s["part_id"])
+            part = self.by_id.get(pid)
+            if part is None:
+                continue
+            key = (pid, int(s["attempt"]))
+            if key in part.seen or part.accepted_attempt:
+                continue
+            part.seen.add(key)
+            if self.cfg.drop_verdict_writes and self.rng.random() < self.cfg.drop_verdict_writes:
+                self.dropped_writes += 1  # the write never reached this PLC's memory
+                continue
+            a = acks[pid % n]
+            a["part_id"], a["verdict"], a["attempt"] = pid, int(s["verdict"]), key[1]
+            if part.latched:
+                a["status"] = AckStatus.LATE
+                continue
+            a["status"] = AckStatus.ACCEPTED
+            part.verdict = int(s["verdict"])
+            part.accepted_attempt = key[1]
+
+    def _stations(self, travel: int) -> None:
+        for part in self.queue:
+            pos = travel - part.travel
+            if pos < self.deadline:
+                break
+            if not part.latched:
+                part.latched = True
+                if not self.cell_heartbeat_ok:
+                    part.kick, part.cause = True, DispositionCause.CELL_HEARTBEAT_LOST
+                elif part.verdict == Verdict.PASS:
+                    part.kick, part.cause = False, DispositionCause.PASSED
+                elif part.verdict in (Verdict.FAIL, Verdict.NO_DECISION):
+                    part.kick, part.cause = True, DispositionCause.VERDICT_REJECT
+                else:
+                    part.kick, part.cause = True, DispositionCause.NO_VERDICT
+            if pos >= self.reject and part.kick and not part.kicked:
+                part.kicked = True
+                part.removed = not (self.cfg.kick_fail_rate and self.rng.random() < self.cfg.kick_fail_rate)
+        while self.queue and travel - self.queue[0].travel >= self.confirm:
+            self._report(self.queue.popleft())
+
+    def _report(self, part: _Part) -> None:
+        n = self.layout.ring_size
+        self.outcomes.append(
+            Outcome(
+                part.truth.part_id,
+                part.truth.defective,
+                tuple(k for k, _ in part.truth.defects),
+                part.kicked,
+                part.removed,
+                int(part.cause),
+                part.verdict,
+            )
+        )
+        del self.by_id[part.truth.part_id]
+        hdr = self.plc["header"]
+        seq = int(hdr["dispo_seq"]) + 1
+        d = self.plc["dispos"][seq % n]
+        d["part_id"] = part.truth.part_id
+        d["flags"] = (DISPO_KICKED if part.kicked else 0) | (DISPO_CONFIRMED_REMOVED if part.removed else 0)
+        d["cause"] = int(part.cause)
+        hdr["dispo_seq"] = seq
+
+    @property
+    def idle(self) -> bool:
+        """All parts fed and reported."""
+        return not self.feeding and not self.queue
+
+    def expected_duration_s(self) -> float:
+        cfg = self.cfg
+        return (cfg.parts * cfg.pitch_mm * (1 + cfg.spacing_jitter) + cfg.confirm_mm) / cfg.belt_speed_mm_s
+
+
+def seconds_to_cover(mm: float, cfg: LineConfig) -> float:
+    return mm / cfg.belt_speed_mm_s if cfg.belt_speed_mm_s > 0 else math.inf

@@ -1,0 +1,55 @@
+"""The whole cell on the simulated line over real S7, scored against ground truth."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from controller.demo import DemoOptions, _demo
+
+ROOT = Path(__file__).resolve().parents[2]
+CARD = json.loads((ROOT / "recipes/models/demo_defects.json").read_text())["held_out"]
+
+
+def upper_bound(rate: float, n: int, z: float = 3.3) -> float:
+    """A generous one-sided bound on an observed rate for n trials (Wilson, ~99.95 %)."""
+    p = max(rate, 1.0 / max(n, 1))
+    return p + z * math.sqrt(p * (1 - p) / n) + z * z / n
+
+
+def run(tmp_path: Path, **kw: object) -> dict[str, object]:
+    import asyncio
+
+    return asyncio.run(_demo(DemoOptions(headless=True, data_dir=tmp_path, **kw), tmp_path))  # type: ignore[arg-type]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_2000_parts_3_cameras_nothing_lost_or_misrouted(tmp_path: Path) -> None:
+    r = run(tmp_path, parts=2000, cameras=3, parts_per_min=1500)
+    print(json.dumps(r, indent=2))
+    assert r["parts"] == 2000 and r["records"] == 2000
+    assert r["lost"] == 0
+    assert r["misrouted"] == 0
+    defective, good = int(r["defective"]), 2000 - int(r["defective"])  # type: ignore[call-overload]
+    assert r["escapes"] <= upper_bound(CARD["part_escape_rate"], defective) * defective  # type: ignore[operator]
+    fr_bound = upper_bound(CARD["part_false_reject_rate"], good) * good
+    assert r["false_rejects"] + r["no_decision"] <= fr_bound  # type: ignore[operator]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_lost_verdict_writes_are_repeated_and_faults_counted(tmp_path: Path) -> None:
+    r = run(tmp_path, parts=300, cameras=3, drop_verdict_writes=0.2, drop_frames=0.01, extra_triggers=0.05)
+    print(json.dumps(r, indent=2))
+    assert r["lost"] == 0 and r["misrouted"] == 0
+    assert r["dropped_verdict_writes"] > 20  # type: ignore[operator]
+    assert r["verdict_repeats"] >= r["dropped_verdict_writes"]  # type: ignore[operator]
+    counters = r["counters"]
+    assert any(k.startswith("extra_frame:") for k in counters)  # type: ignore[union-attr]
+    assert any(k.startswith("missing_frame:") for k in counters)  # type: ignore[union-attr]
+    # Parts with a missing view were rejected, never passed.
+    assert r["no_decision"] > 0  # type: ignore[operator]

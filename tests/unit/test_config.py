@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.config import ConfigError, content_hash, load_cell_config, load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_cell_and_recipe_load() -> None:
+    cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
+    recipe = load_recipe(ROOT / "recipes/plate-4h.yaml")
+    assert [c.name for c in cell.cameras][:3] == list(recipe.cameras)
+    assert len(content_hash(recipe)) == 64
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = """\
+schema_version: 1
+name: x
+cameras: [top]
+model:
+  path: m.onnx
+  input_size: [64, 64]
+  class_names: [scratch]
+"""
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE + "thresholdz: {scratch: 0.5}\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p)
+    (prob,) = e.value.problems
+    assert prob.line == 8 and prob.field == "thresholdz"
+    assert "did you mean 'thresholds'" in prob.expected
+
+
+def test_duplicate_key_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE + "name: y\n")
+    with pytest.raises(ConfigError, match="duplicate key 'name'"):
+        load_recipe(p)
+
+
+def test_alias_is_refused(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE.replace("cameras: [top]", "cameras: &c [top]\nother: *c"))
+    with pytest.raises(ConfigError, match="aliases are not allowed"):
+        load_recipe(p)
+
+
+def test_out_of_range_and_missing(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE.replace("  path: m.onnx\n", "") + "default_threshold: 7\n")
+    with pytest.raises(ConfigError) as e:
+        load_recipe(p)
+    fields = {pr.field: pr for pr in e.value.problems}
+    assert fields["model.path"].found == "nothing"
+    assert "less than or equal to 1" in fields["default_threshold"].expected
+
+
+def test_threshold_for_unknown_class(tmp_path: Path) -> None:
+    p = write(tmp_path, BASE + "thresholds: {dent: 0.5}\n")
+    with pytest.raises(ConfigError, match="classes the model does not have: dent"):
+        load_recipe(p)
+
+
+def test_cell_stations_must_be_ordered(tmp_path: Path) -> None:
+    text = (ROOT / "recipes/cells/demo-cell.yaml").read_text().replace("reject_mm: 500", "reject_mm: 420")
+    with pytest.raises(ConfigError, match="stations must be ordered"):
+        load_cell_config(write(tmp_path, text))
