@@ -56,9 +56,7 @@ class PlcConfig(_Strict):
     slot: int = Field(1, ge=0, le=31)
     db_plc: int = Field(100, ge=1, le=65535, description="DB written by the PLC, read by the cell")
     db_cell: int = Field(101, ge=1, le=65535, description="DB written by the cell, read by the PLC")
-    ring_size: int = Field(
-        16, ge=4, le=32, description="slots per ring (parts, verdicts, acks, dispositions)"
-    )
+    ring_size: int = Field(16, ge=4, le=16, description="slots per ring; 16 keeps the input DB in one S7 PDU")
     cycle_ms: float = Field(2.0, ge=0.5, le=100, description="I/O cycle: one read of the input DB")
     timeout_s: float = Field(0.5, gt=0, le=10, description="request timeout")
     heartbeat_timeout_s: float = Field(
