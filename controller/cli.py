@@ -29,8 +29,46 @@ def _demo(args: argparse.Namespace) -> int:
         drop_frames=args.drop_frames,
         extra_triggers=args.extra_triggers,
         seed=args.seed,
+        socket=args.socket,
     )
     return run_demo(opts)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from controller.api import ApiError, request
+
+    try:
+        reply = request(args.socket, {"op": "status"})
+    except ApiError as exc:
+        print(f"cellctl: {exc}", file=sys.stderr)
+        return 1
+    st = reply["status"]
+    if args.json:
+        print(json.dumps(st, indent=2))
+    else:
+        print(
+            f"{st['state']}  recipe {st['recipe']} ({st['recipe_hash']})  parts {st['parts']}  "
+            f"passed {st['passed']}  failed {st['failed']}  no decision {st['no_decision']}  "
+            f"PLC {'up' if st['link_up'] else 'DOWN'}  alarms {len(st['alarms'])}"
+        )
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    from controller.api import ApiError, request
+
+    try:
+        reply = request(args.socket, {"op": "command", "command": args.name})
+    except ApiError as exc:
+        print(f"cellctl: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"cellctl: {args.name} refused: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: accepted, state {reply['state']}")
+    return 0
 
 
 def _contract(args: argparse.Namespace) -> int:
@@ -71,7 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
     d.add_argument("--seed", type=int, default=None, help="simulation seed")
+    d.add_argument(
+        "--socket", type=Path, default=None, help="control socket (default: CELLCTL_SOCKET or /tmp)"
+    )
     d.set_defaults(func=_demo)
+
+    from controller.api import default_socket
+    from controller.core.packml import Command
+
+    s = sub.add_parser("status", help="status of the running cell (local API)")
+    s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_status)
+
+    k = sub.add_parser("command", help="send a PackML command to the running cell (local API)")
+    k.add_argument("name", choices=[c.name.lower() for c in Command if c is not Command.UNDEFINED])
+    k.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    k.set_defaults(func=_command)
 
     c = sub.add_parser("contract", help="print the PLC data contract as a Markdown table")
     c.add_argument("--ring-size", type=int, default=16)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.api import ControlApi, default_socket
 from controller.config import CellConfig, Recipe, load_cell_config, load_recipe
 from controller.contract import area_layout
 from controller.core.packml import Command
@@ -44,6 +45,7 @@ class DemoOptions:
     drop_frames: float | None = None
     extra_triggers: float | None = None
     seed: int | None = None
+    socket: Path | None = None
 
 
 def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -104,13 +106,22 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
     )
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="cell-service")
+    api = ControlApi(service, opts.socket or default_socket())
+    await api.start()
     live = None
     if not opts.headless:
+        from rich.console import Console
         from rich.live import Live
 
         from controller.console import render_status
 
-        live = Live(render_status(service.snapshot()), refresh_per_second=4, screen=False)
+        # With --json, stdout carries only the result: the console goes to stderr.
+        live = Live(
+            render_status(service.snapshot()),
+            refresh_per_second=4,
+            screen=False,
+            console=Console(stderr=opts.json),
+        )
         live.start()
     try:
         while not service.link_up:
@@ -126,20 +137,26 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
         t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
-        while time.monotonic() < t_end:
-            if live is not None:
-                live.update(render_status(service.snapshot()))
-            if lcfg.parts and sim.done is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.to_thread(sim.wait_done, 0.25)
-            elif lcfg.parts:
-                break
-            else:
-                await asyncio.sleep(0.25)
+        try:
+            while time.monotonic() < t_end and sim.done is None:
+                if live is not None:
+                    live.update(render_status(service.snapshot()))
+                if lcfg.parts:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.to_thread(sim.wait_done, 0.25)
+                else:
+                    await asyncio.sleep(0.25)
+        except asyncio.CancelledError:  # Ctrl-C: run the belt empty, then score what went through
+            me = asyncio.current_task()
+            if me is not None:
+                me.uncancel()
+        if sim.done is None:
+            await _run_out(sim, lcfg)
         outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
     finally:
         stop.set()
         await task
+        await api.stop()
         if live is not None:
             live.update(render_status(service.snapshot()))
             live.stop()
@@ -155,6 +172,17 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
         counters={k: v for k, v in sorted(service.core.counts.items()) if not k.startswith("verdict:")},
     )
     return result
+
+
+async def _run_out(sim: Any, lcfg: Any) -> None:
+    """Close the infeed and wait until every part on the belt has been reported."""
+    fed = await asyncio.to_thread(sim.close_infeed)
+    deadline = time.monotonic() + lcfg.confirm_mm / lcfg.belt_speed_mm_s + 5.0
+    while time.monotonic() < deadline:
+        _, _fed, reported = await asyncio.to_thread(sim.status)
+        if reported >= fed:
+            return
+        await asyncio.sleep(0.05)
 
 
 def run_demo(opts: DemoOptions) -> int:

@@ -215,7 +215,7 @@ class CellService:
                     t0 = time.monotonic()
                     snap = self.link.read_inputs()
                     t1 = time.monotonic()
-                    loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2)
+                    loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2, t1 - t0)
                     self.link.write_header(self._header)
                     next_read = max(next_read + cycle, now)
                 try:
@@ -229,9 +229,9 @@ class CellService:
                 self.link.close()
                 self.link_up = False
 
-    def _on_inputs(self, snap: np.void, t: float) -> None:
+    def _on_inputs(self, snap: np.void, t: float, round_trip: float) -> None:
         self._last_inputs = t
-        self._execute(self.core.on_plc_inputs(snap, t))
+        self._execute(self.core.on_plc_inputs(snap, t, round_trip))
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         c = self.core
         alarm = max(c.alarms, default=0)

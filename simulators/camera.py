@@ -10,6 +10,7 @@ frame-counter gaps as skipped frames and a lack of free buffers as underruns.
 from __future__ import annotations
 
 import logging
+import signal
 import struct
 import threading
 import time
@@ -31,6 +32,7 @@ FRAME_BYTES = HEADER.size + SIZE * SIZE * 3
 
 def camera_rig_main(triggers: Connection, outputs: list[Connection], drop_frames: float, seed: int) -> None:
     """Process entry: render each trigger's view and send it on that camera's connection."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
     rng = np.random.default_rng([seed, 11])
     counters = [0] * len(outputs)
     buf = bytearray(FRAME_BYTES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -32,6 +33,7 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     """Process entry: the simulated S7 PLC. Talks to its launcher over `ctl`."""
     from simulators.s7_plc import SimS7Plc
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
     layout = area_layout(ep.ring_size)
     plc = SimS7Plc(layout, ep.db_plc, ep.db_cell)
     port = plc.start(0)
@@ -41,11 +43,12 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     ctl.send(("port", port))
     next_t = time.monotonic()
     done_sent = False
+    infeed_closed = False
     try:
         while True:
             now = time.monotonic()
             with plc.locked():
-                if not scan.feeding and scan.registered == 0 and scan.cell_inspecting:
+                if not scan.feeding and not infeed_closed and scan.registered == 0 and scan.cell_inspecting:
                     scan.feeding = True
                 scan.step(now)
             for trig in pending:
@@ -58,7 +61,10 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 msg = ctl.recv()
                 if msg[0] == "stop":
                     return
-                if msg[0] == "command":
+                if msg[0] == "close_infeed":
+                    infeed_closed, scan.feeding = True, False
+                    ctl.send(("closed", scan.registered))
+                elif msg[0] == "command":
                     with plc.locked():
                         ctl.send(("seq", scan.send_command(int(msg[1]))))
                 elif msg[0] == "status":
@@ -152,6 +158,10 @@ class SimLine:
                 return int(res)
             time.sleep(0.01)
         raise TimeoutError(f"cell did not acknowledge command {code}")
+
+    def close_infeed(self) -> int:
+        """Stop feeding new parts; returns how many were fed. Parts on the belt run out."""
+        return int(self._ask(("close_infeed",), "closed")[1])
 
     def status(self) -> tuple[int, int, int]:
         """(cell state seen by the PLC, parts registered, parts reported)."""

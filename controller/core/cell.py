@@ -46,6 +46,7 @@ class CellPlan:
     match_tolerance: int
     ack_timeout_s: float = 0.02
     plc_heartbeat_timeout_s: float = 1.0
+    max_sample_round_trip_s: float = 0.002
     fusion: FusionRule = field(default_factory=FusionRule)
 
     def __post_init__(self) -> None:
@@ -157,12 +158,20 @@ class CellCore:
         self.sm.complete_acting()
 
     # ---------------------------------------------------------------- PLC input
-    def on_plc_inputs(self, snap: np.void, now: float) -> list[Action]:
-        """Handle one snapshot of the whole PLC → cell area, read at `now`."""
+    def on_plc_inputs(self, snap: np.void, now: float, round_trip: float = 0.0) -> list[Action]:
+        """Handle one snapshot of the whole PLC → cell area, read at `now`.
+
+        `round_trip` is how long the read took: a slow one (the reading thread was stalled)
+        does not say precisely when the encoder was sampled, so it does not feed the
+        time → position history that frames are matched with.
+        """
         actions: list[Action] = []
         hdr = snap["header"]
         self.position = self.encoder.update(int(hdr["encoder"]))
-        self.history.add(now, self.position)
+        if round_trip <= self.plan.max_sample_round_trip_s:
+            self.history.add(now, self.position)
+        else:
+            self.counts["imprecise_encoder_samples"] += 1
         self._watch_heartbeat(int(hdr["heartbeat"]), now, actions)
         self._handle_command(int(hdr["cmd_seq"]), int(hdr["cmd_code"]))
         self._register_parts(snap, now, actions)

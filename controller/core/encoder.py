@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+
 WRAP = 1 << 32
 HALF = 1 << 31
 
@@ -39,12 +41,14 @@ class EncoderUnwrapper:
 class EncoderHistory:
     """Recent (time, position) samples; answers 'where was the belt at time t'.
 
-    Frames carry a trigger timestamp, not a position; the position at that instant is
-    interpolated between PLC samples (or extrapolated from the last two at the belt's speed).
+    Frames carry a trigger timestamp, not a position. The answer is a least-squares line
+    through the samples within `window_s` of t: a few stale samples (a PLC scan or a read
+    that ran late) pull it by a fraction of their error instead of all of it.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, window_s: float = 0.06) -> None:
         self._samples: deque[tuple[float, int]] = deque(maxlen=size)
+        self.window_s = window_s
 
     def add(self, t: float, position: int) -> None:
         if self._samples and t <= self._samples[-1][0]:
@@ -55,14 +59,19 @@ class EncoderHistory:
         s = self._samples
         if len(s) < 2:
             return s[-1][1] if s else None
-        if t >= s[-1][0]:
-            (t0, p0), (t1, p1) = s[-2], s[-1]
-        elif t <= s[0][0]:
-            (t0, p0), (t1, p1) = s[0], s[1]
-        else:
-            # Newest samples are where frames land: scan backwards.
-            i = len(s) - 1
-            while s[i - 1][0] > t:
-                i -= 1
-            (t0, p0), (t1, p1) = s[i - 1], s[i]
-        return round(p0 + (p1 - p0) * (t - t0) / (t1 - t0))
+        near: list[tuple[float, int]] = []
+        for ts, pos in reversed(s):  # newest first: frames are recent
+            if ts < t - self.window_s:
+                break
+            if ts <= t + self.window_s:
+                near.append((ts, pos))
+        if len(near) < 2:  # far from every sample: the line through the two nearest in time
+            near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
+        arr = np.asarray(near, dtype=np.float64)
+        t0, p0 = arr[0]
+        dt, dp = arr[:, 0] - t0, arr[:, 1] - p0
+        var = float(np.dot(dt - dt.mean(), dt - dt.mean()))
+        if var <= 0.0:
+            return int(p0)
+        slope = float(np.dot(dt - dt.mean(), dp - dp.mean())) / var
+        return int(round(float(p0 + dp.mean() + slope * (t - t0 - dt.mean()))))  # noqa: RUF046

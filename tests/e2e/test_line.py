@@ -53,3 +53,41 @@ def test_lost_verdict_writes_are_repeated_and_faults_counted(tmp_path: Path) -> 
     assert any(k.startswith("missing_frame:") for k in counters)  # type: ignore[union-attr]
     # Parts with a missing view were rejected, never passed.
     assert r["no_decision"] > 0  # type: ignore[operator]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_cli_commands_move_the_running_cell_and_refusals_say_why(tmp_path: Path) -> None:
+    """Hold and unhold through the local API mid-run; parts entering while held are rejected."""
+    import asyncio
+
+    from controller.api import request
+    from controller.cli import main
+
+    sock = tmp_path / "cell.sock"
+
+    async def scenario() -> tuple[dict[str, object], list[tuple[str, int]]]:
+        seen: list[tuple[str, int]] = []
+        opts = DemoOptions(parts=400, cameras=3, headless=True, data_dir=tmp_path, socket=sock)
+        demo = asyncio.create_task(_demo(opts, tmp_path))
+
+        async def state() -> str:
+            reply = await asyncio.to_thread(request, sock, {"op": "status"})
+            return str(reply["status"]["state"])  # type: ignore[index]
+
+        while not sock.exists() or await state() != "EXECUTE":
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3.0)
+        seen.append(("hold", await asyncio.to_thread(main, ["command", "hold", "--socket", str(sock)])))
+        seen.append(("start", await asyncio.to_thread(main, ["command", "start", "--socket", str(sock)])))
+        seen.append((await state(), 0))
+        await asyncio.sleep(2.0)
+        seen.append(("unhold", await asyncio.to_thread(main, ["command", "unhold", "--socket", str(sock)])))
+        seen.append((await state(), 0))
+        return await demo, seen
+
+    r, seen = asyncio.run(scenario())
+    assert seen == [("hold", 0), ("start", 1), ("HELD", 0), ("unhold", 0), ("EXECUTE", 0)]
+    assert r["lost"] == 0 and r["misrouted"] == 0
+    assert r["rejects_by_reason"]["no_decision:not_inspecting"] > 10  # type: ignore[index]
+    assert main(["status", "--socket", str(sock)]) == 1  # service gone: clear message, exit 1

@@ -300,3 +300,13 @@ def test_failed_view_makes_no_decision(status: ViewStatus) -> None:
     w = acts[-1]
     assert isinstance(w, WriteVerdict)
     assert (w.verdict, w.reason) == (Verdict.NO_DECISION, ReasonCode.INFERENCE_FAILED)
+
+
+def test_slow_reads_do_not_feed_the_frame_timing_history() -> None:
+    rig = Rig()
+    rig.execute()
+    before = rig.core.history.position_at(rig.t)
+    rig.plc.encoder(rig.raw_at(rig.t + 0.05))
+    rig.core.on_plc_inputs(rig.plc.snapshot(), rig.t + 0.05, round_trip=0.03)
+    assert rig.core.counts["imprecise_encoder_samples"] == 1
+    assert rig.core.history.position_at(rig.t) == before

@@ -38,3 +38,15 @@ def test_history_interpolates_and_extrapolates() -> None:
     assert h.position_at(1.03) == 1300  # beyond the newest sample, at the belt's speed
     h.add(1.02, 9999)  # not newer: ignored
     assert h.position_at(1.02) == 1200
+
+
+def test_history_fit_shrugs_off_a_stale_sample() -> None:
+    h = EncoderHistory()
+    for k in range(30):
+        t = k * 0.002
+        pos = int(t * 10_000)
+        if k == 25:
+            pos -= 100  # a sample served 10 ms stale
+        h.add(t, pos)
+    est = h.position_at(0.05)
+    assert est is not None and abs(est - 500) < 15  # two-point interpolation would be 100 off
