@@ -71,6 +71,56 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_validate(args: argparse.Namespace) -> int:
+    from controller.config import load_cell_config
+    from controller.recipes import check_recipe
+
+    cell = load_cell_config(args.cell)
+    failed = 0
+    for path in args.files:
+        checked = check_recipe(path, cell)
+        if checked.problems:
+            failed += 1
+            for p in checked.problems:
+                print(p)
+        else:
+            lat = f", inference p99 {checked.inference_p99_ms:.1f} ms" if checked.inference_p99_ms else ""
+            print(f"{path}: valid for cell {cell.name}{lat}")
+    return 1 if failed else 0
+
+
+def _recipe_list(args: argparse.Namespace) -> int:
+    from controller.recipes import list_recipes
+
+    rows = list_recipes(args.folder)
+    print(f"{'name':<24} {'number':>6}  {'hash':<12}  {'modified (UTC)':<20}  file")
+    for r in rows:
+        num = str(r.number) if r.number is not None else "-"
+        state = f"  INVALID: {r.error}" if r.error else ""
+        print(f"{r.name:<24} {num:>6}  {r.hash or '-':<12}  {r.modified:<20}  {r.path.name}{state}")
+    return 0
+
+
+def _recipe_diff(args: argparse.Namespace) -> int:
+    from controller.config import load_recipe
+    from controller.recipes import diff_recipes
+
+    a, b = load_recipe(args.a), load_recipe(args.b)
+    changes = diff_recipes(a, b)
+    for field, va, vb in changes:
+        print(f"{field}: {va!r} -> {vb!r}")
+    if not changes:
+        print("no differences")
+    return 0
+
+
+def _recipe_schema(args: argparse.Namespace) -> int:
+    from controller.recipes import schema_markdown
+
+    print(schema_markdown())
+    return 0
+
+
 def _contract(args: argparse.Namespace) -> int:
     from controller.contract import contract_table
 
@@ -127,6 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     k.set_defaults(func=_command)
 
+    r = sub.add_parser("recipe", help="validate, list, compare recipes")
+    rs = r.add_subparsers(dest="recipe_command", required=True)
+    rv = rs.add_parser(
+        "validate", help="check recipes against the cell and their model; exit 1 if any is invalid"
+    )
+    rv.add_argument("files", type=Path, nargs="+")
+    rv.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config the recipes are for")
+    rv.set_defaults(func=_recipe_validate)
+    rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
+    rl.add_argument("folder", type=Path, nargs="?", default=DEFAULT_RECIPE.parent)
+    rl.set_defaults(func=_recipe_list)
+    rd = rs.add_parser("diff", help="what changed between two recipes, field by field")
+    rd.add_argument("a", type=Path)
+    rd.add_argument("b", type=Path)
+    rd.set_defaults(func=_recipe_diff)
+    rsch = rs.add_parser("schema", help="print the recipe and cell config schema (Markdown)")
+    rsch.set_defaults(func=_recipe_schema)
+
     c = sub.add_parser("contract", help="print the PLC data contract as a Markdown table")
     c.add_argument("--ring-size", type=int, default=16)
     c.set_defaults(func=_contract)
@@ -145,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in exc.problems:
             print(p, file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into head and the like
+        return 0
     return rc
 
 

@@ -31,6 +31,8 @@ Mm = Annotated[
 
 
 class CameraConfig(_Strict):
+    """One camera of the cell."""
+
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="angle name used by recipes")
     driver: Literal["sim", "pylon"] = Field("sim", description="real (pylon) or simulated camera")
     serial: str = Field("", description="camera serial number (pylon)")
@@ -38,10 +40,14 @@ class CameraConfig(_Strict):
 
 
 class EncoderConfig(_Strict):
+    """The conveyor encoder."""
+
     counts_per_mm: float = Field(gt=0, le=10_000, description="encoder counts per mm of belt travel")
 
 
 class StationsConfig(_Strict):
+    """Positions along the conveyor."""
+
     decision_mm: Mm = Field(description="the cell stops waiting for views here and decides")
     deadline_mm: Mm = Field(description="the PLC latches the verdict here; later verdicts are refused")
     reject_mm: Mm = Field(description="reject actuator")
@@ -49,6 +55,8 @@ class StationsConfig(_Strict):
 
 
 class PlcConfig(_Strict):
+    """The PLC link and its data blocks."""
+
     protocol: Literal["s7"] = Field("s7", description="field bus")
     host: str = Field("127.0.0.1", description="PLC address")
     port: int = Field(102, ge=0, le=65535, description="TCP port (S7: 102)")
@@ -66,6 +74,8 @@ class PlcConfig(_Strict):
 
 
 class InferenceConfig(_Strict):
+    """Onnxruntime settings."""
+
     providers: tuple[str, ...] = Field(
         ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
         description="onnxruntime execution providers, first that works wins",
@@ -76,11 +86,15 @@ class InferenceConfig(_Strict):
 
 
 class RecordsConfig(_Strict):
+    """Where records and images go."""
+
     database: str = Field("var/records.sqlite", description="SQLite file (WAL)")
     images: str = Field("var/images", description="folder for images of rejected and sampled parts")
 
 
 class SimulationConfig(_Strict):
+    """The simulated line (demo and tests only)."""
+
     belt_speed_mm_s: float = Field(1000.0, gt=0, le=10_000)
     parts_per_min: float = Field(1200.0, gt=0, le=20_000)
     spacing_jitter: float = Field(0.15, ge=0, lt=0.5, description="± share of the pitch")
@@ -99,6 +113,9 @@ class CellConfig(_Strict):
     encoder: EncoderConfig
     stations: StationsConfig
     match_tolerance_mm: float = Field(10.0, gt=0, le=1000, description="± window to match a frame to a part")
+    max_belt_speed_mm_s: float = Field(
+        1000.0, gt=0, le=10_000, description="fastest the conveyor runs (mm/s); recipes must keep up with it"
+    )
     cameras: tuple[CameraConfig, ...] = Field(min_length=1, max_length=16)
     plc: PlcConfig = PlcConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -128,46 +145,91 @@ class CellConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The ONNX model and how its input is prepared."""
+
     path: str = Field(description="ONNX file, relative to the recipe's folder")
-    kind: Literal["multilabel_classifier"] = "multilabel_classifier"
+    kind: Literal["multilabel_classifier"] = Field(
+        "multilabel_classifier", description="how outputs become defects: one sigmoid score per class"
+    )
     input_size: tuple[int, int] = Field(description="model input height, width (px)")
-    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    std: tuple[float, float, float] = (64.0, 64.0, 64.0)
-    class_names: tuple[str, ...] = Field(min_length=1)
+    mean: tuple[float, float, float] = Field(
+        (127.5, 127.5, 127.5), description="per-channel mean (0-255 scale)"
+    )
+    std: tuple[float, float, float] = Field((64.0, 64.0, 64.0), description="per-channel std (0-255 scale)")
+    class_names: tuple[str, ...] = Field(min_length=1, description="output classes, in the model's order")
+
+
+class CameraSettings(_Strict):
+    """One camera's settings for this product."""
+
+    exposure_us: float = Field(500.0, ge=10, le=1_000_000, description="exposure time (µs)")
+    gain_db: float = Field(0.0, ge=0, le=48, description="analog gain (dB)")
+    trigger_offset_mm: float = Field(
+        0.0, ge=-500, le=500, description="added to the camera's station for this product's length (mm)"
+    )
 
 
 class FusionConfig(_Strict):
-    rule: Literal["any_fail", "k_of_n", "weighted"] = "any_fail"
-    k: int = Field(1, ge=1)
-    weights: dict[str, float] | None = None
-    threshold: float = Field(0.5, ge=0, le=1)
+    """How the views of one part combine into its verdict."""
+
+    rule: Literal["any_fail", "k_of_n", "weighted"] = Field(
+        "any_fail", description="any view fails; at least k views fail; weighted mean of max scores"
+    )
+    k: int = Field(1, ge=1, le=16, description="k_of_n: views that must fail")
+    weights: dict[str, float] | None = Field(None, description="weighted: weight per camera (default 1)")
+    threshold: float = Field(0.5, ge=0, le=1, description="weighted: fail at or over this score")
+
+
+class RejectPolicy(_Strict):
+    """What counts as uncertain, when to decide, what a failed kick does."""
+
+    uncertain_band: float = Field(
+        0.0, ge=0, le=0.5, description="a score this close under its threshold makes the view uncertain"
+    )
+    decision_mm: float | None = Field(
+        None,
+        ge=0,
+        le=100_000,
+        description="stop waiting for views here (mm); default: the cell's decision_mm",
+    )
+    stop_on_confirm_failure: bool = Field(True, description="hold the cell when a kick is not confirmed")
 
 
 class ImagePolicy(_Strict):
-    save_rejected: bool = True
-    sample_passed_every: int = Field(100, ge=0, description="save every n-th passed part; 0 never")
+    """Which images are kept, and for how long."""
+
+    save_rejected: bool = Field(True, description="save every view of every rejected part")
+    sample_passed_every: int = Field(
+        100, ge=0, le=1_000_000, description="save every n-th passed part; 0 never"
+    )
+    retention_days: int = Field(30, ge=1, le=3650, description="images older than this are deleted (days)")
 
 
 class Recipe(_Strict):
     """One product's inspection settings."""
 
-    schema_version: Literal[1] = 1
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    cameras: tuple[str, ...] = Field(min_length=1, description="cameras this product is inspected with")
+    schema_version: Literal[1] = Field(1, description="recipe format version")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="product name, also the file's stem")
+    number: int = Field(ge=1, le=65535, description="recipe number the PLC requests this product by")
+    cameras: dict[str, CameraSettings] = Field(min_length=1, description="cameras used, by the cell's names")
     roi: tuple[int, int, int, int] | None = Field(None, description="x, y, w, h in the camera image (px)")
     model: ModelConfig
     thresholds: dict[str, float] = Field(default_factory=dict, description="score threshold per defect class")
-    default_threshold: float = Field(0.5, gt=0, le=1)
+    default_threshold: float = Field(0.5, gt=0, le=1, description="threshold for classes not listed")
     fusion: FusionConfig = FusionConfig()
+    reject: RejectPolicy = RejectPolicy()
     images: ImagePolicy = ImagePolicy()
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        if len(set(self.cameras)) != len(self.cameras):
-            raise ValueError("cameras: duplicate names")
         unknown = sorted(set(self.thresholds) - set(self.model.class_names))
         if unknown:
             raise ValueError(f"thresholds for classes the model does not have: {', '.join(unknown)}")
+        bad = [f"{k}={v}" for k, v in self.thresholds.items() if not 0.0 < v <= 1.0]
+        if bad:
+            raise ValueError(f"thresholds must be in (0, 1]: {', '.join(bad)}")
+        if self.fusion.rule == "k_of_n" and self.fusion.k > len(self.cameras):
+            raise ValueError(f"fusion.k = {self.fusion.k} is more than the {len(self.cameras)} cameras")
         return self
 
 

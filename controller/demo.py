@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.api import ControlApi, default_socket
-from controller.config import CellConfig, Recipe, load_cell_config, load_recipe
+from controller.config import CameraSettings, CellConfig, Recipe, load_cell_config, load_recipe
 from controller.contract import area_layout
 from controller.core.packml import Command
-from controller.service import CellService
+from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,17 @@ def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recip
     if not 1 <= k <= len(cell.cameras):
         raise SystemExit(f"--cameras must be 1..{len(cell.cameras)} for cell {cell.name}")
     cams = cell.cameras[:k]
-    return cell.model_copy(update={"cameras": cams}), recipe.model_copy(
-        update={"cameras": tuple(c.name for c in cams)}
-    )
+    settings = {c.name: recipe.cameras.get(c.name, CameraSettings()) for c in cams}
+    return cell.model_copy(update={"cameras": cams}), recipe.model_copy(update={"cameras": settings})
 
 
-def line_config(cell: CellConfig, opts: DemoOptions) -> Any:
+def line_config(cell: CellConfig, recipe: Recipe, opts: DemoOptions) -> Any:
     from simulators.line import LineConfig
 
     sim = cell.simulation
     st = cell.stations
     return LineConfig(
-        camera_offsets_mm=tuple(c.station_mm for c in cell.cameras),
+        camera_offsets_mm=tuple(trigger_mm(cell, recipe, c.name) for c in cell.cameras),
         deadline_mm=st.deadline_mm,
         reject_mm=st.reject_mm,
         confirm_mm=st.confirm_mm,
@@ -88,7 +87,7 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
-    lcfg = line_config(cell, opts)
+    lcfg = line_config(cell, recipe, opts)
     sim = SimLine(
         lcfg,
         PlcEndpoint(cell.plc.ring_size, cell.plc.db_plc, cell.plc.db_cell),

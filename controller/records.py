@@ -75,6 +75,24 @@ class RecordStore:
         self._ready = threading.Event()
         self._error: Exception | None = None
 
+    def prune_images(self, retention_days: int, now: float | None = None) -> int:
+        """Delete saved images older than `retention_days`; returns how many were deleted."""
+        limit = (now or time.time()) - retention_days * 86400.0
+        removed = 0
+        if not self.images_dir.is_dir():
+            return 0
+        for img in self.images_dir.glob("*/*.png"):
+            try:
+                if img.stat().st_mtime < limit:
+                    img.unlink()
+                    removed += 1
+            except OSError as exc:
+                log.warning("image retention: %s: %s", img, exc.strerror)
+        for folder in self.images_dir.iterdir():
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        return removed
+
     def start(self, run_meta: dict[str, str]) -> None:
         self.recipe_hash = run_meta.get("recipe_hash", "")
         self.model_hash = run_meta.get("model_hash", "")

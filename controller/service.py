@@ -61,8 +61,8 @@ def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
     f = recipe.fusion
     return CellPlan(
         cameras=tuple(recipe.cameras),
-        camera_offsets={n: counts(cell.camera(n).station_mm) for n in recipe.cameras},
-        decision_offset=counts(st.decision_mm),
+        camera_offsets={n: counts(trigger_mm(cell, recipe, n)) for n in recipe.cameras},
+        decision_offset=counts(recipe.reject.decision_mm or st.decision_mm),
         deadline_offset=counts(st.deadline_mm),
         reject_offset=counts(st.reject_mm),
         confirm_offset=counts(st.confirm_mm),
@@ -70,7 +70,13 @@ def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
         ack_timeout_s=cell.plc.ack_timeout_ms / 1000.0,
         plc_heartbeat_timeout_s=cell.plc.heartbeat_timeout_s,
         fusion=FusionRule(f.rule, f.k, f.weights, f.threshold),
+        hold_on_unconfirmed_kick=recipe.reject.stop_on_confirm_failure,
     )
+
+
+def trigger_mm(cell: CellConfig, recipe: Recipe, camera: str) -> float:
+    """Where `camera` fires for this product: its station plus the recipe's offset (mm)."""
+    return cell.camera(camera).station_mm + recipe.cameras[camera].trigger_offset_mm
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,12 @@ class CellService:
         spec = PreprocessSpec(
             (64, 64), recipe.model.input_size, recipe.roi, recipe.model.mean, recipe.model.std
         )
-        adapter = MultiLabelAdapter(recipe.model.class_names, recipe.thresholds, recipe.default_threshold)
+        adapter = MultiLabelAdapter(
+            recipe.model.class_names,
+            recipe.thresholds,
+            recipe.default_threshold,
+            recipe.reject.uncertain_band,
+        )
         self.worker = InferenceWorker(
             self.runner, Preprocessor(spec), adapter, self._result_from_worker,
             cell.inference.max_batch, cell.inference.queue_size,
@@ -156,6 +167,13 @@ class CellService:
                 "provider": self.runner.info.provider,
             }
         )  # fmt: skip
+        pruned = await asyncio.to_thread(self.store.prune_images, self.recipe.images.retention_days)
+        if pruned:
+            log.info(
+                "image retention: deleted %d images older than %d days",
+                pruned,
+                self.recipe.images.retention_days,
+            )
         self.worker.start()
         for cam in self.cameras.values():
             cam.start(self._frame_from_camera)

@@ -47,6 +47,7 @@ class CellPlan:
     ack_timeout_s: float = 0.02
     plc_heartbeat_timeout_s: float = 1.0
     max_sample_round_trip_s: float = 0.002
+    hold_on_unconfirmed_kick: bool = True
     fusion: FusionRule = field(default_factory=FusionRule)
 
     def __post_init__(self) -> None:
@@ -332,6 +333,8 @@ class CellCore:
             self._alarm(
                 AlarmCode.REJECT_NOT_CONFIRMED, f"part {track.part_id}: reject not confirmed", actions
             )
+            if self.plan.hold_on_unconfirmed_kick and Command.HOLD in self.sm.allowed():
+                self.sm.command(Command.HOLD)
         if track.kicked is not None and track.plc_cause in (
             DispositionCause.NO_VERDICT,
             DispositionCause.LATE_VERDICT,

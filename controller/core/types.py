@@ -21,12 +21,14 @@ class ReasonCode(IntEnum):
     DEADLINE = 15
     BAD_FRAME = 16
     RING_OVERRUN = 17
+    UNCERTAIN = 18
 
 
 class ViewStatus(Enum):
     OK = "ok"
     MISSING = "missing"
     FAILED = "failed"
+    UNCERTAIN = "uncertain"
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,6 +221,7 @@ def test_failed_kick_confirmation_raises_alarm() -> None:
     rig.plc.dispo(1, kicked=True, removed=False, cause=DispositionCause.VERDICT_REJECT)
     acts = rig.tick()
     assert any(isinstance(a, Alarm) and a.code == AlarmCode.REJECT_NOT_CONFIRMED for a in acts)
+    assert rig.core.state is State.HELD  # the recipe says a failed kick stops the line
 
 
 def test_part_ring_overrun_records_every_unseen_part() -> None:
@@ -310,3 +311,19 @@ def test_slow_reads_do_not_feed_the_frame_timing_history() -> None:
     rig.core.on_plc_inputs(rig.plc.snapshot(), rig.t + 0.05, round_trip=0.03)
     assert rig.core.counts["imprecise_encoder_samples"] == 1
     assert rig.core.history.position_at(rig.t) == before
+
+
+def test_uncertain_view_rejects_as_no_decision() -> None:
+    rig = Rig()
+    rig.execute()
+    rig.part_at(1, 0.1)
+    rig.run_until(0.31)
+    rig.frame("a", 0.25)
+    rig.frame("b", 0.30)
+    rig.result(1, "a")
+    res = ViewResult("b", ViewStatus.UNCERTAIN, (0.45,), ("spot",), ReasonCode.UNCERTAIN)
+    w = rig.core.on_view_result(1, res, rig.t, rig.t)[-1]
+    assert isinstance(w, WriteVerdict) and (w.verdict, w.reason) == (
+        Verdict.NO_DECISION,
+        ReasonCode.UNCERTAIN,
+    )

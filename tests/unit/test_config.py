@@ -13,6 +13,7 @@ def test_shipped_cell_and_recipe_load() -> None:
     cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
     recipe = load_recipe(ROOT / "recipes/plate-4h.yaml")
     assert [c.name for c in cell.cameras][:3] == list(recipe.cameras)
+    assert load_recipe(ROOT / "recipes/plate-4h-long.yaml").cameras["top"].trigger_offset_mm == 20
     assert len(content_hash(recipe)) == 64
 
 
@@ -25,7 +26,9 @@ def write(tmp_path: Path, text: str) -> Path:
 BASE = """\
 schema_version: 1
 name: x
-cameras: [top]
+number: 3
+cameras:
+  top: {}
 model:
   path: m.onnx
   input_size: [64, 64]
@@ -38,7 +41,7 @@ def test_unknown_key_names_file_line_and_suggestion(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_recipe(p)
     (prob,) = e.value.problems
-    assert prob.line == 8 and prob.field == "thresholdz"
+    assert prob.line == 10 and prob.field == "thresholdz"
     assert "did you mean 'thresholds'" in prob.expected
 
 
@@ -49,7 +52,7 @@ def test_duplicate_key_is_refused(tmp_path: Path) -> None:
 
 
 def test_alias_is_refused(tmp_path: Path) -> None:
-    p = write(tmp_path, BASE.replace("cameras: [top]", "cameras: &c [top]\nother: *c"))
+    p = write(tmp_path, BASE.replace("  top: {}", "  top: &c {}\n  left: *c"))
     with pytest.raises(ConfigError, match="aliases are not allowed"):
         load_recipe(p)
 

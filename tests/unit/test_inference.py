@@ -96,3 +96,17 @@ def test_worker_batches_and_reports_overload(runner: OnnxRunner) -> None:
     assert len(overloaded) == 4 and all(r.status is ViewStatus.FAILED for r in overloaded)
     assert sum(r.status is ViewStatus.OK for _, r in got) == 8
     assert w.batches >= 2
+
+
+def test_uncertain_band_makes_a_near_miss_uncertain() -> None:
+    adapter = MultiLabelAdapter(("scratch", "spot"), {"scratch": 0.5}, default=0.5, uncertain_band=0.1)
+    near = adapter("top", np.array([0.45, 0.1], dtype=np.float32))
+    assert (near.status, near.cause, near.defects) == (
+        ViewStatus.UNCERTAIN,
+        ReasonCode.UNCERTAIN,
+        ("scratch",),
+    )
+    clear = adapter("top", np.array([0.2, 0.1], dtype=np.float32))
+    assert clear.status is ViewStatus.OK and clear.defects == ()
+    over = adapter("top", np.array([0.45, 0.9], dtype=np.float32))
+    assert over.status is ViewStatus.OK and over.defects == ("spot",)

@@ -1,0 +1,263 @@
+"""Recipe tooling: validation against the cell and the model, listing, diffs and the schema document.
+
+Validation goes beyond the schema: the cameras must exist in the cell, the triggers must fall
+between the part sensor and the decision point, the model file must load and match the
+recipe's input size and classes, and the time from the last trigger to the decision point at
+the cell's top belt speed must cover the model's measured latency.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+import numpy as np
+from pydantic import BaseModel
+
+from controller.config import (
+    CellConfig,
+    ConfigError,
+    Problem,
+    Recipe,
+    content_hash,
+    load_recipe,
+)
+from controller.yamlio import key_lines
+
+#: Time the cell needs beside inference between the last trigger and the decision (ms):
+#: frame transfer, matching, two I/O cycles for the verdict write.
+OVERHEAD_MS = 5.0
+
+
+@dataclass(frozen=True)
+class Checked:
+    path: Path
+    recipe: Recipe | None
+    problems: list[Problem]
+    inference_p99_ms: float | None = None
+
+
+def _line(lines: dict[tuple[str | int, ...], int], *loc: str | int) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
+    """Every problem with one recipe file for `cell`; `recipe` is None if it cannot be used."""
+    try:
+        recipe = load_recipe(path)
+    except ConfigError as exc:
+        return Checked(path, None, exc.problems)
+    lines = key_lines(path)
+    problems: list[Problem] = []
+
+    def bad(loc: tuple[str | int, ...], expected: str, found: str) -> None:
+        field = ".".join(str(x) for x in loc)
+        problems.append(Problem(str(path), _line(lines, *loc), field, expected, found))
+
+    cell_cams = {c.name: c for c in cell.cameras}
+    st = cell.stations
+    decision = recipe.reject.decision_mm or st.decision_mm
+    triggers: list[float] = []
+    for name, cam in recipe.cameras.items():
+        if name not in cell_cams:
+            bad(("cameras", name), f"a camera of cell {cell.name} ({', '.join(cell_cams)})", repr(name))
+            continue
+        at = cell_cams[name].station_mm + cam.trigger_offset_mm
+        triggers.append(at)
+        if not 0.0 < at < decision:
+            bad(
+                ("cameras", name, "trigger_offset_mm"),
+                f"a trigger between the part sensor (0 mm) and the decision point ({decision:g} mm)",
+                f"{cam.trigger_offset_mm:g} mm, which fires at {at:g} mm",
+            )
+    if not decision <= st.deadline_mm:
+        bad(
+            ("reject", "decision_mm"),
+            f"at most the cell's deadline ({st.deadline_mm:g} mm)",
+            f"{decision:g} mm",
+        )
+
+    p99 = _check_model(path, recipe, bad, measure)
+    if p99 is not None and triggers:
+        last = max(triggers)
+        available_ms = (decision - last) / cell.max_belt_speed_mm_s * 1000.0
+        needed_ms = p99 + OVERHEAD_MS + 2 * cell.plc.cycle_ms
+        if needed_ms > available_ms:
+            bad(
+                ("reject", "decision_mm") if recipe.reject.decision_mm else ("cameras",),
+                f"at least {needed_ms:.1f} ms from the last trigger ({last:g} mm) to the decision point "
+                f"({decision:g} mm) at {cell.max_belt_speed_mm_s:g} mm/s (inference p99 {p99:.1f} ms)",
+                f"{available_ms:.1f} ms",
+            )
+    return Checked(path, None if problems else recipe, problems, p99)
+
+
+def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float | None:
+    from controller.inference.runner import ModelLoadError, OnnxRunner
+
+    m = recipe.model
+    model_path = (path.parent / m.path).resolve()
+    if not model_path.is_file():
+        bad(("model", "path"), "an ONNX file (relative to the recipe)", f"{m.path!r}: no such file")
+        return None
+    try:
+        runner = OnnxRunner(model_path, ("CPUExecutionProvider",), intra_threads=1)
+    except ModelLoadError as exc:
+        bad(("model", "path"), "an ONNX model onnxruntime can load", str(exc)[:200])
+        return None
+    shape = runner.info.input_shape
+    want = (3, *m.input_size)
+    if len(shape) != 4 or tuple(shape[1:]) != want:
+        bad(
+            ("model", "input_size"),
+            f"the model's input {list(shape)}",
+            f"[N, {want[0]}, {want[1]}, {want[2]}]",
+        )
+        return None
+    if runner.info.class_names and runner.info.class_names != m.class_names:
+        bad(
+            ("model", "class_names"),
+            f"the model's classes {list(runner.info.class_names)}",
+            str(list(m.class_names)),
+        )
+    n = len(recipe.cameras)
+    batch = np.zeros((n, *want), dtype=np.float32)
+    out = runner.run(batch)
+    if out.shape != (n, len(m.class_names)):
+        bad(
+            ("model", "class_names"), f"{out.shape[-1]} classes (the model's output)", str(len(m.class_names))
+        )
+        return None
+    if not measure:
+        return None
+    times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        runner.run(batch)
+        times.append((time.perf_counter() - t) * 1000.0)
+    return float(np.percentile(times, 99))
+
+
+@dataclass(frozen=True)
+class Listed:
+    path: Path
+    name: str
+    number: int | None
+    hash: str
+    modified: str
+    error: str | None
+
+
+def list_recipes(folder: Path) -> list[Listed]:
+    """Every recipe file in `folder` (not its subfolders), valid or not."""
+    out: list[Listed] = []
+    for p in sorted(folder.glob("*.yaml")):
+        mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        try:
+            r = load_recipe(p)
+        except ConfigError as exc:
+            out.append(Listed(p, p.stem, None, "", mtime, f"{len(exc.problems)} problem(s)"))
+            continue
+        out.append(Listed(p, r.name, r.number, content_hash(r)[:12], mtime, None))
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for k, v in value.items():
+            flat.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return flat
+    return {prefix: value}
+
+
+def diff_recipes(a: Recipe, b: Recipe) -> list[tuple[str, Any, Any]]:
+    """(field path, value in a, value in b) for every field that differs; missing is None."""
+    fa, fb = _flatten(a.model_dump(mode="json")), _flatten(b.model_dump(mode="json"))
+    return [(k, fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+def _type_name(ann: Any) -> str:
+    origin = get_origin(ann)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(ann))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in get_args(ann) if a is not Ellipsis)
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if ann is type(None):
+        return "null"
+    return getattr(ann, "__name__", str(ann)).replace("Literal", "one of")
+
+
+def _range(field: Any) -> str:
+    parts = []
+    for m in field.metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"), ("min_length", "len ≥")):
+            v = getattr(m, attr, None)
+            if v is not None:
+                parts.append(f"{sym} {v}")
+        pattern = getattr(m, "pattern", None)
+        if pattern:
+            parts.append(f"`{pattern}`")
+    ann = field.annotation
+    if get_origin(ann) is not None and str(get_origin(ann)).endswith("Literal"):
+        parts.append(", ".join(repr(a) for a in get_args(ann)))
+    return ", ".join(parts)
+
+
+def schema_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str, str]]:
+    """(field, type, range, default, meaning) for every field, nested models flattened."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = field.annotation
+        nested = next(
+            (a for a in (ann, *get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if field.is_required():
+            default = "required"
+        elif isinstance(field.default, BaseModel):
+            default = "(see below)"
+        else:
+            default = json.dumps(field.get_default(call_default_factory=True), ensure_ascii=False)
+        rng = _range(field)
+        if get_origin(ann) is not None and "Literal" in str(ann):
+            rng = ", ".join(repr(a) for a in get_args(ann))
+        if nested is not None and get_origin(ann) is dict:
+            rows.append((path, f"map of name → {nested.__name__}", rng, default, field.description or ""))
+            rows.extend(schema_rows(nested, f"{path}.<name>."))
+        elif nested is not None:
+            rows.append((path, nested.__name__, rng, default, field.description or nested.__doc__ or ""))
+            rows.extend(schema_rows(nested, f"{path}."))
+        else:
+            rows.append((path, _type_name(ann), rng, default, field.description or ""))
+    return rows
+
+
+def schema_markdown() -> str:
+    """The schema document of recipes and cell configs (recipes/SCHEMA.md)."""
+    out = [
+        "# Recipe and cell config schema",
+        "",
+        "Generated by `cellctl recipe schema` from `controller/config.py`; a test keeps it in step.",
+        "Unknown keys are errors; duplicate keys, YAML anchors/aliases and files over 256 KiB are refused.",
+        "Units are in the field names (`_mm`, `_ms`, `_s`, `_us`, `_db`, `_mm_s`).",
+        "",
+    ]
+    for title, model in (
+        ("Recipe (one product)", Recipe),
+        ("Cell config (the hardware of one cell)", CellConfig),
+    ):
+        out += [f"## {title}", "", "| field | type | range | default | meaning |", "|---|---|---|---|---|"]
+        for path, typ, rng, default, meaning in schema_rows(model):
+            out.append(f"| `{path}` | {typ} | {rng} | {default} | {meaning} |".replace("\n", " "))
+        out.append("")
+    return "\n".join(out)
