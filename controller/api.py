@@ -65,7 +65,7 @@ class ControlApi:
             task.add_done_callback(self._clients.discard)
         try:
             while line := await asyncio.wait_for(reader.readline(), timeout=30.0):
-                reply = self.handle(line)
+                reply = await self.handle_async(line)
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (TimeoutError, ConnectionError, ValueError, asyncio.LimitOverrunError):
@@ -74,6 +74,22 @@ class ControlApi:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+    async def handle_async(self, line: bytes) -> dict[str, Any]:
+        """Like `handle`, plus the operations that take time (recipe activation)."""
+        try:
+            req = json.loads(line)
+        except ValueError:
+            req = None
+        if isinstance(req, dict) and req.get("op") == "recipe_activate":
+            result, reason = await self.service.activate_recipe("api", name=str(req.get("name", "")))
+            ok = result.name == "ACTIVE"
+            return {
+                "ok": ok,
+                "result": result.name.lower(),
+                **({"detail": reason} if ok else {"error": reason}),
+            }
+        return self.handle(line)
 
     def handle(self, line: bytes) -> dict[str, Any]:
         try:

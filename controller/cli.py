@@ -89,6 +89,24 @@ def _recipe_validate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _recipe_activate(args: argparse.Namespace) -> int:
+    from controller.api import ApiError, request
+
+    try:
+        reply = request(args.socket, {"op": "recipe_activate", "name": args.name}, timeout=60.0)
+    except ApiError as exc:
+        print(f"cellctl: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(
+            f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"recipe {args.name}: active, {reply.get('detail')}")
+    return 0
+
+
 def _recipe_list(args: argparse.Namespace) -> int:
     from controller.recipes import list_recipes
 
@@ -132,6 +150,8 @@ def _contract(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from controller.api import default_socket
+    from controller.core.packml import Command
     from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
 
     ap = argparse.ArgumentParser(prog="cellctl", description="Inspection cell controller.")
@@ -164,9 +184,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=_demo)
 
-    from controller.api import default_socket
-    from controller.core.packml import Command
-
     s = sub.add_parser("status", help="status of the running cell (local API)")
     s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     s.add_argument("--json", action="store_true")
@@ -185,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("files", type=Path, nargs="+")
     rv.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config the recipes are for")
     rv.set_defaults(func=_recipe_validate)
+    ra = rs.add_parser("activate", help="switch the running cell to a recipe (safe states, or between parts)")
+    ra.add_argument("name", help="recipe name (or file stem) in the service's recipe folder")
+    ra.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    ra.set_defaults(func=_recipe_activate)
     rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
     rl.add_argument("folder", type=Path, nargs="?", default=DEFAULT_RECIPE.parent)
     rl.set_defaults(func=_recipe_list)

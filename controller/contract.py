@@ -64,6 +64,9 @@ CELL_HEADER: tuple[tuple[str, str, str], ...] = (
     ("recipe_result", ">u2", "result of that recipe request"),
     ("alarm", ">u2", "highest active alarm code, 0 for none"),
     ("cell_flags", ">u2", "bit 0 inspecting (Execute)"),
+    ("active_recipe", ">u2", "number of the recipe that judges parts from recipe_from_part on"),
+    ("reserved", ">u2", "reserved, 0"),
+    ("recipe_from_part", ">u4", "first part id judged under active_recipe (the changeover boundary)"),
 )
 
 #: One verdict slot (cell → PLC).
@@ -98,6 +101,18 @@ class DispositionCause(IntEnum):
     NO_VERDICT = 2
     CELL_HEARTBEAT_LOST = 3
     LATE_VERDICT = 4
+
+
+class RecipeResult(IntEnum):
+    """Answer to a recipe request (wire values)."""
+
+    NONE = 0
+    ACTIVE = 1
+    INVALID = 2
+    UNKNOWN_NUMBER = 3
+    BUSY = 4
+    MODEL_FAILED = 5
+    NOT_SAFE = 6
 
 
 class CommandResult(IntEnum):

@@ -14,12 +14,13 @@ import logging
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from controller.api import ControlApi, default_socket
-from controller.config import CameraSettings, CellConfig, Recipe, load_cell_config, load_recipe
+from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
 from controller.contract import area_layout
 from controller.core.packml import Command
 from controller.service import CellService, trigger_mm
@@ -63,6 +64,7 @@ def line_config(cell: CellConfig, recipe: Recipe, opts: DemoOptions) -> Any:
     st = cell.stations
     return LineConfig(
         camera_offsets_mm=tuple(trigger_mm(cell, recipe, c.name) for c in cell.cameras),
+        recipe_offsets_mm=_trigger_table(cell, opts.recipe.parent),
         deadline_mm=st.deadline_mm,
         reject_mm=st.reject_mm,
         confirm_mm=st.confirm_mm,
@@ -81,7 +83,23 @@ def line_config(cell: CellConfig, recipe: Recipe, opts: DemoOptions) -> Any:
     )
 
 
-async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
+def _trigger_table(cell: CellConfig, folder: Path) -> tuple[tuple[int, tuple[float, ...]], ...]:
+    """The line PLC's trigger table: every valid recipe's camera triggers (mm), by number."""
+    table = []
+    for p in sorted(folder.glob("*.yaml")):
+        try:
+            r = load_recipe(p)
+        except ConfigError:
+            continue
+        offsets = {name: cam.trigger_offset_mm for name, cam in r.cameras.items()}
+        table.append((r.number, tuple(c.station_mm + offsets.get(c.name, 0.0) for c in cell.cameras)))
+    return tuple(table)
+
+
+Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
+
+
+async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
     from drivers.s7_link import S7PlcLink
     from simulators.launcher import PlcEndpoint, SimLine
     from simulators.scorer import load_records, score
@@ -136,6 +154,7 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
         t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
+        scripted = asyncio.create_task(scenario(sim, service), name="scenario") if scenario else None
         try:
             while time.monotonic() < t_end and sim.done is None:
                 if live is not None:
@@ -149,6 +168,8 @@ async def _demo(opts: DemoOptions, data_dir: Path) -> dict[str, Any]:
             me = asyncio.current_task()
             if me is not None:
                 me.uncancel()
+        if scripted is not None:
+            await scripted
         if sim.done is None:
             await _run_out(sim, lcfg)
         outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)

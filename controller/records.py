@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS parts (
     alarms TEXT, recipe_hash TEXT, model_hash TEXT, images TEXT,
     PRIMARY KEY (run_id, part_id)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    run_id TEXT, t_utc TEXT, source TEXT, from_recipe TEXT, from_hash TEXT,
+    to_recipe TEXT, to_hash TEXT, result TEXT, reason TEXT
+);
 CREATE TABLE IF NOT EXISTS alarms (
     run_id TEXT, t_utc TEXT, code INTEGER, text TEXT
 );
@@ -105,6 +109,19 @@ class RecordStore:
     def put_part(self, record: PartRecord) -> None:
         self._put(("part", record))
 
+    def put_audit(
+        self,
+        source: str,
+        from_recipe: str,
+        from_hash: str,
+        to_recipe: str,
+        to_hash: str,
+        result: str,
+        reason: str,
+    ) -> None:
+        """One recipe activation, accepted or refused."""
+        self._put(("audit", (_utc(), source, from_recipe, from_hash, to_recipe, to_hash, result, reason)))
+
     def put_alarm(self, code: int, text: str) -> None:
         self._put(("alarm", (code, text, _utc())))
 
@@ -163,6 +180,8 @@ class RecordStore:
                 (self.run_id, _utc(), m.get("cell"), m.get("cell_hash"), m.get("recipe"),
                  m.get("recipe_hash"), m.get("model_hash"), m.get("provider")),
             )  # fmt: skip
+        elif kind == "audit":
+            db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?,?)", (self.run_id, *payload))
         elif kind == "alarm":
             code, text, t = payload
             db.execute("INSERT INTO alarms VALUES (?,?,?,?)", (self.run_id, t, code, text))
@@ -197,7 +216,10 @@ class RecordStore:
             None if t.kicked is None else int(t.kicked),
             None if t.confirmed_removed is None else int(t.confirmed_removed),
             t.plc_cause, None if t.expected_kick is None else int(t.expected_kick),
-            json.dumps(t.alarms), self.recipe_hash, self.model_hash, json.dumps(paths),
+            json.dumps(t.alarms),
+            t.plan.recipe_hash if t.plan is not None else self.recipe_hash,
+            t.plan.model_hash if t.plan is not None else self.model_hash,
+            json.dumps(paths),
         )  # fmt: skip
 
     def _save_images(self, part_id: int, images: dict[str, np.ndarray]) -> list[str]:

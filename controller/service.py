@@ -16,14 +16,14 @@ import struct
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from controller.config import CellConfig, Recipe, content_hash
-from controller.contract import CELL_FLAG_INSPECTING, area_layout
+from controller.config import CellConfig, ConfigError, Recipe, content_hash, load_recipe
+from controller.contract import CELL_FLAG_INSPECTING, RecipeResult, area_layout
 from controller.core.cell import (
     Action,
     Alarm,
@@ -31,6 +31,7 @@ from controller.core.cell import (
     CellPlan,
     DropFrame,
     Infer,
+    RecipeRequest,
     RecordPart,
     WriteVerdict,
     percentile,
@@ -43,11 +44,23 @@ from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import OnnxRunner
 from controller.inference.worker import InferenceWorker
 from controller.interfaces import Camera, Frame, PlcLink
+from controller.recipes import check_recipe
 from controller.records import PartRecord, RecordStore
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">8H")
+_HEADER = struct.Struct(">10HI")
+
+
+@dataclass
+class Stack:
+    """Everything one recipe generation needs: its plan, model session and inference worker."""
+
+    recipe: Recipe
+    recipe_hash: str
+    plan: CellPlan
+    runner: OnnxRunner
+    worker: InferenceWorker
 
 
 def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
@@ -117,35 +130,22 @@ class CellService:
         run_id: str,
         data_dir: Path | None = None,
     ) -> None:
-        self.cell, self.recipe, self.link = cell, recipe, link
+        self.cell, self.link, self.recipe_dir = cell, link, recipe_dir
         missing = [c for c in recipe.cameras if c not in cameras]
         if missing:
             raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
-        self.cameras = {n: cameras[n] for n in recipe.cameras}
+        self.cameras = dict(cameras)
         self.layout = area_layout(cell.plc.ring_size)
-        self.core = CellCore(build_plan(cell, recipe), self.layout)
-        model_path = (recipe_dir / recipe.model.path).resolve()
-        self.runner = OnnxRunner(model_path, tuple(cell.inference.providers), cell.inference.threads or None)
-        self.runner.warm_up((1, min(4, cell.inference.max_batch)))
-        spec = PreprocessSpec(
-            (64, 64), recipe.model.input_size, recipe.roi, recipe.model.mean, recipe.model.std
-        )
-        adapter = MultiLabelAdapter(
-            recipe.model.class_names,
-            recipe.thresholds,
-            recipe.default_threshold,
-            recipe.reject.uncertain_band,
-        )
-        self.worker = InferenceWorker(
-            self.runner, Preprocessor(spec), adapter, self._result_from_worker,
-            cell.inference.max_batch, cell.inference.queue_size,
-        )  # fmt: skip
+        self._generation = 0
+        self.active = self._build_stack(recipe, recipe_dir)
+        self.stacks: dict[int, Stack] = {0: self.active}
+        self.core = CellCore(self.active.plan, self.layout)
+        self._changing = False
         root = data_dir or Path(".")
         self.store = RecordStore(root / cell.records.database, root / cell.records.images, run_id)
-        self.recipe_hash = content_hash(recipe)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verdicts: queue.Queue[WriteVerdict] = queue.Queue(maxsize=4 * self.layout.ring_size)
-        self._header = _HEADER.pack(0, int(State.STOPPED), 0, 0, 0, 0, 0, 0)
+        self._header = _HEADER.pack(0, int(State.STOPPED), 0, 0, 0, 0, 0, 0, recipe.number, 0, 0)
         self._heartbeat = 0
         self._io_stop = threading.Event()
         self._io_thread = threading.Thread(target=self._io_main, name="plc-io", daemon=True)
@@ -156,6 +156,128 @@ class CellService:
         self._passed_seen = 0
         self._finished: deque[float] = deque(maxlen=2000)
         self.recent: deque[tuple[int, str, str]] = deque(maxlen=12)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.active.recipe
+
+    @property
+    def recipe_hash(self) -> str:
+        return self.active.recipe_hash
+
+    @property
+    def runner(self) -> OnnxRunner:
+        return self.active.runner
+
+    def _build_stack(self, recipe: Recipe, recipe_dir: Path) -> Stack:
+        """Load and warm a recipe's model (blocking: seconds). Raises ModelLoadError."""
+        cell = self.cell
+        runner = OnnxRunner(
+            (recipe_dir / recipe.model.path).resolve(),
+            tuple(cell.inference.providers),
+            cell.inference.threads or None,
+        )
+        runner.warm_up((1, min(4, cell.inference.max_batch)))
+        spec = PreprocessSpec(
+            (64, 64), recipe.model.input_size, recipe.roi, recipe.model.mean, recipe.model.std
+        )
+        adapter = MultiLabelAdapter(
+            recipe.model.class_names,
+            recipe.thresholds,
+            recipe.default_threshold,
+            recipe.reject.uncertain_band,
+        )
+        gen = self._generation
+        self._generation += 1
+        worker = InferenceWorker(
+            runner, Preprocessor(spec), adapter, self._result_from_worker,
+            cell.inference.max_batch, cell.inference.queue_size, name=f"infer-{gen}",
+        )  # fmt: skip
+        rhash = content_hash(recipe)
+        plan = replace(
+            build_plan(cell, recipe),
+            recipe_name=recipe.name, recipe_number=recipe.number, recipe_hash=rhash,
+            model_hash=runner.info.sha256, generation=gen,
+        )  # fmt: skip
+        return Stack(recipe, rhash, plan, runner, worker)
+
+    # -------------------------------------------------------------- changeover
+    def find_recipe(self, name: str | None = None, number: int | None = None) -> Path | None:
+        """The recipe file in the recipe folder with this name (file stem or `name:`) or number."""
+        for p in sorted(self.recipe_dir.glob("*.yaml")):
+            try:
+                r = load_recipe(p)
+            except ConfigError:
+                if name is not None and p.stem == name:
+                    return p
+                continue
+            if (name is not None and name in (r.name, p.stem)) or (number is not None and r.number == number):
+                return p
+        return None
+
+    async def activate_recipe(
+        self, source: str, name: str | None = None, number: int | None = None
+    ) -> tuple[RecipeResult, str]:
+        """Validate, load and warm a recipe, then switch to it; the active one stays on any failure."""
+        wanted = name if name is not None else f"number {number}"
+        old = self.active
+        result, reason, to_hash, new = RecipeResult.NONE, "", "", None
+        if self._changing:
+            result, reason = RecipeResult.BUSY, "another changeover is in progress"
+        elif (why := self.core.recipe_refusal()) is not None:
+            result, reason = RecipeResult.NOT_SAFE, why
+        elif (path := self.find_recipe(name, number)) is None:
+            result, reason = RecipeResult.UNKNOWN_NUMBER, f"no recipe {wanted} in {self.recipe_dir}"
+        else:
+            self._changing = True
+            try:
+                checked = await asyncio.to_thread(check_recipe, path, self.cell, False)
+                missing = [
+                    c for c in (checked.recipe.cameras if checked.recipe else ()) if c not in self.cameras
+                ]
+                if checked.problems or checked.recipe is None:
+                    result, reason = RecipeResult.INVALID, "; ".join(str(p) for p in checked.problems[:3])
+                elif missing:
+                    result, reason = RecipeResult.INVALID, f"cameras {missing} are not running in this cell"
+                else:
+                    try:
+                        new = await asyncio.to_thread(self._build_stack, checked.recipe, path.parent)
+                    except Exception as exc:  # onnxruntime's errors are untyped
+                        result, reason = RecipeResult.MODEL_FAILED, str(exc)[:300]
+                    else:
+                        to_hash = new.recipe_hash
+                        if (why := self.core.recipe_refusal()) is not None:  # state changed while loading
+                            result, reason = RecipeResult.NOT_SAFE, why
+                        else:
+                            new.worker.start()
+                            self.stacks[new.plan.generation] = new
+                            self.active = new
+                            boundary = self.core.activate(new.plan)
+                            result, reason = RecipeResult.ACTIVE, f"judges parts from {boundary} on"
+            finally:
+                self._changing = False
+        self.store.put_audit(
+            source, old.recipe.name, old.recipe_hash, new.recipe.name if new else wanted, to_hash,
+            result.name, reason,
+        )  # fmt: skip
+        level = logging.INFO if result is RecipeResult.ACTIVE else logging.WARNING
+        log.log(level, "recipe %s from %s: %s %s", wanted, source, result.name, reason)
+        return result, reason
+
+    async def _plc_recipe_request(self, seq: int, number: int) -> None:
+        result, _ = await self.activate_recipe("plc", number=number)
+        self.core.answer_recipe(seq, result)
+
+    async def _retire_stacks(self) -> None:
+        """Stop the inference stacks of old recipes once no part depends on them."""
+        while True:
+            await asyncio.sleep(0.5)
+            busy = {t.plan.generation for t in self.core.undecided.values() if t.plan is not None}
+            for gen, stack in list(self.stacks.items()):
+                if stack is not self.active and gen not in busy:
+                    del self.stacks[gen]
+                    await asyncio.to_thread(stack.worker.stop)
+                    log.info("recipe %s (generation %d) retired", stack.recipe.name, gen)
 
     # ------------------------------------------------------------------ life
     async def run(self, stop: asyncio.Event) -> None:
@@ -174,7 +296,8 @@ class CellService:
                 pruned,
                 self.recipe.images.retention_days,
             )
-        self.worker.start()
+        self.active.worker.start()
+        retire = asyncio.create_task(self._retire_stacks(), name="retire-recipes")
         for cam in self.cameras.values():
             cam.start(self._frame_from_camera)
         self._io_thread.start()
@@ -182,6 +305,7 @@ class CellService:
         try:
             await stop.wait()
         finally:
+            retire.cancel()
             await self._shutdown()
 
     async def _shutdown(self) -> None:
@@ -196,7 +320,8 @@ class CellService:
         await asyncio.to_thread(self._drain_verdicts)
         self._io_stop.set()
         await asyncio.to_thread(self._io_thread.join, 5.0)
-        await asyncio.to_thread(self.worker.stop)
+        for stack in self.stacks.values():
+            await asyncio.to_thread(stack.worker.stop)
         for frames in self._frames.values():
             for fr in frames.values():
                 fr.release()
@@ -255,8 +380,11 @@ class CellService:
         alarm = max(c.alarms, default=0)
         flags = CELL_FLAG_INSPECTING if c.inspecting else 0
         self._header = _HEADER.pack(
-            self._heartbeat, int(c.state), c.cmd_ack_seq & 0xFFFF, int(c.cmd_result), 0, 0, alarm, flags
-        )
+            self._heartbeat, int(c.state), c.cmd_ack_seq & 0xFFFF, int(c.cmd_result),
+            c.recipe_ack_seq & 0xFFFF, int(c.recipe_result), alarm, flags,
+            c.announced_plan.recipe_number, 0,
+            c.recipe_from_part & 0xFFFFFFFF,
+        )  # fmt: skip
 
     # ------------------------------------------------------- frames, results
     def _frame_from_camera(self, frame: Frame) -> None:
@@ -269,7 +397,9 @@ class CellService:
     def _on_frame(self, frame: Frame) -> None:
         act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, frame, time.monotonic())
         if isinstance(act, Infer):
-            self.worker.submit(act.part_id, frame)
+            track = self.core.undecided[act.part_id]
+            stack = self.stacks.get(track.plan.generation, self.active)
+            stack.worker.submit(act.part_id, frame)
         else:
             frame.release()
 
@@ -303,6 +433,10 @@ class CellService:
                 self.store.put_part(PartRecord(t, self._images.pop(t.part_id, {})))
                 self._finished.append(time.monotonic())
                 self.recent.append((t.part_id, t.verdict.name, ",".join(t.reasons)[:60]))
+            elif isinstance(a, RecipeRequest):
+                asyncio.get_running_loop().create_task(
+                    self._plc_recipe_request(a.seq, a.number), name=f"recipe-request-{a.seq}"
+                )
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)
             elif isinstance(a, DropFrame):
@@ -313,7 +447,8 @@ class CellService:
         track = self.core.parts.get(part_id)
         keep = False
         if track is not None:
-            pol = self.recipe.images
+            stack = self.stacks.get(track.plan.generation, self.active)
+            pol = stack.recipe.images
             if track.verdict.name != "PASS":
                 keep = pol.save_rejected
             else:

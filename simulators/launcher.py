@@ -10,6 +10,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -67,6 +68,12 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 elif msg[0] == "command":
                     with plc.locked():
                         ctl.send(("seq", scan.send_command(int(msg[1]))))
+                elif msg[0] == "recipe":
+                    with plc.locked():
+                        ctl.send(("seq", scan.send_recipe_request(int(msg[1]))))
+                elif msg[0] == "recipe_result":
+                    with plc.locked():
+                        ctl.send(("recipe_result", scan.recipe_result(int(msg[1]))))
                 elif msg[0] == "status":
                     with plc.locked():
                         ctl.send(("status", scan.cell_state, scan.registered, len(scan.outcomes)))
@@ -102,6 +109,7 @@ class SimLine:
         self.port = 0
         self._ctl: Connection | None = None
         self.done: tuple[list[Outcome], int] | None = None
+        self._ctl_lock = threading.Lock()  # one exchange on the control pipe at a time
 
     def start(self, timeout: float = 20.0) -> int:
         """Start both processes; returns the PLC's port on 127.0.0.1."""
@@ -135,6 +143,10 @@ class SimLine:
         return self.port
 
     def _ask(self, msg: tuple[Any, ...], kind: str, timeout: float = 5.0) -> tuple[Any, ...]:
+        with self._ctl_lock:
+            return self._ask_locked(msg, kind, timeout)
+
+    def _ask_locked(self, msg: tuple[Any, ...], kind: str, timeout: float) -> tuple[Any, ...]:
         assert self._ctl is not None
         self._ctl.send(msg)
         deadline = time.monotonic() + timeout
@@ -159,6 +171,17 @@ class SimLine:
             time.sleep(0.01)
         raise TimeoutError(f"cell did not acknowledge command {code}")
 
+    def request_recipe(self, number: int, timeout: float = 60.0) -> int:
+        """Request recipe `number` through the PLC's recipe word; returns the cell's result code."""
+        seq = self._ask(("recipe", number), "seq")[1]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = self._ask(("recipe_result", seq), "recipe_result")[1]
+            if res is not None:
+                return int(res)
+            time.sleep(0.02)
+        raise TimeoutError(f"cell did not answer recipe request {number}")
+
     def close_infeed(self) -> int:
         """Stop feeding new parts; returns how many were fed. Parts on the belt run out."""
         return int(self._ask(("close_infeed",), "closed")[1])
@@ -173,10 +196,12 @@ class SimLine:
         assert self._ctl is not None
         deadline = time.monotonic() + timeout
         while self.done is None and time.monotonic() < deadline:
-            if self._ctl.poll(0.1):
-                reply = self._ctl.recv()
-                if reply[0] == "done":
-                    self.done = (reply[1], reply[2])
+            with self._ctl_lock:
+                if self._ctl.poll(0.05):
+                    reply = self._ctl.recv()
+                    if reply[0] == "done":
+                        self.done = (reply[1], reply[2])
+            time.sleep(0.001)
         if self.done is None:
             raise TimeoutError("simulated line did not finish")
         return self.done

@@ -55,6 +55,8 @@ class LineConfig:
     drop_frames: float = 0.0
     extra_triggers: float = 0.0
     kick_fail_rate: float = 0.0
+    #: The PLC's own trigger table: recipe number → camera offsets (mm), for changeovers.
+    recipe_offsets_mm: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
     @property
     def counts_per_s(self) -> float:
@@ -94,6 +96,7 @@ class Outcome:
 class _Part:
     truth: PartTruth
     travel: int
+    offsets: list[int]
     next_cam: int = 0
     verdict: int = 0
     accepted_attempt: int = 0
@@ -126,6 +129,8 @@ class PlcScan:
         self.rng = np.random.default_rng([cfg.seed, 7])
         self.parts_gen = PartGenerator(cfg.seed, len(cfg.camera_offsets_mm), cfg.defect_rate)
         self.cam_offsets = [cfg.counts(mm) for mm in cfg.camera_offsets_mm]
+        self._recipe_offsets = list(self.cam_offsets)
+        self._recipe_seq = 0
         self.deadline = cfg.counts(cfg.deadline_mm)
         self.reject = cfg.counts(cfg.reject_mm)
         self.confirm = cfg.counts(cfg.confirm_mm)
@@ -207,7 +212,7 @@ class PlcScan:
             self.registered += 1
             pid = self.registered
             reg = self._next_travel + debounce
-            part = _Part(self.parts_gen.next(pid), reg)
+            part = _Part(self.parts_gen.next(pid), reg, self._offsets_for(pid))
             self.queue.append(part)
             self.by_id[pid] = part
             slot = self.plc["parts"][pid % n]
@@ -221,10 +226,30 @@ class PlcScan:
                 # A stray pulse halfway between two parts: no part is in front of the lens.
                 self._spurious.append((cam, reg + self.cam_offsets[cam] + cfg.counts(pitch / 2)))
 
+    def _offsets_for(self, pid: int) -> list[int]:
+        """Trigger offsets for a new part: the cell's active recipe applies from its boundary part on."""
+        h = self.cell["header"]
+        number, boundary = int(h["active_recipe"]), int(h["recipe_from_part"])
+        table = dict(self.cfg.recipe_offsets_mm)
+        if number in table and pid >= boundary:
+            self._recipe_offsets = [self.cfg.counts(mm) for mm in table[number]]
+        return list(self._recipe_offsets)
+
+    def send_recipe_request(self, number: int) -> int:
+        self._recipe_seq = (self._recipe_seq + 1) & 0xFFFF
+        hdr = self.plc["header"]
+        hdr["recipe_number"] = number
+        hdr["recipe_seq"] = self._recipe_seq
+        return self._recipe_seq
+
+    def recipe_result(self, seq: int) -> int | None:
+        h = self.cell["header"]
+        return int(h["recipe_result"]) if int(h["recipe_ack_seq"]) == seq else None
+
     def _triggers(self, travel: int) -> None:
         for part in self.queue:
-            while part.next_cam < len(self.cam_offsets):
-                at = part.travel + self.cam_offsets[part.next_cam]
+            while part.next_cam < len(part.offsets):
+                at = part.travel + part.offsets[part.next_cam]
                 if at > travel:
                     break
                 self.on_trigger(Trigger(part.next_cam, self.time_at(at), part.truth))

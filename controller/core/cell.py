@@ -22,6 +22,7 @@ from controller.contract import (
     AreaLayout,
     CommandResult,
     DispositionCause,
+    RecipeResult,
     Verdict,
 )
 from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_diff
@@ -48,6 +49,11 @@ class CellPlan:
     plc_heartbeat_timeout_s: float = 1.0
     max_sample_round_trip_s: float = 0.002
     hold_on_unconfirmed_kick: bool = True
+    recipe_name: str = ""
+    recipe_number: int = 0
+    recipe_hash: str = ""
+    model_hash: str = ""
+    generation: int = 0
     fusion: FusionRule = field(default_factory=FusionRule)
 
     def __post_init__(self) -> None:
@@ -80,6 +86,14 @@ class RecordPart:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipeRequest:
+    """The PLC asks for recipe `number` (request sequence `seq`)."""
+
+    seq: int
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
 class Alarm:
     code: int
     text: str
@@ -91,7 +105,7 @@ class DropFrame:
     why: str
 
 
-Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame
+Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame | RecipeRequest
 
 
 class AlarmCode:
@@ -124,6 +138,11 @@ class CellCore:
         self._cmd_seq: int | None = None
         self.cmd_ack_seq = 0
         self.cmd_result = CommandResult.NONE
+        self._pending: CellPlan | None = None
+        self.recipe_from_part = 0
+        self._recipe_seq: int | None = None
+        self.recipe_ack_seq = 0
+        self.recipe_result = RecipeResult.NONE
         self._plc_hb: int | None = None
         self._plc_hb_t = 0.0
         self.position = 0
@@ -175,6 +194,7 @@ class CellCore:
             self.counts["imprecise_encoder_samples"] += 1
         self._watch_heartbeat(int(hdr["heartbeat"]), now, actions)
         self._handle_command(int(hdr["cmd_seq"]), int(hdr["cmd_code"]))
+        self._handle_recipe_request(int(hdr["recipe_seq"]), int(hdr["recipe_number"]), actions)
         self._register_parts(snap, now, actions)
         self._handle_acks(snap, now)
         self._decide_overdue(now, actions)
@@ -212,6 +232,51 @@ class CellCore:
         if refused:
             log.warning("PLC command refused: %s", refused)
 
+    def _handle_recipe_request(self, seq: int, number: int, actions: list[Action]) -> None:
+        if self._recipe_seq is None:
+            self._recipe_seq = self.recipe_ack_seq = seq  # an old request is not replayed
+            return
+        if seq == self._recipe_seq:
+            return
+        self._recipe_seq = seq
+        actions.append(RecipeRequest(seq, number))
+
+    def answer_recipe(self, seq: int, result: RecipeResult) -> None:
+        """The service finished a PLC recipe request: echo it with its result."""
+        self.recipe_ack_seq, self.recipe_result = seq, result
+
+    def recipe_refusal(self) -> str | None:
+        """Why a recipe cannot be activated now, or None."""
+        if self.sm.state not in (State.IDLE, State.HELD, State.STOPPED, State.EXECUTE):
+            return f"not in a safe state ({self.sm.state.name}); allowed in IDLE, HELD, STOPPED or EXECUTE"
+        if self._pending is not None:
+            return f"changeover to {self._pending.recipe_name} still waits for part {self.recipe_from_part}"
+        return None
+
+    def activate(self, plan: CellPlan) -> int:
+        """Make `plan` judge every part from the returned part id on; parts before it keep theirs.
+
+        In Execute the boundary leaves room for the part the PLC may be registering right
+        now; elsewhere no part is being inspected and the switch is immediate.
+        """
+        for cam in plan.cameras:
+            self.matcher.add_camera(cam)
+        seen = self._part_seq or 0
+        if self.inspecting:
+            self._pending, self.recipe_from_part = plan, seen + 2
+        else:
+            self.plan, self._pending, self.recipe_from_part = plan, None, seen + 1
+        return self.recipe_from_part
+
+    @property
+    def changeover_pending(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def announced_plan(self) -> CellPlan:
+        """The plan for parts from `recipe_from_part` on (published to the PLC)."""
+        return self._pending or self.plan
+
     def _register_parts(self, snap: np.void, now: float, actions: list[Action]) -> None:
         seq = int(snap["header"]["part_seq"])
         if self._part_seq is None:
@@ -226,7 +291,7 @@ class CellCore:
             self._alarm(AlarmCode.PART_RING_OVERRUN, f"part ring overrun: {len(lost)} parts unseen", actions)
             for pid in lost:
                 # Position unknown: it passed the sensor within the last cycles.
-                track = PartTrack(pid, 0, self.position, now, inspected=False)
+                track = PartTrack(pid, 0, self.position, now, inspected=False, plan=self.plan)
                 self._decide(track, Verdict.NO_DECISION, ReasonCode.RING_OVERRUN, ["part_ring_overrun"], now)
                 actions.append(WriteVerdict(pid, track.verdict, track.reason, 1))
                 self._mark_written(track, now)
@@ -242,16 +307,20 @@ class CellCore:
 
     def _new_part(self, pid: int, sensor_count: int, now: float, actions: list[Action]) -> None:
         pos = self.encoder.unwrap_past(sensor_count)
-        track = PartTrack(pid, sensor_count, pos, now, inspected=self.inspecting)
+        track = PartTrack(pid, sensor_count, pos, now, inspected=self.inspecting, plan=self.plan)
         self.parts[pid] = track
         self.counts["parts"] += 1
         if not track.inspected:
             self._decide(track, Verdict.NO_DECISION, ReasonCode.NOT_INSPECTING, ["not_inspecting"], now)
             actions.append(self._write(track, now))
             return
-        for cam in self.plan.cameras:
+        if self._pending is not None and pid >= self.recipe_from_part:
+            self.plan, self._pending = self._pending, None
+            log.info("recipe %s judges parts from %d on", self.plan.recipe_name, pid)
+        plan = track.plan = self.plan
+        for cam in plan.cameras:
             track.views[cam] = ViewTrace()
-            self.matcher.expect(cam, pos + self.plan.camera_offsets[cam], pid)
+            self.matcher.expect(cam, pos + plan.camera_offsets[cam], pid)
         self.undecided[pid] = track
 
     def _handle_acks(self, snap: np.void, now: float) -> None:
@@ -268,8 +337,8 @@ class CellCore:
                     self.counts["verdict_late_at_plc"] += 1
 
     def _decide_overdue(self, now: float, actions: list[Action]) -> None:
-        limit = self.plan.decision_offset
-        for pid in [p for p, t in self.undecided.items() if self.position - t.sensor_pos >= limit]:
+        due = [p for p, t in self.undecided.items() if self.position - t.sensor_pos >= t.plan.decision_offset]
+        for pid in due:
             track = self.undecided[pid]
             for cam in self.matcher.forget(pid):
                 trace = track.views[cam]
@@ -285,7 +354,7 @@ class CellCore:
         for track in self.parts.values():
             if track.attempts == 0 or track.ack is not AckStatus.NONE or track.t_last_write is None:
                 continue
-            if self.position - track.sensor_pos >= self.plan.deadline_offset:
+            if self.position - track.sensor_pos >= (track.plan or self.plan).deadline_offset:
                 continue  # too late to matter: the PLC rejects it anyway
             if now - track.t_last_write >= self.plan.ack_timeout_s:
                 self.counts["verdict_repeats"] += 1
@@ -333,7 +402,7 @@ class CellCore:
             self._alarm(
                 AlarmCode.REJECT_NOT_CONFIRMED, f"part {track.part_id}: reject not confirmed", actions
             )
-            if self.plan.hold_on_unconfirmed_kick and Command.HOLD in self.sm.allowed():
+            if (track.plan or self.plan).hold_on_unconfirmed_kick and Command.HOLD in self.sm.allowed():
                 self.sm.command(Command.HOLD)
         if track.kicked is not None and track.plc_cause in (
             DispositionCause.NO_VERDICT,
@@ -383,7 +452,7 @@ class CellCore:
     # --------------------------------------------------------------- decisions
     def _fuse(self, track: PartTrack, now: float) -> list[Action]:
         views = {c: t.result for c, t in track.views.items() if t.result is not None}
-        f = fuse(self.plan.cameras, views, self.plan.fusion)
+        f = fuse(track.plan.cameras, views, track.plan.fusion)
         self._decide(track, f.verdict, f.reason, list(f.reasons), now)
         self.matcher.forget(track.part_id)
         del self.undecided[track.part_id]
@@ -445,6 +514,15 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 __all__ = [
-    "Action", "Alarm", "AlarmCode", "CellCore", "CellPlan", "DropFrame", "Infer", "RecordPart",
-    "WriteVerdict", "signed_diff",
+    "Action",
+    "Alarm",
+    "AlarmCode",
+    "CellCore",
+    "CellPlan",
+    "DropFrame",
+    "Infer",
+    "RecipeRequest",
+    "RecordPart",
+    "WriteVerdict",
+    "signed_diff",
 ]  # fmt: skip

@@ -35,6 +35,7 @@ class Matcher:
         self._fifo: dict[str, deque[tuple[int, int]]] = {c: deque() for c in cameras}
         self._decided: dict[str, deque[tuple[int, int]]] = {c: deque(maxlen=recent) for c in cameras}
         self.counts: Counter[str] = Counter()
+        self._decided_size = recent
 
     def expect(self, camera: str, position: int, part_id: int) -> None:
         fifo = self._fifo[camera]
@@ -77,6 +78,12 @@ class Matcher:
                     open_cams.append(cam)
                     break
         return open_cams
+
+    def add_camera(self, camera: str) -> None:
+        """Start expecting frames from `camera` too (a new recipe uses it)."""
+        if camera not in self._fifo:
+            self._fifo[camera] = deque()
+            self._decided[camera] = deque(maxlen=self._decided_size)
 
     def pending(self, camera: str) -> int:
         return len(self._fifo[camera])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import Any
 
 from controller.contract import AckStatus, Verdict
 
@@ -83,6 +84,7 @@ class PartTrack:
     t_disposition: float | None = None
     expected_kick: bool | None = None
     alarms: list[str] = field(default_factory=list)
+    plan: Any = None  # the CellPlan that judges this part (fixed at registration)
 
     @property
     def last_trigger(self) -> float | None:

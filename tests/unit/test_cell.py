@@ -327,3 +327,56 @@ def test_uncertain_view_rejects_as_no_decision() -> None:
         Verdict.NO_DECISION,
         ReasonCode.UNCERTAIN,
     )
+
+
+def _other_plan(rig: Rig) -> CellPlan:
+    from dataclasses import replace
+
+    return replace(rig.core.plan, camera_offsets={"a": 1700, "b": 2200}, recipe_name="long", recipe_number=2)
+
+
+def test_changeover_in_execute_binds_parts_by_boundary() -> None:
+    rig = Rig()
+    rig.execute()
+    rig.part_at(1, 0.1)
+    new = _other_plan(rig)
+    boundary = rig.core.activate(new)
+    assert boundary == 3 and rig.core.announced_plan is new
+    assert rig.core.recipe_refusal() is not None  # one changeover at a time
+    rig.part_at(2, 0.15)
+    rig.part_at(3, 0.2)
+    assert rig.core.parts[2].plan.recipe_name == "" and rig.core.parts[3].plan is new
+    assert rig.core.plan is new and rig.core.recipe_refusal() is None
+    # Part 2 is still matched at the old stations, part 3 at the new ones.
+    rig.run_until(0.3)
+    assert isinstance(rig.frame("a", 0.15 + 0.15), Infer)
+    rig.run_until(0.38)
+    act = rig.frame("a", 0.2 + 0.17)
+    assert isinstance(act, Infer) and act.part_id == 3
+
+
+def test_changeover_outside_execute_is_immediate_and_unsafe_states_refuse() -> None:
+    rig = Rig()
+    rig.tick()
+    assert rig.core.recipe_refusal() is None  # Stopped is safe
+    new = _other_plan(rig)
+    rig.core.activate(new)
+    assert rig.core.plan is new and not rig.core.changeover_pending
+    rig.core.command(Command.RESET)
+    assert rig.core.state is State.RESETTING
+    assert "not in a safe state" in (rig.core.recipe_refusal() or "")
+
+
+def test_plc_recipe_request_is_raised_once_and_answered() -> None:
+    from controller.contract import RecipeResult
+    from controller.core.cell import RecipeRequest
+
+    rig = Rig()
+    rig.tick()
+    h = rig.plc.area["header"]
+    h["recipe_number"], h["recipe_seq"] = 2, 1
+    reqs = [a for a in rig.tick() if isinstance(a, RecipeRequest)]
+    assert [(r.seq, r.number) for r in reqs] == [(1, 2)]
+    assert not [a for a in rig.tick() if isinstance(a, RecipeRequest)]
+    rig.core.answer_recipe(1, RecipeResult.ACTIVE)
+    assert (rig.core.recipe_ack_seq, rig.core.recipe_result) == (1, RecipeResult.ACTIVE)

@@ -27,4 +27,4 @@ def test_too_large_ring_is_refused() -> None:
 
 def test_verdict_slots_follow_the_header() -> None:
     lay = area_layout(16)
-    assert lay.verdict_offset(0) == 16 and lay.verdict_offset(17) == 24
+    assert lay.verdict_offset(0) == 24 and lay.verdict_offset(17) == 32
