@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # output piped into head and the like
         return 0
+    except (RuntimeError, OSError, TimeoutError) as exc:  # a clear line, not a traceback
+        print(f"cellctl: {exc}", file=sys.stderr)
+        return 1
     return rc
 
 

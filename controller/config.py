@@ -57,13 +57,22 @@ class StationsConfig(_Strict):
 class PlcConfig(_Strict):
     """The PLC link and its data blocks."""
 
-    protocol: Literal["s7"] = Field("s7", description="field bus")
+    protocol: Literal["s7", "modbus"] = Field(
+        "s7", description="field bus: S7 (DBs) or Modbus TCP (holding registers)"
+    )
     host: str = Field("127.0.0.1", description="PLC address")
     port: int = Field(102, ge=0, le=65535, description="TCP port (S7: 102)")
     rack: int = Field(0, ge=0, le=7)
     slot: int = Field(1, ge=0, le=31)
     db_plc: int = Field(100, ge=1, le=65535, description="DB written by the PLC, read by the cell")
     db_cell: int = Field(101, ge=1, le=65535, description="DB written by the cell, read by the PLC")
+    device_id: int = Field(1, ge=0, le=255, description="Modbus device (unit) id")
+    plc_register: int = Field(
+        0, ge=0, le=65535, description="Modbus: first holding register of the PLC → cell area"
+    )
+    cell_register: int = Field(
+        1000, ge=0, le=65535, description="Modbus: first holding register of the cell → PLC area"
+    )
     ring_size: int = Field(16, ge=4, le=16, description="slots per ring; 16 keeps the input DB in one S7 PDU")
     cycle_ms: float = Field(2.0, ge=0.5, le=100, description="I/O cycle: one read of the input DB")
     timeout_s: float = Field(0.5, gt=0, le=10, description="request timeout")
@@ -124,6 +133,8 @@ class CellConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> CellConfig:
+        if self.plc.protocol == "modbus" and self.plc.ring_size > 8:
+            raise ValueError("plc.ring_size must be at most 8 for Modbus: one read holds 125 registers")
         names = [c.name for c in self.cameras]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

@@ -23,6 +23,7 @@ from controller.api import ControlApi, default_socket
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
 from controller.contract import area_layout
 from controller.core.packml import Command
+from controller.interfaces import PlcLink
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -99,25 +100,39 @@ def _trigger_table(cell: CellConfig, folder: Path) -> tuple[tuple[int, tuple[flo
 Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 
 
-async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
+def make_link(cell: CellConfig) -> PlcLink:
+    """The PLC link the cell config names (S7 or Modbus TCP)."""
+    p = cell.plc
+    layout = area_layout(p.ring_size)
+    if p.protocol == "modbus":
+        from drivers.modbus_link import ModbusPlcLink
+
+        return ModbusPlcLink(
+            layout, p.host, p.port, p.device_id, p.plc_register, p.cell_register, p.timeout_s
+        )
     from drivers.s7_link import S7PlcLink
+
+    return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s)
+
+
+async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
     from simulators.launcher import PlcEndpoint, SimLine
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
     lcfg = line_config(cell, recipe, opts)
+    p = cell.plc
     sim = SimLine(
         lcfg,
-        PlcEndpoint(cell.plc.ring_size, cell.plc.db_plc, cell.plc.db_cell),
+        PlcEndpoint(
+            p.ring_size, p.db_plc, p.db_cell, p.protocol, p.plc_register, p.cell_register, p.device_id
+        ),
         [c.name for c in cell.cameras],
     )
     port = await asyncio.to_thread(sim.start)
     cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    p = cell.plc
-    link = S7PlcLink(
-        area_layout(p.ring_size), p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s
-    )
+    link = make_link(cell)
     service = CellService(
         cell, recipe, opts.recipe.parent, link, {c.name: c for c in sim.cameras}, run_id, data_dir
     )

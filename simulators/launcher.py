@@ -28,15 +28,25 @@ class PlcEndpoint:
     ring_size: int = 16
     db_plc: int = 100
     db_cell: int = 101
+    protocol: str = "s7"
+    plc_register: int = 0
+    cell_register: int = 1000
+    device_id: int = 1
 
 
 def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connection) -> None:
     """Process entry: the simulated S7 PLC. Talks to its launcher over `ctl`."""
-    from simulators.s7_plc import SimS7Plc
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
     layout = area_layout(ep.ring_size)
-    plc = SimS7Plc(layout, ep.db_plc, ep.db_cell)
+    plc: Any
+    if ep.protocol == "modbus":
+        from simulators.modbus_plc import SimModbusPlc
+
+        plc = SimModbusPlc(layout, ep.plc_register, ep.cell_register, device_id=ep.device_id)
+    else:
+        from simulators.s7_plc import SimS7Plc
+
+        plc = SimS7Plc(layout, ep.db_plc, ep.db_cell)
     port = plc.start(0)
     pending: list[Trigger] = []
     scan = PlcScan(cfg, layout, plc.plc_area, plc.cell_area, pending.append, time.monotonic())

@@ -23,7 +23,8 @@ def upper_bound(rate: float, n: int, z: float = 3.3) -> float:
 def run(tmp_path: Path, **kw: object) -> dict[str, object]:
     import asyncio
 
-    return asyncio.run(_demo(DemoOptions(headless=True, data_dir=tmp_path, **kw), tmp_path))  # type: ignore[arg-type]
+    opts = DemoOptions(headless=True, data_dir=tmp_path, socket=tmp_path / "cell.sock", **kw)  # type: ignore[arg-type]
+    return asyncio.run(_demo(opts, tmp_path))  # type: ignore[arg-type]
 
 
 @pytest.mark.e2e
@@ -91,3 +92,17 @@ def test_cli_commands_move_the_running_cell_and_refusals_say_why(tmp_path: Path)
     assert r["lost"] == 0 and r["misrouted"] == 0
     assert r["rejects_by_reason"]["no_decision:not_inspecting"] > 10  # type: ignore[index]
     assert main(["status", "--socket", str(sock)]) == 1  # service gone: clear message, exit 1
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(600)
+def test_2000_parts_3_cameras_over_modbus(tmp_path: Path) -> None:
+    r = run(
+        tmp_path, parts=2000, cameras=3, parts_per_min=1500, cell=ROOT / "recipes/cells/demo-cell-modbus.yaml"
+    )
+    print(json.dumps(r, indent=2))
+    assert r["parts"] == 2000 and r["records"] == 2000
+    assert r["lost"] == 0 and r["misrouted"] == 0
+    defective, good = int(r["defective"]), 2000 - int(r["defective"])  # type: ignore[call-overload]
+    assert r["escapes"] <= upper_bound(CARD["part_escape_rate"], defective) * defective  # type: ignore[operator]
+    assert r["false_rejects"] <= upper_bound(CARD["part_false_reject_rate"], good) * good  # type: ignore[operator]

@@ -76,3 +76,10 @@ def test_cell_stations_must_be_ordered(tmp_path: Path) -> None:
     text = (ROOT / "recipes/cells/demo-cell.yaml").read_text().replace("reject_mm: 500", "reject_mm: 420")
     with pytest.raises(ConfigError, match="stations must be ordered"):
         load_cell_config(write(tmp_path, text))
+
+
+def test_modbus_ring_must_fit_one_read(tmp_path: Path) -> None:
+    text = (ROOT / "recipes/cells/demo-cell-modbus.yaml").read_text()
+    assert load_cell_config(ROOT / "recipes/cells/demo-cell-modbus.yaml").plc.protocol == "modbus"
+    with pytest.raises(ConfigError, match="at most 8 for Modbus"):
+        load_cell_config(write(tmp_path, text.replace("ring_size: 8", "ring_size: 16")))
