@@ -371,6 +371,10 @@ class CellService:
                 log.error("PLC link lost: %s", exc)
                 self.link.close()
                 self.link_up = False
+                loop.call_soon_threadsafe(self._on_link_lost, str(exc))
+
+    def _on_link_lost(self, why: str) -> None:
+        self._execute(self.core.link_lost(why))
 
     def _on_inputs(self, snap: np.void, t: float, round_trip: float) -> None:
         self._last_inputs = t

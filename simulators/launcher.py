@@ -55,6 +55,7 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     next_t = time.monotonic()
     done_sent = False
     infeed_closed = False
+    restore_at: float | None = None
     try:
         while True:
             now = time.monotonic()
@@ -65,6 +66,9 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
             for trig in pending:
                 triggers.send(trig)
             pending.clear()
+            if restore_at is not None and now >= restore_at:
+                plc.start(port)  # the link comes back on the same address
+                restore_at = None
             if cfg.parts and scan.registered >= cfg.parts and scan.idle and not done_sent:
                 ctl.send(("done", scan.outcomes, scan.dropped_writes))
                 done_sent = True
@@ -78,6 +82,10 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 elif msg[0] == "command":
                     with plc.locked():
                         ctl.send(("seq", scan.send_command(int(msg[1]))))
+                elif msg[0] == "drop_link":
+                    plc.stop()  # clients see the connection drop; the scan and the belt go on
+                    restore_at = time.monotonic() + float(msg[1])
+                    ctl.send(("dropped", port))
                 elif msg[0] == "recipe":
                     with plc.locked():
                         ctl.send(("seq", scan.send_recipe_request(int(msg[1]))))
@@ -191,6 +199,10 @@ class SimLine:
                 return int(res)
             time.sleep(0.02)
         raise TimeoutError(f"cell did not answer recipe request {number}")
+
+    def drop_link(self, seconds: float) -> None:
+        """Take the PLC's server off the network for `seconds` (cable pulled, PLC rebooted)."""
+        self._ask(("drop_link", seconds), "dropped")
 
     def close_infeed(self) -> int:
         """Stop feeding new parts; returns how many were fed. Parts on the belt run out."""

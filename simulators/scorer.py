@@ -35,6 +35,13 @@ def score(
             continue
         if r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked:
             misrouted += 1
+    # A part left on the line must have had a PASS the PLC accepted in time: anything else is a breach.
+    passed_without_verdict = sum(
+        1
+        for o in outcomes
+        if not o.kicked
+        and ((r := records.get(o.part_id)) is None or r["verdict"] != "PASS" or r["ack"] != "ACCEPTED")
+    )
     verdicts = Counter(r["verdict"] for r in records.values())
     reasons: Counter[str] = Counter()
     for r in records.values():
@@ -58,6 +65,7 @@ def score(
         "no_decision": verdicts.get("NO_DECISION", 0),
         "misrouted": misrouted,
         "lost": len(lost),
+        "passed_without_verdict": passed_without_verdict,
         "records": len(records),
         "latency_ms": {
             "p50": round(float(np.percentile(lat, 50)), 3) if lat.size else None,

@@ -110,6 +110,7 @@ Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame | RecipeRequest
 
 class AlarmCode:
     PLC_HEARTBEAT_LOST = 10
+    PLC_LINK_LOST = 13
     PART_RING_OVERRUN = 11
     DISPO_RING_OVERRUN = 12
     MISROUTE = 20
@@ -154,7 +155,7 @@ class CellCore:
             self.sm.command(cmd)
         except CommandRefused as exc:
             return str(exc)
-        if cmd in (Command.RESET, Command.CLEAR):
+        if cmd in (Command.RESET, Command.CLEAR, Command.UNHOLD):
             # Alarms whose cause persists are raised again by the next snapshot.
             self.alarms.clear()
         return None
@@ -171,7 +172,9 @@ class CellCore:
         s = self.sm.state
         if s is State.STARTING and not self.inference_ready:
             return
-        if s is State.RESETTING and AlarmCode.PLC_HEARTBEAT_LOST in self.alarms:
+        if s in (State.RESETTING, State.UNHOLDING) and (
+            AlarmCode.PLC_HEARTBEAT_LOST in self.alarms or AlarmCode.PLC_LINK_LOST in self.alarms
+        ):
             return
         if s is State.STOPPING and self.undecided:
             return
@@ -212,6 +215,15 @@ class CellCore:
             self._alarm(code, "PLC heartbeat stopped changing", actions)
             if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
                 self.sm.command(Command.HOLD)
+
+    def link_lost(self, why: str) -> list[Action]:
+        """The PLC link failed: alarm, and hold if inspecting (the PLC rejects parts meanwhile)."""
+        actions: list[Action] = []
+        self._alarm(AlarmCode.PLC_LINK_LOST, f"PLC link lost: {why}", actions)
+        if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
+            self.sm.command(Command.HOLD)
+            self.sm.complete_acting()
+        return actions
 
     def _handle_command(self, seq: int, code: int) -> None:
         if self._cmd_seq is None:
@@ -391,7 +403,12 @@ class CellCore:
             self._finish(track, actions)
 
     def _finish(self, track: PartTrack, actions: list[Action]) -> None:
-        track.expected_kick = track.verdict is not Verdict.PASS or track.ack is not AckStatus.ACCEPTED
+        # The PLC also rejects everything while it misses the cell's heartbeat (the contract).
+        track.expected_kick = (
+            track.verdict is not Verdict.PASS
+            or track.ack is not AckStatus.ACCEPTED
+            or track.plc_cause == DispositionCause.CELL_HEARTBEAT_LOST
+        )
         if track.kicked is not None and track.kicked != track.expected_kick:
             self.counts["misroute"] += 1
             track.alarms.append("misroute")

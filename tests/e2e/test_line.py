@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +22,9 @@ def upper_bound(rate: float, n: int, z: float = 3.3) -> float:
     return p + z * math.sqrt(p * (1 - p) / n) + z * z / n
 
 
-def run(tmp_path: Path, **kw: object) -> dict[str, object]:
-    import asyncio
-
+def run(tmp_path: Path, scenario: Any = None, **kw: object) -> dict[str, Any]:
     opts = DemoOptions(headless=True, data_dir=tmp_path, socket=tmp_path / "cell.sock", **kw)  # type: ignore[arg-type]
-    return asyncio.run(_demo(opts, tmp_path))  # type: ignore[arg-type]
+    return asyncio.run(_demo(opts, tmp_path, scenario))  # type: ignore[arg-type]
 
 
 @pytest.mark.e2e
@@ -106,3 +106,42 @@ def test_2000_parts_3_cameras_over_modbus(tmp_path: Path) -> None:
     defective, good = int(r["defective"]), 2000 - int(r["defective"])  # type: ignore[call-overload]
     assert r["escapes"] <= upper_bound(CARD["part_escape_rate"], defective) * defective  # type: ignore[operator]
     assert r["false_rejects"] <= upper_bound(CARD["part_false_reject_rate"], good) * good  # type: ignore[operator]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("cell", ["demo-cell.yaml", "demo-cell-modbus.yaml"])
+def test_link_drop_holds_the_cell_and_nothing_passes_without_a_verdict(tmp_path: Path, cell: str) -> None:
+    from controller.core.cell import AlarmCode
+    from controller.core.packml import Command, State
+
+    seen: dict[str, Any] = {}
+
+    async def until(cond: Any, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not cond():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def scenario(sim: Any, service: Any) -> None:
+        await until(lambda: service.core.counts["parts"] >= 100, 30)
+        await asyncio.to_thread(sim.drop_link, 1.5)
+        seen["held"] = await until(lambda: service.core.state is State.HELD, 5)
+        seen["alarm"] = AlarmCode.PLC_LINK_LOST in service.core.alarms
+        seen["back"] = await until(lambda: service.link_up, 15)
+        await asyncio.sleep(0.2)
+        seen["unhold"] = service.command(Command.UNHOLD)
+        seen["execute"] = await until(lambda: service.core.state is State.EXECUTE, 5)
+        parts_then = service.core.counts["parts"]
+        await until(lambda: service.core.counts["parts"] > parts_then + 50, 30)
+        seen["inspecting_again"] = service.core.counts["verdict:pass"]
+
+    r = run(tmp_path, scenario, parts=400, cameras=3, cell=ROOT / "recipes/cells" / cell)
+    print(cell, json.dumps(seen), json.dumps(r["counters"]))
+    assert seen["held"] and seen["alarm"] and seen["back"]
+    assert seen["unhold"] is None and seen["execute"]
+    assert r["parts"] == 400 and r["records"] == 400 and r["lost"] == 0
+    assert r["passed_without_verdict"] == 0
+    assert r["passed"] > 200  # inspection resumed after the restart
