@@ -9,22 +9,20 @@ a client with default settings blocks 12 s on a dead server, so timeout and retr
 from __future__ import annotations
 
 import logging
-import struct
 
 import numpy as np
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from controller.contract import AreaLayout, Verdict
-from drivers.s7_link import PlcLinkError
+from controller.contract import AreaLayout
+from drivers.area_link import AreaWriter, PlcLinkError
 
 log = logging.getLogger(__name__)
 
-_VERDICT = struct.Struct(">IBBH")
 MAX_READ_REGISTERS = 125
 
 
-class ModbusPlcLink:
+class ModbusPlcLink(AreaWriter):
     """Reads the PLC area at `plc_address`, writes the cell area at `cell_address` (registers)."""
 
     def __init__(
@@ -77,13 +75,6 @@ class ModbusPlcLink:
         data = np.asarray(rr.registers, dtype=">u2").tobytes()
         rec: np.void = np.frombuffer(data, dtype=self.layout.plc_dtype)[0]
         return rec
-
-    def write_header(self, data: bytes) -> None:
-        self._write(0, data)
-
-    def write_verdict(self, part_id: int, verdict: Verdict, reason: int, attempt: int) -> None:
-        data = _VERDICT.pack(part_id & 0xFFFFFFFF, int(verdict), attempt & 0xFF, int(reason) & 0xFFFF)
-        self._write(self.layout.verdict_offset(part_id), data)
 
     def _write(self, offset: int, data: bytes) -> None:
         words = np.frombuffer(data, dtype=">u2").tolist()

@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import struct
 
 import numpy as np
 import snap7
 from snap7.error import S7Error
 
-from controller.contract import AreaLayout, Verdict
+from controller.contract import AreaLayout
+from drivers.area_link import AreaWriter, PlcLinkError
+
+__all__ = ["PlcLinkError", "S7PlcLink"]
 
 log = logging.getLogger(__name__)
 
-_VERDICT = struct.Struct(">IBBH")
 
-
-class PlcLinkError(Exception):
-    """The link to the PLC failed; the message says what and where."""
-
-
-class S7PlcLink:
+class S7PlcLink(AreaWriter):
     """Reads DB `db_plc` (PLC → cell) and writes DB `db_cell` (cell → PLC) on one connection."""
 
     def __init__(
@@ -84,13 +80,6 @@ class S7PlcLink:
             )
         rec: np.void = np.frombuffer(data, dtype=self.layout.plc_dtype)[0]
         return rec
-
-    def write_header(self, data: bytes) -> None:
-        self._write(0, data)
-
-    def write_verdict(self, part_id: int, verdict: Verdict, reason: int, attempt: int) -> None:
-        data = _VERDICT.pack(part_id & 0xFFFFFFFF, int(verdict), attempt & 0xFF, int(reason) & 0xFFFF)
-        self._write(self.layout.verdict_offset(part_id), data)
 
     def _write(self, offset: int, data: bytes) -> None:
         try:

@@ -79,25 +79,19 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 if msg[0] == "close_infeed":
                     infeed_closed, scan.feeding = True, False
                     ctl.send(("closed", scan.registered))
-                elif msg[0] == "command":
+                elif msg[0] == "request":
                     with plc.locked():
-                        ctl.send(("seq", scan.send_command(int(msg[1]))))
+                        ctl.send(("seq", scan.send_request(msg[1], int(msg[2]))))
+                elif msg[0] == "result":
+                    with plc.locked():
+                        ctl.send(("result", scan.request_result(msg[1], int(msg[2]))))
                 elif msg[0] == "drop_link":
                     plc.stop()  # clients see the connection drop; the scan and the belt go on
                     restore_at = time.monotonic() + float(msg[1])
                     ctl.send(("dropped", port))
-                elif msg[0] == "recipe":
-                    with plc.locked():
-                        ctl.send(("seq", scan.send_recipe_request(int(msg[1]))))
-                elif msg[0] == "recipe_result":
-                    with plc.locked():
-                        ctl.send(("recipe_result", scan.recipe_result(int(msg[1]))))
                 elif msg[0] == "status":
                     with plc.locked():
                         ctl.send(("status", scan.cell_state, scan.registered, len(scan.outcomes)))
-                elif msg[0] == "result":
-                    with plc.locked():
-                        ctl.send(("result", scan.command_result(int(msg[1]))))
                 elif msg[0] == "outcomes":
                     ctl.send(("outcomes", list(scan.outcomes), scan.dropped_writes))
             next_t += cfg.scan_s
@@ -178,27 +172,23 @@ class SimLine:
                     return tuple(reply)
         raise TimeoutError(f"simulated PLC did not answer {msg[0]}")
 
-    def command(self, code: int, timeout: float = 5.0) -> int:
-        """Issue a PackML command through the PLC's command word; returns the cell's result code."""
-        seq = self._ask(("command", code), "seq")[1]
+    def _handshake(self, kind: str, value: int, timeout: float) -> int:
+        seq = self._ask(("request", kind, value), "seq")[1]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            res = self._ask(("result", seq), "result")[1]
+            res = self._ask(("result", kind, seq), "result")[1]
             if res is not None:
                 return int(res)
             time.sleep(0.01)
-        raise TimeoutError(f"cell did not acknowledge command {code}")
+        raise TimeoutError(f"cell did not answer {kind} request {value}")
+
+    def command(self, code: int, timeout: float = 5.0) -> int:
+        """Issue a PackML command through the PLC's command word; returns the cell's result code."""
+        return self._handshake("command", code, timeout)
 
     def request_recipe(self, number: int, timeout: float = 60.0) -> int:
         """Request recipe `number` through the PLC's recipe word; returns the cell's result code."""
-        seq = self._ask(("recipe", number), "seq")[1]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            res = self._ask(("recipe_result", seq), "recipe_result")[1]
-            if res is not None:
-                return int(res)
-            time.sleep(0.02)
-        raise TimeoutError(f"cell did not answer recipe request {number}")
+        return self._handshake("recipe", number, timeout)
 
     def drop_link(self, seconds: float) -> None:
         """Take the PLC's server off the network for `seconds` (cable pulled, PLC rebooted)."""

@@ -13,6 +13,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -130,7 +131,7 @@ class PlcScan:
         self.parts_gen = PartGenerator(cfg.seed, len(cfg.camera_offsets_mm), cfg.defect_rate)
         self.cam_offsets = [cfg.counts(mm) for mm in cfg.camera_offsets_mm]
         self._recipe_offsets = list(self.cam_offsets)
-        self._recipe_seq = 0
+
         self.deadline = cfg.counts(cfg.deadline_mm)
         self.reject = cfg.counts(cfg.reject_mm)
         self.confirm = cfg.counts(cfg.confirm_mm)
@@ -146,21 +147,32 @@ class PlcScan:
         self._cell_hb = -1
         self._cell_hb_t = t0
         self.cell_heartbeat_ok = False
-        self._cmd_seq = 0
+        self._seq = {"command": 0, "recipe": 0}
         self._spurious: list[tuple[int, int]] = []
         self.dropped_writes = 0
 
     # -- the HMI side of the PLC: commands for the cell through the command word
-    def send_command(self, code: int) -> int:
-        self._cmd_seq = (self._cmd_seq + 1) & 0xFFFF
-        hdr = self.plc["header"]
-        hdr["cmd_code"] = code
-        hdr["cmd_seq"] = self._cmd_seq
-        return self._cmd_seq
+    # Both requests are one handshake: write the value, then a new sequence number; the cell
+    # answers by echoing the sequence with a result.
+    _HANDSHAKES: ClassVar[dict[str, tuple[str, str, str, str]]] = {
+        "command": ("cmd_code", "cmd_seq", "cmd_ack_seq", "cmd_result"),
+        "recipe": ("recipe_number", "recipe_seq", "recipe_ack_seq", "recipe_result"),
+    }
 
-    def command_result(self, seq: int) -> int | None:
+    def send_request(self, kind: str, value: int) -> int:
+        """Write a request ("command" or "recipe") for the cell; returns its sequence number."""
+        value_f, seq_f, _, _ = self._HANDSHAKES[kind]
+        self._seq[kind] = seq = (self._seq[kind] + 1) & 0xFFFF
+        hdr = self.plc["header"]
+        hdr[value_f] = value
+        hdr[seq_f] = seq
+        return seq
+
+    def request_result(self, kind: str, seq: int) -> int | None:
+        """The cell's result for request `seq`, or None while it has not answered."""
+        _, _, ack_f, result_f = self._HANDSHAKES[kind]
         h = self.cell["header"]
-        return int(h["cmd_result"]) if int(h["cmd_ack_seq"]) == seq else None
+        return int(h[result_f]) if int(h[ack_f]) == seq else None
 
     @property
     def cell_state(self) -> int:
@@ -234,17 +246,6 @@ class PlcScan:
         if number in table and pid >= boundary:
             self._recipe_offsets = [self.cfg.counts(mm) for mm in table[number]]
         return list(self._recipe_offsets)
-
-    def send_recipe_request(self, number: int) -> int:
-        self._recipe_seq = (self._recipe_seq + 1) & 0xFFFF
-        hdr = self.plc["header"]
-        hdr["recipe_number"] = number
-        hdr["recipe_seq"] = self._recipe_seq
-        return self._recipe_seq
-
-    def recipe_result(self, seq: int) -> int | None:
-        h = self.cell["header"]
-        return int(h["recipe_result"]) if int(h["recipe_ack_seq"]) == seq else None
 
     def _triggers(self, travel: int) -> None:
         for part in self.queue:
