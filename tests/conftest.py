@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+
+# pylon's camera emulation: two emulated Basler cameras (serials 0815-0000, 0815-0001). It must be
+# set before pylon's transport layers load, so here rather than in a fixture.
+os.environ.setdefault("PYLON_CAMEMU", "2")
 
 
 @pytest.fixture(autouse=True)
