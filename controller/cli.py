@@ -19,6 +19,7 @@ def _demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(
         parts=args.parts,
         cameras=args.cameras,
+        cameras_from=args.cameras_from,
         headless=args.headless,
         json=args.json,
         parts_per_min=args.ppm,
@@ -163,6 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--parts", type=int, default=0, help="stop after N parts (0: run until Ctrl-C)")
     d.add_argument("--cameras", type=int, default=3, help="number of cameras (first K of the cell config)")
+    d.add_argument(
+        "--cameras-from",
+        choices=("sim", "pylon-emulation"),
+        default="sim",
+        help="simulated cameras, or pylon's emulated Basler cameras fed from rendered files "
+        "(then --parts defaults to 300)",
+    )
     d.add_argument("--headless", action="store_true", help="no live console")
     d.add_argument("--json", action="store_true", help="print the scored result as one JSON object")
     d.add_argument("--ppm", type=float, default=None, help="line speed in parts per minute")

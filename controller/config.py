@@ -37,6 +37,21 @@ class CameraConfig(_Strict):
     driver: Literal["sim", "pylon"] = Field("sim", description="real (pylon) or simulated camera")
     serial: str = Field("", description="camera serial number (pylon)")
     station_mm: Mm = Field(description="trigger station, mm after the part sensor")
+    width: int = Field(64, ge=8, le=16_384, description="image width (px), the sensor area read out")
+    height: int = Field(64, ge=8, le=16_384, description="image height (px)")
+    offset_x: int = Field(0, ge=0, le=16_384, description="sensor area offset (px, pylon)")
+    offset_y: int = Field(0, ge=0, le=16_384, description="sensor area offset (px, pylon)")
+    pixel_format: Literal["RGB8Packed", "RGB8"] = Field(
+        "RGB8Packed", description="pixel format (pylon); the model takes RGB"
+    )
+    trigger_source: str = Field(
+        "Line1", pattern=r"^(Line[1-8]|Software|Action[1-4])$", description="FrameStart trigger input (pylon)"
+    )
+    trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field("RisingEdge", description="trigger edge")
+    trigger_latency_ms: float = Field(
+        0.0, ge=0, le=1000, description="trigger to frame received, for cameras without timestamp chunks"
+    )
+    buffers: int = Field(8, ge=2, le=256, description="pylon grab buffers (bounded)")
 
 
 class EncoderConfig(_Strict):
@@ -139,6 +154,12 @@ class CellConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"duplicate camera names: {', '.join(dup)}")
+        sizes = {(c.width, c.height) for c in self.cameras}
+        if len(sizes) > 1:
+            raise ValueError(f"all cameras must give one image size: views are batched (got {sorted(sizes)})")
+        missing = [c.name for c in self.cameras if c.driver == "pylon" and not c.serial]
+        if missing:
+            raise ValueError(f"pylon cameras need a serial number: {', '.join(missing)}")
         s = self.stations
         last_cam = max(c.station_mm for c in self.cameras)
         if not last_cam < s.decision_mm <= s.deadline_mm < s.reject_mm <= s.confirm_mm:

@@ -15,15 +15,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controller.api import ControlApi, default_socket
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
-from controller.contract import area_layout
 from controller.core.packml import Command
-from controller.interfaces import PlcLink
+from controller.devices import make_link
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CELL = ROOT / "recipes" / "cells" / "demo-cell.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "plate-4h.yaml"
+#: Emulated cameras play pre-rendered images: without --parts, this many.
+EMULATED_PARTS = 300
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DemoOptions:
     extra_triggers: float | None = None
     seed: int | None = None
     socket: Path | None = None
+    cameras_from: str = "sim"  # or "pylon-emulation": pylon's emulated Basler cameras
 
 
 def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -100,26 +102,18 @@ def _trigger_table(cell: CellConfig, folder: Path) -> tuple[tuple[int, tuple[flo
 Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 
 
-def make_link(cell: CellConfig) -> PlcLink:
-    """The PLC link the cell config names (S7 or Modbus TCP)."""
-    p = cell.plc
-    layout = area_layout(p.ring_size)
-    if p.protocol == "modbus":
-        from drivers.modbus_link import ModbusPlcLink
-
-        return ModbusPlcLink(
-            layout, p.host, p.port, p.device_id, p.plc_register, p.cell_register, p.timeout_s
-        )
-    from drivers.s7_link import S7PlcLink
-
-    return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s)
-
-
 async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
     from simulators.launcher import PlcEndpoint, SimLine
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    emulation = None
+    if opts.cameras_from == "pylon-emulation":
+        from simulators.pylon_rig import ensure_emulation
+
+        ensure_emulation(len(cell.cameras))  # before pylon loads
+        opts = replace(opts, parts=opts.parts or EMULATED_PARTS, drop_frames=0.0, extra_triggers=0.0)
+        emulation = data_dir / "emulated-camera-images"
     lcfg = line_config(cell, recipe, opts)
     p = cell.plc
     sim = SimLine(
@@ -128,6 +122,7 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
             p.ring_size, p.db_plc, p.db_cell, p.protocol, p.plc_register, p.cell_register, p.device_id
         ),
         [c.name for c in cell.cameras],
+        emulation,
     )
     port = await asyncio.to_thread(sim.start)
     cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
@@ -201,6 +196,7 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     result.update(
         run_id=run_id,
         cameras=len(cell.cameras),
+        cameras_from=opts.cameras_from,
         parts_per_min=lcfg.parts_per_min,
         provider=service.runner.info.provider,
         database=str(data_dir / cell.records.database),

@@ -29,6 +29,8 @@ class CameraStats:
     skipped: int = 0  # frame counter gaps: triggered but never delivered
     underruns: int = 0  # no free buffer: delivered but dropped here
     bad: int = 0
+    removals: int = 0  # times the device went away (unplugged, power, cable)
+    connected: bool = True
 
 
 class Camera(Protocol):

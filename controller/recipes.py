@@ -78,6 +78,12 @@ def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
                 f"a trigger between the part sensor (0 mm) and the decision point ({decision:g} mm)",
                 f"{cam.trigger_offset_mm:g} mm, which fires at {at:g} mm",
             )
+    if recipe.roi is not None:
+        x, y, w, h = recipe.roi
+        iw, ih = cell.cameras[0].width, cell.cameras[0].height
+        if x + w > iw or y + h > ih:
+            found = f"x {x}..{x + w}, y {y}..{y + h}"
+            bad(("roi",), f"a region inside the cell's {iw}x{ih} px images", found)
     if not decision <= st.deadline_mm:
         bad(
             ("reject", "decision_mm"),
@@ -206,7 +212,7 @@ def _range(field: Any) -> str:
                 parts.append(f"{sym} {v}")
         pattern = getattr(m, "pattern", None)
         if pattern:
-            parts.append(f"`{pattern}`")
+            parts.append(f"`{pattern}`".replace("|", "\\|"))  # a bare | would split the table cell
     ann = field.annotation
     if get_origin(ann) is not None and str(get_origin(ann)).endswith("Literal"):
         parts.append(", ".join(repr(a) for a in get_args(ann)))

@@ -179,7 +179,11 @@ class CellService:
         )
         runner.warm_up((1, min(4, cell.inference.max_batch)))
         spec = PreprocessSpec(
-            (64, 64), recipe.model.input_size, recipe.roi, recipe.model.mean, recipe.model.std
+            (cell.cameras[0].height, cell.cameras[0].width),
+            recipe.model.input_size,
+            recipe.roi,
+            recipe.model.mean,
+            recipe.model.std,
         )
         adapter = MultiLabelAdapter(
             recipe.model.class_names,
@@ -254,6 +258,7 @@ class CellService:
                             self.active = new
                             boundary = self.core.activate(new.plan)
                             result, reason = RecipeResult.ACTIVE, f"judges parts from {boundary} on"
+                            await asyncio.to_thread(self._apply_camera_settings, new.recipe)
             finally:
                 self._changing = False
         self.store.put_audit(
@@ -264,14 +269,27 @@ class CellService:
         log.log(level, "recipe %s from %s: %s %s", wanted, source, result.name, reason)
         return result, reason
 
+    def _apply_camera_settings(self, recipe: Recipe) -> None:
+        """Exposure and gain of the recipe, on cameras that take them (Basler; not the simulated ones)."""
+        for name, settings in recipe.cameras.items():
+            set_exposure = getattr(self.cameras[name], "set_exposure", None)
+            if set_exposure is None:
+                continue
+            try:
+                set_exposure(settings.exposure_us, settings.gain_db)
+            except Exception as exc:  # the driver's CameraError; the camera keeps its last values
+                log.error("camera %s: recipe %s exposure/gain not applied: %s", name, recipe.name, exc)
+
     async def _plc_recipe_request(self, seq: int, number: int) -> None:
         result, _ = await self.activate_recipe("plc", number=number)
         self.core.answer_recipe(seq, result)
 
-    async def _retire_stacks(self) -> None:
-        """Stop the inference stacks of old recipes once no part depends on them."""
+    async def _housekeeping(self) -> None:
+        """Twice a second: alarm for cameras that are gone; retire recipes no part depends on."""
         while True:
             await asyncio.sleep(0.5)
+            gone = [n for n, cam in self.cameras.items() if not cam.stats.connected]
+            self._execute(self.core.cameras_absent(gone))
             busy = {t.plan.generation for t in self.core.undecided.values() if t.plan is not None}
             for gen, stack in list(self.stacks.items()):
                 if stack is not self.active and gen not in busy:
@@ -297,7 +315,7 @@ class CellService:
                 self.recipe.images.retention_days,
             )
         self.active.worker.start()
-        retire = asyncio.create_task(self._retire_stacks(), name="retire-recipes")
+        retire = asyncio.create_task(self._housekeeping(), name="housekeeping")
         for cam in self.cameras.values():
             cam.start(self._frame_from_camera)
         self._io_thread.start()

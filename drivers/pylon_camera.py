@@ -8,9 +8,13 @@ into one of this driver's preallocated buffers, and pylon's buffer goes straight
 camera. Frame-number gaps count as skipped frames, failed grabs as bad frames, a lack of free
 buffers as underruns.
 
-Known limits: the frame's trigger time is the host's receive time minus a configured latency
-(emulated cameras report timestamp 0); chunk counters, device-removal handling and
-reopening are not implemented yet.
+Frame number and trigger time come from the camera's chunk data (frame counter, exposure
+timestamp mapped onto the host clock through a timestamp latch) where the camera has it;
+otherwise from the grab result's image number and the host's receive time minus the
+configured trigger latency, and for software triggers the time the trigger was fired.
+
+A removed camera (pylon's device-removal event) is marked gone and counted; a thread looks
+for its serial again with backoff, reopens it, replays its configuration and grabs again.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class PylonSettings:
     gain_db: float = 0.0
     buffers: int = 8
     trigger_latency_s: float = 0.0
+    use_chunks: bool = True
+    reopen_interval_s: float = 1.0
 
 
 def _set(cam: pylon.InstantCamera, name: str, value: object) -> None:
@@ -55,6 +61,11 @@ def _set(cam: pylon.InstantCamera, name: str, value: object) -> None:
         node.SetValue(value)
     except (genicam.GenericException, AttributeError) as exc:
         raise CameraError(f"{name} = {value!r}: {str(exc).splitlines()[0][:160]}") from None
+
+
+def _available(cam: pylon.InstantCamera, name: str) -> bool:
+    node = cam.GetNodeMap().GetNode(name)
+    return node is not None and bool(genicam.IsAvailable(node))
 
 
 class _Handler(pylon.ImageEventHandler):  # type: ignore[misc]
@@ -71,6 +82,18 @@ class _Handler(pylon.ImageEventHandler):  # type: ignore[misc]
             log.exception("camera %s: frame handler failed", self.owner.name)
 
 
+class _Removal(pylon.ConfigurationEventHandler):  # type: ignore[misc]
+    def __init__(self, owner: PylonCamera) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def OnCameraDeviceRemoved(self, camera: pylon.InstantCamera) -> None:
+        try:
+            self.owner.device_removed()
+        except Exception:
+            log.exception("camera %s: removal handler failed", self.owner.name)
+
+
 class PylonCamera:
     """One Basler camera by serial number, implementing the controller's `Camera` interface."""
 
@@ -79,14 +102,23 @@ class PylonCamera:
         self.stats = CameraStats()
         self._cam: pylon.InstantCamera | None = None
         self._handler: _Handler | None = None
+        self._removal: _Removal | None = None
         self._on_frame: Callable[[Frame], None] | None = None
         shape = (settings.height, settings.width, 3) if "RGB" in settings.pixel_format else (
             settings.height, settings.width)  # fmt: skip
         self._bufs = [np.empty(shape, dtype=np.uint8) for _ in range(max(2, settings.buffers * 2))]
         self._free: deque[int] = deque(range(len(self._bufs)))
         self._last_id: int | None = None
+        self._fired: deque[float] = deque(maxlen=64)  # software triggers not yet answered by a frame
+        self._extra: dict[str, object] = {}  # nodes set after open, replayed on reopen
+        self._chunks = False
+        self._tick_s = 1e-9
+        self._clock_offset: float | None = None  # host monotonic minus camera time (s)
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reopener: threading.Thread | None = None
 
+    # ------------------------------------------------------------------ open
     def open(self) -> None:
         """Find the camera by serial, open and configure it. Raises CameraError."""
         factory = pylon.TlFactory.GetInstance()
@@ -98,13 +130,20 @@ class PylonCamera:
             cam.Open()
         except genicam.GenericException as exc:
             raise CameraError(f"camera {self.name} ({self.serial}): cannot open: {exc}") from None
-        self._cam = cam
         try:
             self._configure(cam)
+            for node, value in self._extra.items():
+                _set(cam, node, value)
         except CameraError as exc:
             cam.Close()
-            self._cam = None
+            cam.DestroyDevice()
             raise CameraError(f"camera {self.name} ({self.serial}): {exc}") from None
+        self._removal = _Removal(self)
+        cam.RegisterConfiguration(self._removal, pylon.RegistrationMode_Append, pylon.Cleanup_None)
+        self._cam = cam
+        self._last_id = None
+        self._fired.clear()
+        self.stats.connected = True
 
     def _configure(self, cam: pylon.InstantCamera) -> None:
         s = self.settings
@@ -119,24 +158,76 @@ class PylonCamera:
         _set(cam, "TriggerMode", "On")
         _set(cam, "TriggerSource", s.trigger_source)
         _set(cam, "TriggerActivation", s.trigger_activation)
-        # Cameras name exposure and gain in two generations of the standard.
-        _set(cam, "ExposureTime" if hasattr(cam, "ExposureTime") else "ExposureTimeAbs", s.exposure_us)
-        if hasattr(cam, "Gain"):
-            _set(cam, "Gain", s.gain_db)
+        self.set_exposure(s.exposure_us, s.gain_db, cam)
         _set(cam, "MaxNumBuffer", s.buffers)
+        self._chunks = s.use_chunks and self._enable_chunks(cam)
+
+    def set_exposure(
+        self, exposure_us: float, gain_db: float, cam: pylon.InstantCamera | None = None
+    ) -> None:
+        """Exposure (µs) and gain (dB); both may change while grabbing. Raises CameraError."""
+        cam = cam or self._cam
+        if cam is None:
+            raise CameraError(f"camera {self.name}: not open")
+        # Cameras name exposure and gain in two generations of the standard.
+        _set(cam, "ExposureTime" if _available(cam, "ExposureTime") else "ExposureTimeAbs", exposure_us)
+        if _available(cam, "Gain"):
+            _set(cam, "Gain", gain_db)
+
+    def _enable_chunks(self, cam: pylon.InstantCamera) -> bool:
+        """Frame counter and timestamp chunks, where the camera and its transport parse them."""
+        if not _available(cam, "ChunkModeActive"):
+            return False
+        cam.ChunkModeActive.SetValue(True)
+        if not _available(cam, "ChunkSelector"):  # e.g. pylon's emulation: no chunk parser
+            cam.ChunkModeActive.SetValue(False)
+            return False
+        wanted = {"Framecounter", "FrameID", "Timestamp"}
+        enabled = set()
+        for entry in cam.ChunkSelector.GetSymbolics():
+            if entry in wanted:
+                cam.ChunkSelector.SetValue(entry)
+                cam.ChunkEnable.SetValue(True)
+                enabled.add(entry)
+        if "Timestamp" in enabled:
+            self._latch_clock(cam)
+        return bool(enabled & {"Framecounter", "FrameID"})
+
+    def _latch_clock(self, cam: pylon.InstantCamera) -> None:
+        """Map the camera's timestamp clock onto the host's monotonic clock."""
+        if _available(cam, "TimestampLatch"):  # SFNC cameras (ace 2, USB): ns ticks
+            t0 = time.monotonic()
+            cam.TimestampLatch.Execute()
+            t1 = time.monotonic()
+            ticks, self._tick_s = int(cam.TimestampLatchValue.GetValue()), 1e-9
+        elif _available(cam, "GevTimestampControlLatch"):  # GigE ace 1: tick frequency node
+            t0 = time.monotonic()
+            cam.GevTimestampControlLatch.Execute()
+            t1 = time.monotonic()
+            ticks = int(cam.GevTimestampValue.GetValue())
+            self._tick_s = 1.0 / float(cam.GevTimestampTickFrequency.GetValue())
+        else:
+            return
+        self._clock_offset = (t0 + t1) / 2 - ticks * self._tick_s
 
     def node(self, name: str, value: object) -> None:
-        """Set one more GenICam node (simulators use it for emulation settings such as ImageFilename)."""
+        """Set one more GenICam node (emulation settings such as ImageFilename); kept for reopening."""
         if self._cam is None:
             raise CameraError(f"camera {self.name}: not open")
         _set(self._cam, name, value)
+        self._extra[name] = value
 
+    # ---------------------------------------------------------------- grabbing
     def start(self, on_frame: Callable[[Frame], None]) -> None:
         if self._cam is None:
             self.open()
+        self._on_frame = on_frame
+        self._stop.clear()
+        self._start_grabbing()
+
+    def _start_grabbing(self) -> None:
         cam = self._cam
         assert cam is not None
-        self._on_frame = on_frame
         self._handler = _Handler(self)
         cam.RegisterImageEventHandler(self._handler, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None)
         cam.StartGrabbing(pylon.GrabStrategy_OneByOne, pylon.GrabLoop_ProvidedByInstantCamera)
@@ -144,25 +235,78 @@ class PylonCamera:
     def software_trigger(self, timeout_ms: int = 500) -> bool:
         """Fire a software trigger (emulation and tests stand in for the hardware line)."""
         cam = self._cam
-        if cam is None or not cam.IsGrabbing():
+        if cam is None or not self.stats.connected or not cam.IsGrabbing():
             return False
-        if not cam.WaitForFrameTriggerReady(timeout_ms, pylon.TimeoutHandling_Return):
+        try:
+            if not cam.WaitForFrameTriggerReady(timeout_ms, pylon.TimeoutHandling_Return):
+                return False
+            self._fired.append(time.monotonic())
+            cam.ExecuteSoftwareTrigger()
+        except genicam.GenericException:  # removed between the check and the trigger
             return False
-        cam.ExecuteSoftwareTrigger()
         return True
 
     def stop(self) -> None:
-        cam = self._cam
+        self._stop.set()
+        if self._reopener is not None:
+            self._reopener.join(timeout=5.0)
+            self._reopener = None
+        self._close()
+
+    def _close(self) -> None:
+        cam, self._cam = self._cam, None
         if cam is None:
             return
-        if cam.IsGrabbing():
-            cam.StopGrabbing()
-        if self._handler is not None:
-            cam.DeregisterImageEventHandler(self._handler)
-            self._handler = None
-        cam.Close()
-        self._cam = None
+        try:
+            if cam.IsGrabbing():
+                cam.StopGrabbing()
+            if self._handler is not None:
+                cam.DeregisterImageEventHandler(self._handler)
+            if self._removal is not None:
+                cam.DeregisterConfiguration(self._removal)
+            cam.Close()
+            cam.DestroyDevice()
+        except genicam.GenericException as exc:  # a removed device fails on the way down too
+            log.debug("camera %s: closing: %s", self.name, exc)
+        self._handler = self._removal = None
 
+    # ------------------------------------------------------------- removal
+    @property
+    def connected(self) -> bool:
+        return self.stats.connected
+
+    def device_removed(self) -> None:
+        """The device is gone (pylon's removal event): alarm through stats, reopen in the background."""
+        with self._lock:
+            if not self.stats.connected or self._stop.is_set():
+                return
+            self.stats.connected = False
+            self.stats.removals += 1
+            log.error("camera %s (%s): device removed; looking for it again", self.name, self.serial)
+            self._reopener = threading.Thread(
+                target=self._reopen, name=f"cam-{self.name}-reopen", daemon=True
+            )
+            self._reopener.start()
+
+    def _reopen(self) -> None:
+        # pylon's handler runs in its own threads: tear down here, never inside the event.
+        self._close()
+        wait = self.settings.reopen_interval_s
+        while not self._stop.wait(wait):
+            try:
+                self.open()
+                if self._on_frame is not None:
+                    self._start_grabbing()
+            except (CameraError, genicam.GenericException) as exc:
+                log.debug("camera %s: not back yet: %s", self.name, exc)
+                self._close()
+                self.stats.connected = False
+                wait = min(wait * 2, 10.0)
+                continue
+            log.warning("camera %s (%s): back, reconfigured and grabbing", self.name, self.serial)
+            return
+
+    # ------------------------------------------------------------------ frames
     def _release(self, idx: int) -> Callable[[], None]:
         return lambda: self._free.append(idx)
 
@@ -170,12 +314,27 @@ class PylonCamera:
         now = time.monotonic()
         if not result.GrabSucceeded():
             self.stats.bad += 1
+            if self._fired:
+                self._fired.popleft()
             log.warning("camera %s: grab failed: %s", self.name, result.GetErrorDescription())
             return
-        number = int(result.GetImageNumber())
-        if self._last_id is not None and number > self._last_id + 1:
-            self.stats.skipped += number - self._last_id - 1
+        t_trigger = now - self.settings.trigger_latency_s
+        if self._chunks:
+            has_fc = hasattr(result, "ChunkFramecounter")
+            counter = result.ChunkFramecounter if has_fc else result.ChunkFrameID
+            number = int(counter.GetValue())
+            if self._clock_offset is not None and hasattr(result, "ChunkTimestamp"):
+                t_trigger = int(result.ChunkTimestamp.GetValue()) * self._tick_s + self._clock_offset
+        else:
+            number = int(result.GetImageNumber())
+        gap = number - self._last_id - 1 if self._last_id is not None else 0
+        if gap > 0:
+            self.stats.skipped += gap
+            for _ in range(min(gap, len(self._fired))):
+                self._fired.popleft()  # triggers whose frames never came
         self._last_id = number
+        if self._fired:
+            t_trigger = self._fired.popleft()
         if not self._free:
             self.stats.underruns += 1
             return
@@ -190,5 +349,4 @@ class PylonCamera:
         self.stats.frames += 1
         on_frame = self._on_frame
         if on_frame is not None:
-            t_trigger = now - self.settings.trigger_latency_s
             on_frame(Frame(self.name, number, t_trigger, now, out, self._release(idx)))

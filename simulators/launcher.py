@@ -14,9 +14,11 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from controller.contract import area_layout
+from controller.interfaces import Camera
 from simulators.camera import SimCamera, camera_rig_main
 from simulators.line import LineConfig, Outcome, PlcScan, Trigger
 
@@ -109,15 +111,22 @@ class SimLine:
     """The simulated line as seen from the controller's process."""
 
     def __init__(
-        self, cfg: LineConfig, endpoint: PlcEndpoint | None = None, camera_names: list[str] | None = None
+        self,
+        cfg: LineConfig,
+        endpoint: PlcEndpoint | None = None,
+        camera_names: list[str] | None = None,
+        emulation_folder: Path | None = None,
     ):
+        """`emulation_folder`: use pylon's emulated Basler cameras, playing images rendered there."""
         self.cfg = cfg
+        self.emulation_folder = emulation_folder
         self.endpoint = endpoint or PlcEndpoint()
         n = len(cfg.camera_offsets_mm)
         self.camera_names = camera_names or [f"cam{i}" for i in range(n)]
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = []
-        self.cameras: list[SimCamera] = []
+        self.cameras: list[Camera] = []
+        self._rig: Any = None
         self.port = 0
         self._ctl: Connection | None = None
         self.done: tuple[list[Outcome], int] | None = None
@@ -128,25 +137,36 @@ class SimLine:
         ctx = self._ctx
         trig_rx, trig_tx = ctx.Pipe(duplex=False)
         ctl_here, ctl_there = ctx.Pipe()
-        frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
-        rig = ctx.Process(
-            target=camera_rig_main,
-            args=(trig_rx, [tx for _, tx in frame_pipes], self.cfg.drop_frames, self.cfg.seed),
-            name="sim-camera-rig",
-            daemon=True,
-        )
         plc = ctx.Process(
             target=plc_main, args=(self.cfg, self.endpoint, trig_tx, ctl_there), name="sim-plc", daemon=True
         )
-        rig.start()
-        plc.start()
-        self._procs = [plc, rig]
-        for conn in (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes)):
+        if self.emulation_folder is not None:
+            from simulators.pylon_rig import PylonRig
+
+            self._rig = PylonRig(self.cfg, self.camera_names, self.emulation_folder)
+            plc.start()
+            self._procs = [plc]
+            self._rig.start(trig_rx)
+            self.cameras = list(self._rig.cameras)
+            to_close: tuple[Connection, ...] = (trig_tx, ctl_there)
+        else:
+            frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
+            rig = ctx.Process(
+                target=camera_rig_main,
+                args=(trig_rx, [tx for _, tx in frame_pipes], self.cfg.drop_frames, self.cfg.seed),
+                name="sim-camera-rig",
+                daemon=True,
+            )
+            rig.start()
+            plc.start()
+            self._procs = [plc, rig]
+            to_close = (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes))
+            self.cameras = [
+                SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
+            ]
+        for conn in to_close:
             conn.close()
         self._ctl = ctl_here
-        self.cameras = [
-            SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
-        ]
         if not ctl_here.poll(timeout):
             self.stop()
             raise RuntimeError("simulated PLC did not start")
@@ -237,3 +257,7 @@ class SimLine:
             self._ctl.close()
             self._ctl = None
         self._procs = []
+        if self._rig is not None:
+            self._rig.join()
+            self._rig.close()
+            self._rig = None

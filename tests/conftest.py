@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-# pylon's camera emulation: two emulated Basler cameras (serials 0815-0000, 0815-0001). It must be
+# pylon's camera emulation: four emulated Basler cameras (serials 0815-0000 .. 0815-0003). It must be
 # set before pylon's transport layers load, so here rather than in a fixture.
-os.environ.setdefault("PYLON_CAMEMU", "2")
+os.environ.setdefault("PYLON_CAMEMU", "4")
 
 
 @pytest.fixture(autouse=True)

@@ -116,6 +116,7 @@ class AlarmCode:
     MISROUTE = 20
     REJECT_NOT_CONFIRMED = 21
     NO_DISPOSITION = 22
+    CAMERA_LOST = 30
 
 
 class CellCore:
@@ -223,6 +224,18 @@ class CellCore:
         if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
             self.sm.command(Command.HOLD)
             self.sm.complete_acting()
+        return actions
+
+    def cameras_absent(self, names: Sequence[str]) -> list[Action]:
+        """Cameras that are gone (removed, unpowered): alarm while they are away.
+
+        Their views go missing, so every part inspected meanwhile is a NO_DECISION reject;
+        the alarm is cleared by Clear or Reset once they are back.
+        """
+        actions: list[Action] = []
+        text = f"camera gone: {', '.join(names)}"
+        if names and self.alarms.get(AlarmCode.CAMERA_LOST) != text:
+            self._alarm(AlarmCode.CAMERA_LOST, text, actions)
         return actions
 
     def _handle_command(self, seq: int, code: int) -> None:

@@ -4,7 +4,8 @@ in for the hardware line and images fed from files (ImageFilename)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,97 @@ def test_frames_not_released_run_out_of_buffers_and_are_counted(camera: PylonCam
         deadline.wait(0.05)
     assert camera.stats.frames == len(camera._bufs)
     assert camera.stats.underruns == fired - len(camera._bufs)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_emulation_has_no_chunk_parser_so_the_image_number_is_used(camera: PylonCamera) -> None:
+    assert camera._chunks is False
+    assert camera._cam is not None and not camera._cam.ChunkModeActive.GetValue()
+
+
+def test_software_triggered_frames_carry_the_time_they_were_fired(camera: PylonCamera) -> None:
+    got: list[Frame] = []
+    camera.start(lambda f: (got.append(f), f.release()))
+    fired = []
+    for _ in range(4):
+        t0 = time.monotonic()
+        assert camera.software_trigger()
+        fired.append((t0, time.monotonic()))
+        time.sleep(0.03)
+    assert _wait(lambda: len(got) == 4)
+    for frame, (t0, t1) in zip(got, fired, strict=True):
+        assert t0 <= frame.t_trigger <= t1 < frame.t_received
+
+
+def test_exposure_and_gain_change_while_grabbing(camera: PylonCamera) -> None:
+    camera.start(lambda f: f.release())
+    camera.set_exposure(1234.0, 3.0)
+    assert camera._cam is not None
+    assert camera._cam.ExposureTime.GetValue() == pytest.approx(1234.0, abs=1.0)
+    assert camera._cam.Gain.GetValue() == pytest.approx(3.0, abs=0.1)
+    with pytest.raises(CameraError, match="ExposureTime"):
+        camera.set_exposure(-5.0, 0.0)
+
+
+def test_a_removed_camera_is_reported_then_reopened_reconfigured_and_grabbing(tmp_path: Path) -> None:
+    img = render(3, 1, ("crack",))
+    Image.fromarray(img).save(tmp_path / "part.png")
+    cam = PylonCamera("left", SERIAL, PylonSettings(trigger_source="Software", reopen_interval_s=0.1))
+    cam.open()
+    cam.node("TestImageSelector", "Off")
+    cam.node("ImageFileMode", "On")
+    cam.node("ImageFilename", str(tmp_path / "part.png"))
+    got: list[Frame] = []
+    cam.start(lambda f: (got.append(f), f.release()))
+    try:
+        assert cam.software_trigger() and _wait(lambda: len(got) == 1)
+        # pylon's emulation cannot be unplugged: the removal event is delivered by hand, and the
+        # device stays away (its serial is not enumerated) until the serial is given back.
+        cam.serial = "unplugged"
+        cam.device_removed()
+        assert not cam.connected and cam.stats.removals == 1
+        assert not cam.software_trigger()
+        time.sleep(0.5)  # several reopen attempts, all failing
+        assert not cam.connected
+        cam.serial = SERIAL
+        assert _wait(lambda: cam.connected)
+        assert cam.software_trigger() and _wait(lambda: len(got) == 2)
+        # The replayed configuration: software trigger, file images; the counter restarts.
+        assert np.array_equal(got[1].image, img) and got[1].counter == 1
+        assert cam.stats.skipped == 0 and cam.stats.removals == 1
+    finally:
+        cam.stop()
+
+
+def test_cameras_open_by_serial_from_the_cell_config_with_the_recipes_exposure() -> None:
+    from controller.config import load_cell_config, load_recipe
+    from controller.devices import make_cameras
+
+    root = Path(__file__).resolve().parents[2]
+    cell = load_cell_config(root / "recipes/cells/demo-cell.yaml")
+    recipe = load_recipe(root / "recipes/plate-4h.yaml")
+    basler = tuple(
+        c.model_copy(update={"driver": "pylon", "serial": f"0815-000{k}", "trigger_source": "Software"})
+        for k, c in enumerate(cell.cameras[:3])
+    )
+    cams = make_cameras(cell.model_copy(update={"cameras": basler}), recipe)
+    try:
+        assert sorted(cams) == ["left", "right", "top"]
+        left = cams["left"]
+        assert isinstance(left, PylonCamera) and left._cam is not None
+        assert left._cam.ExposureTime.GetValue() == pytest.approx(recipe.cameras["left"].exposure_us, abs=1)
+        assert left._cam.TriggerSource.GetValue() == "Software"
+    finally:
+        for cam in cams.values():
+            cam.stop()
+    wrong = (*basler[:2], basler[2].model_copy(update={"serial": "missing"}))
+    with pytest.raises(CameraError, match="camera right: no device with serial 'missing'"):
+        make_cameras(cell.model_copy(update={"cameras": wrong}), recipe)

@@ -263,6 +263,16 @@ def test_stalled_plc_heartbeat_holds_the_cell() -> None:
     assert rig.core.state is State.HELD
 
 
+def test_a_camera_gone_raises_one_alarm_and_the_line_runs_on() -> None:
+    rig = Rig()
+    rig.execute()
+    first = rig.core.cameras_absent(["b"])
+    assert [a.code for a in first if isinstance(a, Alarm)] == [AlarmCode.CAMERA_LOST]
+    assert rig.core.cameras_absent(["b"]) == []  # still gone: no new alarm record
+    assert rig.core.cameras_absent([]) == [] and AlarmCode.CAMERA_LOST in rig.core.alarms
+    assert rig.core.state is State.EXECUTE  # the line runs on; parts with its view missing are rejected
+
+
 def test_flush_gives_every_part_a_record() -> None:
     rig = Rig()
     rig.execute()

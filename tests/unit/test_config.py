@@ -83,3 +83,16 @@ def test_modbus_ring_must_fit_one_read(tmp_path: Path) -> None:
     assert load_cell_config(ROOT / "recipes/cells/demo-cell-modbus.yaml").plc.protocol == "modbus"
     with pytest.raises(ConfigError, match="at most 8 for Modbus"):
         load_cell_config(write(tmp_path, text.replace("ring_size: 8", "ring_size: 16")))
+
+
+def test_pylon_cameras_need_a_serial_and_one_image_size(tmp_path: Path) -> None:
+    text = (ROOT / "recipes/cells/demo-cell.yaml").read_text()
+    p = tmp_path / "cell.yaml"
+    p.write_text(
+        text.replace('{name: top,   driver: sim, serial: "SIM-0"', '{name: top,   driver: pylon, serial: ""')
+    )
+    with pytest.raises(ConfigError, match="pylon cameras need a serial number: top"):
+        load_cell_config(p)
+    p.write_text(text.replace('serial: "SIM-1",', 'serial: "SIM-1", width: 128,'))
+    with pytest.raises(ConfigError, match="one image size"):
+        load_cell_config(p)

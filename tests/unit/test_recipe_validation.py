@@ -67,6 +67,11 @@ CASES = [
         "reject.decision_mm",
     ),
     ("alias", ("  top:   {", "  top: &t {"), "anchors and aliases are not allowed"),
+    (
+        "roi outside image",
+        ("cameras:\n", "roi: [10, 10, 60, 40]\ncameras:\n"),
+        "roi: expected a region inside",
+    ),
 ]
 
 

@@ -1,0 +1,65 @@
+"""The cell's devices as its config names them: the PLC link (S7 or Modbus TCP) and the cameras."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from controller.config import CameraConfig, CellConfig, Recipe
+from controller.contract import area_layout
+from controller.interfaces import Camera, PlcLink
+
+if TYPE_CHECKING:
+    from drivers.pylon_camera import PylonSettings
+
+
+def make_link(cell: CellConfig) -> PlcLink:
+    """The PLC link the cell config names (S7 or Modbus TCP)."""
+    p = cell.plc
+    layout = area_layout(p.ring_size)
+    if p.protocol == "modbus":
+        from drivers.modbus_link import ModbusPlcLink
+
+        return ModbusPlcLink(
+            layout, p.host, p.port, p.device_id, p.plc_register, p.cell_register, p.timeout_s
+        )
+    from drivers.s7_link import S7PlcLink
+
+    return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s)
+
+
+def pylon_settings(
+    cam: CameraConfig, recipe: Recipe | None, trigger_source: str | None = None
+) -> PylonSettings:
+    """The Basler driver's settings for one camera: hardware from the cell, exposure from the recipe."""
+    from drivers.pylon_camera import PylonSettings
+
+    rs = recipe.cameras.get(cam.name) if recipe is not None else None
+    return PylonSettings(
+        width=cam.width, height=cam.height, offset_x=cam.offset_x, offset_y=cam.offset_y,
+        pixel_format=cam.pixel_format, trigger_source=trigger_source or cam.trigger_source,
+        trigger_activation=cam.trigger_activation,
+        exposure_us=rs.exposure_us if rs else 500.0, gain_db=rs.gain_db if rs else 0.0,
+        buffers=cam.buffers, trigger_latency_s=cam.trigger_latency_ms / 1000.0,
+    )  # fmt: skip
+
+
+def make_cameras(cell: CellConfig, recipe: Recipe) -> dict[str, Camera]:
+    """Open the cell's Basler cameras by serial and configure them (raises CameraError).
+
+    Cameras with `driver: sim` are not opened here: only the simulated line provides them.
+    """
+    from drivers.pylon_camera import CameraError, PylonCamera
+
+    cams: dict[str, Camera] = {}
+    try:
+        for c in cell.cameras:
+            if c.driver != "pylon":
+                raise CameraError(f"camera {c.name}: driver {c.driver!r} runs only on the simulated line")
+            cam = PylonCamera(c.name, c.serial, pylon_settings(c, recipe))
+            cam.open()
+            cams[c.name] = cam
+    except CameraError:
+        for opened in cams.values():
+            opened.stop()
+        raise
+    return cams
