@@ -35,6 +35,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(opts)
 
 
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from controller.daemon import RunOptions, run_service
+    from controller.systemd import setup_service_logging
+
+    setup_service_logging(logging.DEBUG if args.verbose else logging.INFO)
+    data = args.data_dir or Path(os.environ.get("STATE_DIRECTORY", ".").split(":")[0])
+    opts = RunOptions(args.cell, args.recipe, args.recipes, data, args.socket, args.drain_timeout)
+    return run_service(opts)
+
+
+def _console(args: argparse.Namespace) -> int:
+    from controller.terminal import attach
+
+    return attach(args.socket)
+
+
 def _status(args: argparse.Namespace) -> int:
     import json
 
@@ -191,6 +209,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", type=Path, default=None, help="control socket (default: CELLCTL_SOCKET or /tmp)"
     )
     d.set_defaults(func=_demo)
+
+    rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
+    rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
+    rn.add_argument("--recipe", required=True, help="recipe name (or file) to start with")
+    rn.add_argument(
+        "--recipes",
+        type=Path,
+        default=None,
+        help="recipe folder (default: the folder above the cell config's)",
+    )
+    rn.add_argument(
+        "--data-dir", type=Path, default=None, help="records and images (default: $STATE_DIRECTORY or .)"
+    )
+    rn.add_argument("--socket", type=Path, default=default_socket(), help="control socket to serve")
+    rn.add_argument(
+        "--drain-timeout", type=float, default=10.0, help="on SIGTERM, seconds to finish parts in flight"
+    )
+    rn.set_defaults(func=_run)
+
+    co = sub.add_parser("console", help="live operator console of the running cell, with command keys")
+    co.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    co.set_defaults(func=_console)
 
     s = sub.add_parser("status", help="status of the running cell (local API)")
     s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")

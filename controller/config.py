@@ -36,6 +36,9 @@ class CameraConfig(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="angle name used by recipes")
     driver: Literal["sim", "pylon"] = Field("sim", description="real (pylon) or simulated camera")
     serial: str = Field("", description="camera serial number (pylon)")
+    address: str = Field(
+        "", description="sim driver: UNIX socket a simulated line serves this camera on (empty: in-process)"
+    )
     station_mm: Mm = Field(description="trigger station, mm after the part sensor")
     width: int = Field(64, ge=8, le=16_384, description="image width (px), the sensor area read out")
     height: int = Field(64, ge=8, le=16_384, description="image height (px)")

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from controller.config import CameraConfig, CellConfig, Recipe
 from controller.contract import area_layout
-from controller.interfaces import Camera, PlcLink
+from controller.interfaces import Camera, CameraError, PlcLink
 
 if TYPE_CHECKING:
     from drivers.pylon_camera import PylonSettings
@@ -44,17 +44,23 @@ def pylon_settings(
 
 
 def make_cameras(cell: CellConfig, recipe: Recipe) -> dict[str, Camera]:
-    """Open the cell's Basler cameras by serial and configure them (raises CameraError).
-
-    Cameras with `driver: sim` are not opened here: only the simulated line provides them.
-    """
-    from drivers.pylon_camera import CameraError, PylonCamera
-
+    """Open the cell's cameras (raises CameraError): Basler ones by serial, configured from the
+    cell config and the recipe; simulated ones by the address a simulated line serves them on."""
     cams: dict[str, Camera] = {}
     try:
         for c in cell.cameras:
-            if c.driver != "pylon":
-                raise CameraError(f"camera {c.name}: driver {c.driver!r} runs only on the simulated line")
+            if c.driver == "sim":
+                if not c.address:
+                    raise CameraError(
+                        f"camera {c.name}: a simulated camera needs the address of a simulated line "
+                        "(cameras.address), or runs inside `cellctl demo`"
+                    )
+                from simulators.camera import SimCamera
+
+                cams[c.name] = SimCamera(c.name, address=c.address)
+                continue
+            from drivers.pylon_camera import PylonCamera
+
             cam = PylonCamera(c.name, c.serial, pylon_settings(c, recipe))
             cam.open()
             cams[c.name] = cam

@@ -11,6 +11,10 @@ import numpy as np
 from controller.contract import Verdict
 
 
+class CameraError(Exception):
+    """A camera that cannot be opened or configured; the message names it and says why."""
+
+
 @dataclass(slots=True)
 class Frame:
     """One grabbed image. `image` is a view into a driver buffer: call `release()` when done."""

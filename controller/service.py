@@ -38,7 +38,7 @@ from controller.core.cell import (
 )
 from controller.core.fusion import FusionRule
 from controller.core.packml import Command, State
-from controller.core.types import ViewResult
+from controller.core.types import PartTrack, ViewResult, ViewStatus
 from controller.inference.adapters import MultiLabelAdapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import OnnxRunner
@@ -115,6 +115,34 @@ class StatusSnapshot:
     alarms: dict[int, str]
     recent: list[tuple[int, str, str]]
     counters: dict[str, int] = field(default_factory=dict)
+    ready: bool = False
+    line_speed_mm_s: float = 0.0
+    rejects_by_camera: dict[str, int] = field(default_factory=dict)
+    stage_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (p50, p99)
+    camera_fps: dict[str, float] = field(default_factory=dict)
+
+
+def snapshot_from_dict(d: dict[str, Any]) -> StatusSnapshot:
+    """A snapshot as the API sends it (JSON) back into a `StatusSnapshot`."""
+    known = {f for f in StatusSnapshot.__dataclass_fields__}
+    v = {k: val for k, val in d.items() if k in known}
+    v["alarms"] = {int(k): str(t) for k, t in d.get("alarms", {}).items()}
+    v["recent"] = [tuple(r) for r in d.get("recent", [])]
+    v["stage_ms"] = {k: (float(a), float(b)) for k, (a, b) in d.get("stage_ms", {}).items()}
+    if v.get("heartbeat_age_s") is None:
+        v["heartbeat_age_s"] = float("inf")
+    return StatusSnapshot(**v)
+
+
+#: Stages of one part's way, for the console: what each latency measures.
+STAGES = {
+    "frame": "trigger to frame received",
+    "queue": "frame to inference start",
+    "infer": "inference of the batch",
+    "decide": "last view to verdict",
+    "write": "verdict to PLC write",
+    "total": "trigger to verdict written",
+}
 
 
 class CellService:
@@ -129,8 +157,10 @@ class CellService:
         cameras: dict[str, Camera],
         run_id: str,
         data_dir: Path | None = None,
+        drain_timeout_s: float = 5.0,
     ) -> None:
         self.cell, self.link, self.recipe_dir = cell, link, recipe_dir
+        self.drain_timeout_s = drain_timeout_s
         missing = [c for c in recipe.cameras if c not in cameras]
         if missing:
             raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
@@ -156,6 +186,10 @@ class CellService:
         self._passed_seen = 0
         self._finished: deque[float] = deque(maxlen=2000)
         self.recent: deque[tuple[int, str, str]] = deque(maxlen=12)
+        self._stages: dict[str, deque[float]] = {k: deque(maxlen=2048) for k in STAGES}
+        self._rejects_by_camera: dict[str, int] = dict.fromkeys(self.cameras, 0)
+        self._rates: dict[str, float] = {}
+        self._rate_base: tuple[float, int, dict[str, int]] | None = None
 
     @property
     def recipe(self) -> Recipe:
@@ -290,12 +324,39 @@ class CellService:
             await asyncio.sleep(0.5)
             gone = [n for n, cam in self.cameras.items() if not cam.stats.connected]
             self._execute(self.core.cameras_absent(gone))
+            self._measure_rates()
             busy = {t.plan.generation for t in self.core.undecided.values() if t.plan is not None}
             for gen, stack in list(self.stacks.items()):
                 if stack is not self.active and gen not in busy:
                     del self.stacks[gen]
                     await asyncio.to_thread(stack.worker.stop)
                     log.info("recipe %s (generation %d) retired", stack.recipe.name, gen)
+
+    def _measure_rates(self) -> None:
+        """Belt speed and camera frame rates over the last housekeeping period."""
+        now, pos = time.monotonic(), getattr(self.core, "position", 0)
+        frames = {n: cam.stats.frames for n, cam in self.cameras.items()}
+        if self._rate_base is not None:
+            t0, p0, f0 = self._rate_base
+            dt = now - t0
+            if dt > 0:
+                self._rates["belt"] = (pos - p0) / dt / self.cell.encoder.counts_per_mm
+                for n, f in frames.items():
+                    self._rates[n] = (f - f0.get(n, f)) / dt
+        self._rate_base = (now, pos, frames)
+
+    @property
+    def ready(self) -> bool:
+        """PLC link, cameras and model all up: what systemd is told as READY."""
+        return (
+            self.link_up
+            and self.core.inference_ready
+            and all(cam.stats.connected for cam in self.cameras.values())
+        )
+
+    def healthy(self) -> bool:
+        """The threads the control loop depends on are alive (checked before petting the watchdog)."""
+        return self._io_thread.is_alive() and self.active.worker.alive
 
     # ------------------------------------------------------------------ life
     async def run(self, stop: asyncio.Event) -> None:
@@ -329,7 +390,7 @@ class CellService:
     async def _shutdown(self) -> None:
         if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
             self.core.command(Command.STOP)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + self.drain_timeout_s
         while self.core.undecided and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for cam in self.cameras.values():
@@ -455,6 +516,7 @@ class CellService:
                 self.store.put_part(PartRecord(t, self._images.pop(t.part_id, {})))
                 self._finished.append(time.monotonic())
                 self.recent.append((t.part_id, t.verdict.name, ",".join(t.reasons)[:60]))
+                self._account(t)
             elif isinstance(a, RecipeRequest):
                 asyncio.get_running_loop().create_task(
                     self._plc_recipe_request(a.seq, a.number), name=f"recipe-request-{a.seq}"
@@ -463,6 +525,31 @@ class CellService:
                 self.store.put_alarm(a.code, a.text)
             elif isinstance(a, DropFrame):
                 a.frame.release()
+
+    def _account(self, t: PartTrack) -> None:
+        """Stage latencies and rejects by camera of one finished part (for the console)."""
+        st = self._stages
+        ends = []
+        for v in t.views.values():
+            if v.t_trigger is not None and v.t_frame is not None:
+                st["frame"].append(v.t_frame - v.t_trigger)
+            if v.t_frame is not None and v.t_infer_start is not None:
+                st["queue"].append(v.t_infer_start - v.t_frame)
+            if v.t_infer_start is not None and v.t_infer_end is not None:
+                st["infer"].append(v.t_infer_end - v.t_infer_start)
+                ends.append(v.t_infer_end)
+        if t.verdict.name != "PASS" and t.inspected and t.plan is not None:
+            for cam in t.plan.cameras:  # the views that made it a reject: failed, missing or broken
+                r = t.views[cam].result if cam in t.views else None
+                if r is None or r.status is not ViewStatus.OK or r.defects:
+                    self._rejects_by_camera[cam] = self._rejects_by_camera.get(cam, 0) + 1
+        if ends and t.t_fused is not None:
+            st["decide"].append(t.t_fused - max(ends))
+        if t.t_fused is not None and t.t_first_write is not None:
+            st["write"].append(t.t_first_write - t.t_fused)
+        last = t.last_trigger
+        if last is not None and t.t_first_write is not None:
+            st["total"].append(t.t_first_write - last)
 
     def _decided(self, part_id: int) -> None:
         frames = self._frames.pop(part_id, {})
@@ -490,7 +577,13 @@ class CellService:
         by_reason = {k.split(":", 1)[1]: v for k, v in c.counts.items() if k.startswith("no_decision:")}
         by_reason["defect"] = c.counts["verdict:fail"]
         cams = {
-            n: {"frames": cam.stats.frames, "skipped": cam.stats.skipped, "underruns": cam.stats.underruns}
+            n: {
+                "frames": cam.stats.frames,
+                "missed": cam.stats.skipped + c.counts[f"missing_frame:{n}"],
+                "skipped": cam.stats.skipped,
+                "underruns": cam.stats.underruns,
+                "connected": int(cam.stats.connected),
+            }
             for n, cam in self.cameras.items()
         }
         lat = list(c.latencies)
@@ -514,6 +607,15 @@ class CellService:
             alarms=dict(c.alarms),
             recent=list(self.recent),
             counters=dict(c.counts),
+            ready=self.ready,
+            line_speed_mm_s=self._rates.get("belt", 0.0),
+            rejects_by_camera={k: v for k, v in self._rejects_by_camera.items() if v},
+            stage_ms={
+                k: (percentile(list(d), 50) * 1e3, percentile(list(d), 99) * 1e3)
+                for k, d in self._stages.items()
+                if d
+            },
+            camera_fps={n: self._rates.get(n, 0.0) for n in self.cameras},
         )
 
     def command(self, cmd: Command) -> str | None:

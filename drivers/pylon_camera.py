@@ -29,13 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from pypylon import genicam, pylon
 
-from controller.interfaces import CameraStats, Frame
+from controller.interfaces import CameraError, CameraStats, Frame
+
+__all__ = ["CameraError", "PylonCamera", "PylonSettings"]
 
 log = logging.getLogger(__name__)
-
-
-class CameraError(Exception):
-    """A camera that cannot be opened or configured; the message names it and says why."""
 
 
 @dataclass(frozen=True)

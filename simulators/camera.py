@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Client, Connection, Listener
 
 import numpy as np
 
@@ -30,10 +30,51 @@ HEADER = struct.Struct("<QdHH4x")  # frame counter, trigger time, height, width
 FRAME_BYTES = HEADER.size + SIZE * SIZE * 3
 
 
-def camera_rig_main(triggers: Connection, outputs: list[Connection], drop_frames: float, seed: int) -> None:
-    """Process entry: render each trigger's view and send it on that camera's connection."""
+class _Served:
+    """Camera outputs on UNIX sockets: a receiver may connect, leave and connect again."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.conns: list[Connection | None] = [None] * len(addresses)
+        self._listeners = [Listener(a, family="AF_UNIX") for a in addresses]
+        for k, lst in enumerate(self._listeners):
+            threading.Thread(target=self._accept, args=(k, lst), name=f"rig-accept-{k}", daemon=True).start()
+
+    def _accept(self, k: int, listener: Listener) -> None:
+        while True:
+            try:
+                conn = listener.accept()
+            except OSError:
+                return
+            old, self.conns[k] = self.conns[k], conn
+            if old is not None:
+                old.close()
+
+    def send(self, k: int, data: bytearray) -> None:
+        conn = self.conns[k]
+        if conn is None:
+            return  # nobody connected: the frame is lost, as with an unplugged cable
+        try:
+            conn.send_bytes(data)
+        except (BrokenPipeError, OSError):
+            self.conns[k] = None
+
+    def close(self) -> None:
+        for lst in self._listeners:
+            lst.close()
+
+
+def camera_rig_main(
+    triggers: Connection, outputs: list[Connection] | list[str], drop_frames: float, seed: int
+) -> None:
+    """Process entry: render each trigger's view and send it on that camera's connection.
+
+    `outputs` are pipes to `SimCamera`s, or UNIX socket paths that `SimCamera`s connect to
+    from another process (the service under test).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
     rng = np.random.default_rng([seed, 11])
+    served = _Served([str(a) for a in outputs]) if outputs and isinstance(outputs[0], str) else None
+    pipes = [c for c in outputs if not isinstance(c, str)]
     counters = [0] * len(outputs)
     buf = bytearray(FRAME_BYTES)
     image = np.frombuffer(buf, dtype=np.uint8, offset=HEADER.size).reshape(SIZE, SIZE, 3)
@@ -53,19 +94,33 @@ def camera_rig_main(triggers: Connection, outputs: list[Connection], drop_frames
         else:
             render(truth.seed, trig.camera, truth.visible(trig.camera), out=image)
         HEADER.pack_into(buf, 0, counters[trig.camera], trig.t, SIZE, SIZE)
+        if served is not None:
+            served.send(trig.camera, buf)
+            continue
         try:
-            outputs[trig.camera].send_bytes(buf)
+            pipes[trig.camera].send_bytes(buf)
         except (BrokenPipeError, OSError):
             break
+    if served is not None:
+        served.close()
 
 
 class SimCamera:
-    """Receives one simulated camera's frames into `buffers` preallocated buffers."""
+    """Receives one simulated camera's frames into `buffers` preallocated buffers.
 
-    def __init__(self, name: str, conn: Connection, buffers: int = 32) -> None:
+    Either over a pipe from the rig (`conn`), or from a rig in another process through the
+    UNIX socket at `address`, connecting again with backoff whenever the stream breaks.
+    """
+
+    def __init__(
+        self, name: str, conn: Connection | None = None, buffers: int = 32, address: str | None = None
+    ) -> None:
+        if (conn is None) == (address is None):
+            raise ValueError("SimCamera needs a pipe or an address")
         self.name = name
-        self.stats = CameraStats()
+        self.stats = CameraStats(connected=conn is not None)
         self._conn = conn
+        self.address = address
         self._bufs = [bytearray(FRAME_BYTES) for _ in range(buffers)]
         self._images = [
             np.frombuffer(b, dtype=np.uint8, offset=HEADER.size).reshape(SIZE, SIZE, 3) for b in self._bufs
@@ -86,13 +141,50 @@ class SimCamera:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=2.0)
+        if self.address is not None and self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _release(self, idx: int) -> Callable[[], None]:
         return lambda: self._free.append(idx)
 
-    def _run(self, on_frame: Callable[[Frame], None]) -> None:
-        conn = self._conn
+    def _connect(self) -> Connection | None:
+        """The stream from the rig; None when it is not there (a camera not plugged in)."""
+        if self._conn is not None:
+            return self._conn
+        assert self.address is not None
+        wait = 0.1
         while not self._stop.is_set():
+            try:
+                self._conn = Client(self.address, family="AF_UNIX")
+            except OSError:
+                self._stop.wait(wait)
+                wait = min(wait * 2, 2.0)
+                continue
+            self.stats.connected = True
+            self._last_counter = 0
+            return self._conn
+        return None
+
+    def _lost(self) -> bool:
+        """The stream broke: from a pipe that is the end; from a socket, connect again."""
+        if self.address is None:
+            return True
+        if self.stats.connected:
+            self.stats.connected = False
+            self.stats.removals += 1
+            log.error("camera %s: stream from %s lost; connecting again", self.name, self.address)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return False
+
+    def _run(self, on_frame: Callable[[Frame], None]) -> None:
+        while not self._stop.is_set():
+            conn = self._connect()
+            if conn is None:
+                break
+            idx = -1
             try:
                 if not conn.poll(0.1):
                     continue
@@ -100,7 +192,11 @@ class SimCamera:
                 target = self._bufs[idx] if idx >= 0 else self._scratch
                 n = conn.recv_bytes_into(target)
             except (EOFError, OSError):
-                break
+                if idx >= 0:
+                    self._free.append(idx)
+                if self._lost():
+                    break
+                continue
             now = time.monotonic()
             counter, t_trig, h, w = HEADER.unpack_from(target, 0)
             gap = counter - self._last_counter - 1

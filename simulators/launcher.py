@@ -116,10 +116,16 @@ class SimLine:
         endpoint: PlcEndpoint | None = None,
         camera_names: list[str] | None = None,
         emulation_folder: Path | None = None,
+        camera_sockets: Path | None = None,
     ):
-        """`emulation_folder`: use pylon's emulated Basler cameras, playing images rendered there."""
+        """`emulation_folder`: use pylon's emulated Basler cameras, playing images rendered there.
+
+        `camera_sockets`: serve the simulated cameras on UNIX sockets in this folder
+        (`camera_address`) for a cell service in another process, instead of `cameras`.
+        """
         self.cfg = cfg
         self.emulation_folder = emulation_folder
+        self.camera_sockets = camera_sockets
         self.endpoint = endpoint or PlcEndpoint()
         n = len(cfg.camera_offsets_mm)
         self.camera_names = camera_names or [f"cam{i}" for i in range(n)]
@@ -149,6 +155,19 @@ class SimLine:
             self._rig.start(trig_rx)
             self.cameras = list(self._rig.cameras)
             to_close: tuple[Connection, ...] = (trig_tx, ctl_there)
+        elif self.camera_sockets is not None:
+            self.camera_sockets.mkdir(parents=True, exist_ok=True)
+            addresses = [self.camera_address(k) for k in range(len(self.camera_names))]
+            rig = ctx.Process(
+                target=camera_rig_main,
+                args=(trig_rx, addresses, self.cfg.drop_frames, self.cfg.seed),
+                name="sim-camera-rig",
+                daemon=True,
+            )
+            rig.start()
+            plc.start()
+            self._procs = [plc, rig]
+            to_close = (trig_rx, trig_tx, ctl_there)
         else:
             frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
             rig = ctx.Process(
@@ -173,6 +192,11 @@ class SimLine:
         _kind, port = ctl_here.recv()
         self.port = int(port)
         return self.port
+
+    def camera_address(self, k: int) -> str:
+        """Where simulated camera k is served (with `camera_sockets`)."""
+        assert self.camera_sockets is not None
+        return str(self.camera_sockets / f"cam{k}.sock")
 
     def _ask(self, msg: tuple[Any, ...], kind: str, timeout: float = 5.0) -> tuple[Any, ...]:
         with self._ctl_lock:

@@ -217,6 +217,10 @@ class PlcScan:
         cfg = self.cfg
         n = self.layout.ring_size
         debounce = cfg.counts(cfg.sensor_debounce_mm)
+        if not self.feeding:
+            # Nothing enters while the infeed is closed; the first part comes a pitch after it opens.
+            self._next_travel = max(self._next_travel, travel + cfg.counts(cfg.pitch_mm) - debounce)
+            return
         while self.feeding and self._next_travel + debounce <= travel:
             if cfg.parts and self.registered >= cfg.parts:
                 self.feeding = False

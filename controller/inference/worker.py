@@ -61,6 +61,11 @@ class InferenceWorker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """The worker thread runs (a thread that died would leave every view undecided)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=1.0)

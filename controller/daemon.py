@@ -1,0 +1,158 @@
+"""`cellctl run`: the cell as a headless service, under systemd or by hand.
+
+It tells systemd READY=1 only once the PLC link, every camera and the model are up, pets the
+watchdog from the control loop itself (a stalled loop or a dead I/O or inference thread stops
+the pets, and systemd restarts the service), and publishes a one-line STATUS. SIGTERM or
+SIGINT stop it: the cell takes no new parts, finishes the parts in flight or rejects them
+fail-safe after the drain timeout, flushes the records and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.api import ControlApi
+from controller.config import CellConfig, ConfigError, load_cell_config, load_recipe
+from controller.devices import make_cameras, make_link
+from controller.inference.runner import ModelLoadError
+from controller.interfaces import CameraError
+from controller.recipes import check_recipe
+from controller.service import CellService
+from controller.systemd import Notifier, watchdog_interval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    cell: Path
+    recipe: str
+    recipes: Path | None
+    data_dir: Path
+    socket: Path
+    drain_timeout_s: float = 10.0
+
+
+class StartupError(Exception):
+    """The service cannot start; the message says what to fix."""
+
+
+def find_recipe(name: str, folder: Path) -> Path:
+    """A recipe by file path, or by name (file stem or `name:`) in `folder`."""
+    direct = Path(name)
+    if direct.suffix in (".yaml", ".yml") and direct.is_file():
+        return direct
+    for p in sorted(folder.glob("*.yaml")):
+        if p.stem == name:
+            return p
+        try:
+            if load_recipe(p).name == name:
+                return p
+        except ConfigError:
+            continue
+    raise StartupError(f"no recipe {name!r} in {folder}")
+
+
+def status_line(service: CellService) -> str:
+    s = service.snapshot()
+    rejected = s.failed + s.no_decision
+    link = "PLC up" if s.link_up else "PLC DOWN"
+    alarms = f", alarms {','.join(str(a) for a in sorted(s.alarms))}" if s.alarms else ""
+    return (
+        f"{s.state} {s.recipe} {s.parts_per_min:.0f}/min, {s.passed} passed, {rejected} rejected, "
+        f"{link}{alarms}"
+    )
+
+
+async def serve(opts: RunOptions, cell: CellConfig) -> int:
+    recipe_dir = opts.recipes or opts.cell.resolve().parent.parent
+    path = find_recipe(opts.recipe, recipe_dir)
+    checked = await asyncio.to_thread(check_recipe, path, cell, False)
+    if checked.recipe is None:
+        raise StartupError("recipe is invalid:\n" + "\n".join(str(p) for p in checked.problems))
+    recipe = checked.recipe
+    notifier = Notifier.from_env()
+    notifier.notify(STATUS=f"opening cameras and loading {recipe.name}")
+    cameras = await asyncio.to_thread(make_cameras, cell, recipe)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    try:
+        service = await asyncio.to_thread(
+            CellService, cell, recipe, path.parent, make_link(cell), cameras, run_id, opts.data_dir,
+            opts.drain_timeout_s,
+        )  # fmt: skip
+    except Exception:
+        for cam in cameras.values():
+            cam.stop()
+        raise
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    api = ControlApi(service, opts.socket)
+    await api.start()
+    task = asyncio.create_task(service.run(stop), name="cell-service")
+    log.info("cell %s, recipe %s (%s), run %s, API on %s", cell.name, recipe.name, path, run_id, opts.socket)
+    try:
+        await _supervise(service, notifier, stop, task)
+    finally:
+        notifier.notify(STOPPING=1, STATUS=f"stopping: draining {service.core.in_flight()} parts")
+        log.info("stopping: draining parts in flight (at most %.1f s)", opts.drain_timeout_s)
+        stop.set()
+        await task
+        await api.stop()
+        notifier.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    c = service.core.counts
+    log.info(
+        "stopped: %d parts, %d passed, %d failed, %d no decision",
+        c["parts"], c["verdict:pass"], c["verdict:fail"], c["verdict:no_decision"],
+    )  # fmt: skip
+    return 0
+
+
+async def _supervise(
+    service: CellService, notifier: Notifier, stop: asyncio.Event, task: asyncio.Task[None]
+) -> None:
+    """READY once everything is up; STATUS each second; watchdog pets while the loop is healthy."""
+    pet = watchdog_interval()
+    period = min(1.0, pet) if pet else 1.0
+    ready = False
+    last_status = 0.0
+    while not stop.is_set():
+        if task.done():
+            await task  # the service failed: its exception ends the run (systemd restarts it)
+            return
+        now = time.monotonic()
+        if not ready and service.ready:
+            ready = True
+            notifier.notify(READY=1, STATUS=status_line(service))
+            log.info("ready: PLC link, cameras and model are up")
+        if pet and service.healthy():
+            notifier.notify(WATCHDOG=1)
+        if now - last_status >= 1.0:
+            last_status = now
+            notifier.notify(STATUS=status_line(service))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=period)
+
+
+def run_service(opts: RunOptions) -> int:
+    """Run until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot start."""
+    try:
+        cell = load_cell_config(opts.cell)
+        return asyncio.run(serve(opts, cell))
+    except ConfigError as exc:
+        for p in exc.problems:
+            log.error("%s", p)
+        return 1
+    except (StartupError, CameraError, ModelLoadError, RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1

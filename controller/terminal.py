@@ -1,0 +1,146 @@
+"""`cellctl console`: attach to the running service and show its console live, with keys.
+
+It polls the local API a few times a second and redraws in place on the terminal's alternate
+screen (no scrolling, no flicker). Keys send the state commands; stop and abort ask first.
+When the service goes away it says so and reconnects when it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import termios
+import threading
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+
+from rich.console import Console
+from rich.live import Live
+
+from controller.api import ApiError, request
+from controller.console import KEYS, render_status, render_unreachable
+from controller.service import snapshot_from_dict
+
+COMMAND_KEYS = {
+    "s": "start",
+    "h": "hold",
+    "u": "unhold",
+    "r": "reset",
+    "c": "clear",
+    "x": "stop",
+    "a": "abort",
+}
+CONFIRM = {"stop", "abort"}
+
+
+@contextlib.contextmanager
+def _keys(stop: threading.Event) -> Iterator[Queue[str]]:
+    """Single key presses from a terminal's stdin, on a queue (nothing when stdin is not a tty)."""
+    q: Queue[str] = Queue(maxsize=16)
+    if not sys.stdin.isatty():
+        yield q
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+
+    def read() -> None:
+        while not stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                ch = os.read(fd, 1).decode(errors="ignore")
+                if ch and not q.full():
+                    q.put(ch)
+
+    tty.setcbreak(fd)
+    reader = threading.Thread(target=read, name="console-keys", daemon=True)
+    reader.start()
+    try:
+        yield q
+    finally:
+        stop.set()
+        reader.join(timeout=1.0)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class ConsoleSession:
+    """The console's state between two redraws: last reply, pending confirmation, message."""
+
+    def __init__(self, socket: Path) -> None:
+        self.socket = socket
+        self.pending: str | None = None
+        self.message = ""
+        self.message_until = 0.0
+
+    def key(self, ch: str) -> bool:
+        """Handle one key; False to quit."""
+        if ch in ("q", "Q"):
+            return False
+        if self.pending is not None:
+            asked, self.pending = self.pending, None
+            if ch in ("y", "Y"):
+                self.send(asked)
+            else:
+                self.say(f"{asked} cancelled")
+            return True
+        cmd = COMMAND_KEYS.get(ch.lower())
+        if cmd in CONFIRM:
+            self.pending = cmd
+        elif cmd is not None:
+            self.send(cmd)
+        return True
+
+    def send(self, cmd: str) -> None:
+        try:
+            reply = request(self.socket, {"op": "command", "command": cmd})
+        except ApiError as exc:
+            self.say(f"{cmd}: {exc}")
+            return
+        self.say(
+            f"{cmd}: accepted, {reply.get('state')}"
+            if reply.get("ok")
+            else f"{cmd} refused: {reply.get('error')}"
+        )
+
+    def say(self, text: str) -> None:
+        self.message, self.message_until = text, time.monotonic() + 5.0
+
+    def footer(self) -> str:
+        if self.pending is not None:
+            return f"press y to {self.pending.upper()} the cell, any other key to cancel"
+        if self.message and time.monotonic() < self.message_until:
+            return self.message
+        return KEYS
+
+    def frame(self, size: tuple[int, int]) -> object:
+        try:
+            reply = request(self.socket, {"op": "status"}, timeout=1.0)
+        except ApiError as exc:
+            return render_unreachable(str(exc), self.footer())
+        return render_status(snapshot_from_dict(reply["status"]), size, self.footer())
+
+
+def attach(socket: Path, refresh_hz: float = 4.0) -> int:
+    """Run the console until q or Ctrl-C."""
+    console = Console()
+    session = ConsoleSession(socket)
+    stop = threading.Event()
+    with _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
+        try:
+            while True:
+                live.update(session.frame((console.width, console.height)), refresh=True)  # type: ignore[arg-type]
+                deadline = time.monotonic() + 1.0 / refresh_hz
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        ch = keys.get(timeout=left)
+                    except Empty:
+                        break
+                    if not session.key(ch):
+                        return 0
+                    live.update(session.frame((console.width, console.height)), refresh=True)  # type: ignore[arg-type]
+        except KeyboardInterrupt:
+            return 0
