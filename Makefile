@@ -35,6 +35,7 @@ test: lint
 	$(BIN)/python -m pytest tests -q --ignore=tests/benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m pytest tests/benchmarks -q -s -p no:cacheprovider
 
 # Retrain the demo model from the simulator's synthetic images (needs the `train` extra: PyTorch CPU).

@@ -110,6 +110,11 @@ class InferenceConfig(_Strict):
     max_batch: int = Field(8, ge=1, le=256)
     queue_size: int = Field(64, ge=1, le=4096, description="views waiting for inference; more are overload")
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 picks min(2, cores)")
+    device_id: int = Field(0, ge=0, le=15, description="GPU used by the CUDA and TensorRT providers")
+    fp16: bool = Field(False, description="TensorRT: build FP16 engines (faster, needs re-validation)")
+    trt_cache: str = Field(
+        "var/trt-cache", description="TensorRT engine and timing cache folder (relative: the data folder)"
+    )
 
 
 class RecordsConfig(_Strict):
@@ -183,8 +188,11 @@ class ModelConfig(_Strict):
     """The ONNX model and how its input is prepared."""
 
     path: str = Field(description="ONNX file, relative to the recipe's folder")
-    kind: Literal["multilabel_classifier"] = Field(
-        "multilabel_classifier", description="how outputs become defects: one sigmoid score per class"
+    kind: Literal["multilabel_classifier", "classifier", "anomaly", "detector", "segmentation"] = Field(
+        "multilabel_classifier",
+        description="how outputs become defects: multilabel_classifier (a sigmoid score per class), "
+        "classifier (softmax over classes, the top one decides), anomaly (anomalib export: score and map), "
+        "detector (YOLO export: boxes, class scores, NMS), segmentation (a score mask per class)",
     )
     input_size: tuple[int, int] = Field(description="model input height, width (px)")
     mean: tuple[float, float, float] = Field(
@@ -192,6 +200,34 @@ class ModelConfig(_Strict):
     )
     std: tuple[float, float, float] = Field((64.0, 64.0, 64.0), description="per-channel std (0-255 scale)")
     class_names: tuple[str, ...] = Field(min_length=1, description="output classes, in the model's order")
+    good_classes: tuple[str, ...] = Field(
+        (), description="classifier, segmentation: classes that are not defects (e.g. good, background)"
+    )
+    logits: bool = Field(False, description="classifier, segmentation: outputs are logits (softmax applied)")
+    min_confidence: float = Field(
+        0.0, ge=0, le=1, description="classifier: a top class under this is uncertain (rejected)"
+    )
+    norm_min: float = Field(0.0, description="anomaly: raw score mapped to 0 (from anomalib's metadata)")
+    norm_max: float = Field(1.0, description="anomaly: raw score mapped to 1")
+    score_output: str = Field("pred_score", description="anomaly: name of the image-score output")
+    map_output: str | None = Field("anomaly_map", description="anomaly: name of the anomaly-map output")
+    nms_iou: float = Field(0.5, gt=0, le=1, description="detector: overlap over which boxes are merged")
+    min_area_px: dict[str, float] = Field(
+        default_factory=dict,
+        description="detector, segmentation: smallest defect per class (px², model input)",
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ModelConfig:
+        unknown = sorted(set(self.good_classes) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"good_classes not in class_names: {', '.join(unknown)}")
+        unknown = sorted(set(self.min_area_px) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"min_area_px for classes not in class_names: {', '.join(unknown)}")
+        if self.kind == "anomaly" and not self.norm_max > self.norm_min:
+            raise ValueError("anomaly: norm_max must be greater than norm_min")
+        return self
 
 
 class CameraSettings(_Strict):
@@ -257,7 +293,8 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        unknown = sorted(set(self.thresholds) - set(self.model.class_names))
+        known = {"anomaly"} if self.model.kind == "anomaly" else set(self.model.class_names)
+        unknown = sorted(set(self.thresholds) - known)
         if unknown:
             raise ValueError(f"thresholds for classes the model does not have: {', '.join(unknown)}")
         bad = [f"{k}={v}" for k, v in self.thresholds.items() if not 0.0 < v <= 1.0]

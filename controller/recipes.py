@@ -107,6 +107,7 @@ def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
 
 
 def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float | None:
+    from controller.inference.adapters import make_adapter
     from controller.inference.runner import ModelLoadError, OnnxRunner
 
     m = recipe.model
@@ -136,11 +137,12 @@ def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float |
         )
     n = len(recipe.cameras)
     batch = np.zeros((n, *want), dtype=np.float32)
-    out = runner.run(batch)
-    if out.shape != (n, len(m.class_names)):
-        bad(
-            ("model", "class_names"), f"{out.shape[-1]} classes (the model's output)", str(len(m.class_names))
-        )
+    try:
+        adapter = make_adapter(recipe, runner.info.output_names)
+        outs = runner.run_all(batch)
+        adapter(next(iter(recipe.cameras)), [o[0] for o in outs])
+    except ValueError as exc:
+        bad(("model", "kind"), f"outputs a {m.kind} model gives", str(exc)[:200])
         return None
     if not measure:
         return None

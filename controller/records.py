@@ -203,6 +203,7 @@ class RecordStore:
                 "cause": v.result.cause.name.lower() if v.result else None,
                 "scores": list(v.result.scores) if v.result else None,
                 "defects": list(v.result.defects) if v.result else None,
+                "regions": [list(r) for r in v.result.regions] if v.result and v.result.regions else None,
             }
             for cam, v in t.views.items()
         }

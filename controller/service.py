@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from controller.config import CellConfig, ConfigError, Recipe, content_hash, load_recipe
-from controller.contract import CELL_FLAG_INSPECTING, RecipeResult, area_layout
+from controller.contract import CELL_FLAG_INSPECTING, AckStatus, RecipeResult, area_layout
 from controller.core.cell import (
     Action,
     Alarm,
@@ -39,9 +39,9 @@ from controller.core.cell import (
 from controller.core.fusion import FusionRule
 from controller.core.packml import Command, State
 from controller.core.types import PartTrack, ViewResult, ViewStatus
-from controller.inference.adapters import MultiLabelAdapter
+from controller.inference.adapters import make_adapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import OnnxRunner
+from controller.inference.runner import GpuOptions, OnnxRunner
 from controller.inference.worker import InferenceWorker
 from controller.interfaces import Camera, Frame, PlcLink
 from controller.recipes import check_recipe
@@ -161,6 +161,7 @@ class CellService:
     ) -> None:
         self.cell, self.link, self.recipe_dir = cell, link, recipe_dir
         self.drain_timeout_s = drain_timeout_s
+        self._data_root = data_dir or Path(".")
         missing = [c for c in recipe.cameras if c not in cameras]
         if missing:
             raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
@@ -171,7 +172,7 @@ class CellService:
         self.stacks: dict[int, Stack] = {0: self.active}
         self.core = CellCore(self.active.plan, self.layout)
         self._changing = False
-        root = data_dir or Path(".")
+        root = self._data_root
         self.store = RecordStore(root / cell.records.database, root / cell.records.images, run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verdicts: queue.Queue[WriteVerdict] = queue.Queue(maxsize=4 * self.layout.ring_size)
@@ -206,10 +207,10 @@ class CellService:
     def _build_stack(self, recipe: Recipe, recipe_dir: Path) -> Stack:
         """Load and warm a recipe's model (blocking: seconds). Raises ModelLoadError."""
         cell = self.cell
+        inf = cell.inference
+        gpu = GpuOptions(inf.device_id, inf.fp16, self._data_root / inf.trt_cache)
         runner = OnnxRunner(
-            (recipe_dir / recipe.model.path).resolve(),
-            tuple(cell.inference.providers),
-            cell.inference.threads or None,
+            (recipe_dir / recipe.model.path).resolve(), tuple(inf.providers), inf.threads or None, gpu
         )
         runner.warm_up((1, min(4, cell.inference.max_batch)))
         spec = PreprocessSpec(
@@ -219,12 +220,7 @@ class CellService:
             recipe.model.mean,
             recipe.model.std,
         )
-        adapter = MultiLabelAdapter(
-            recipe.model.class_names,
-            recipe.thresholds,
-            recipe.default_threshold,
-            recipe.reject.uncertain_band,
-        )
+        adapter = make_adapter(recipe, runner.info.output_names)
         gen = self._generation
         self._generation += 1
         worker = InferenceWorker(
@@ -291,7 +287,8 @@ class CellService:
                             self.stacks[new.plan.generation] = new
                             self.active = new
                             boundary = self.core.activate(new.plan)
-                            result, reason = RecipeResult.ACTIVE, f"judges parts from {boundary} on"
+                            result = RecipeResult.ACTIVE
+                            reason = f"judges parts from {boundary} on, model on {new.runner.info.provider}"
                             await asyncio.to_thread(self._apply_camera_settings, new.recipe)
             finally:
                 self._changing = False
@@ -393,6 +390,13 @@ class CellService:
         deadline = time.monotonic() + self.drain_timeout_s
         while self.core.undecided and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        # Verdicts written but not yet echoed: wait a few PLC cycles for the acknowledgements, so
+        # the records say what the PLC accepted (a PASS without an accepted echo is kicked).
+        deadline = min(deadline, time.monotonic() + max(0.5, 5 * self.cell.plc.ack_timeout_ms / 1000.0))
+        while time.monotonic() < deadline and any(
+            t.attempts and t.ack is AckStatus.NONE and t.kicked is None for t in self.core.parts.values()
+        ):
+            await asyncio.sleep(0.01)
         for cam in self.cameras.values():
             cam.stop()
         self._execute(self.core.flush(time.monotonic()))

@@ -21,7 +21,7 @@ from multiprocessing.connection import Client, Connection, Listener
 import numpy as np
 
 from controller.interfaces import CameraStats, Frame
-from simulators.line import Trigger
+from simulators.line import receive_triggers
 from simulators.render import SIZE, render
 
 log = logging.getLogger(__name__)
@@ -78,13 +78,7 @@ def camera_rig_main(
     counters = [0] * len(outputs)
     buf = bytearray(FRAME_BYTES)
     image = np.frombuffer(buf, dtype=np.uint8, offset=HEADER.size).reshape(SIZE, SIZE, 3)
-    while True:
-        try:
-            trig: Trigger | None = triggers.recv()
-        except (EOFError, OSError):
-            break
-        if trig is None:
-            break
+    for trig in receive_triggers(triggers):
         counters[trig.camera] += 1
         if drop_frames and rng.random() < drop_frames:
             continue  # exposed but lost on the way: the counter gap tells the receiver

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import ClassVar
 
 import numpy as np
@@ -78,6 +79,18 @@ class Trigger:
     camera: int
     t: float
     truth: PartTruth | None
+
+
+def receive_triggers(conn: Connection) -> Iterator[Trigger]:
+    """The line PLC's triggers from its pipe, until it sends None or the pipe closes."""
+    while True:
+        try:
+            trig: Trigger | None = conn.recv()
+        except (EOFError, OSError):
+            return
+        if trig is None:
+            return
+        yield trig
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from drivers.pylon_camera import PylonCamera, PylonSettings
-from simulators.line import LineConfig, Trigger
+from simulators.line import LineConfig, Trigger, receive_triggers
 from simulators.parts import PartGenerator
 from simulators.render import SIZE, render
 
@@ -93,13 +93,7 @@ class PylonRig:
             t.start()
 
     def _route(self, triggers: Connection) -> None:
-        while True:
-            try:
-                trig: Trigger | None = triggers.recv()
-            except (EOFError, OSError):
-                break
-            if trig is None:
-                break
+        for trig in receive_triggers(triggers):
             try:
                 self._queues[trig.camera].put_nowait(trig)
             except queue.Full:

@@ -373,6 +373,7 @@ class CellCore:
             for cam, trace in track.views.items():
                 if trace.result is None:  # frame arrived, inference did not finish in time
                     trace.result = ViewResult(cam, ViewStatus.FAILED, cause=ReasonCode.DEADLINE)
+                    self.counts[f"inference_overrun:{cam}"] += 1
             actions.extend(self._fuse(track, now))
 
     def _repeat_unacked(self, now: float, actions: list[Action]) -> None:

@@ -32,6 +32,10 @@ class ViewStatus(Enum):
     UNCERTAIN = "uncertain"
 
 
+#: Where a defect was found: (class, x, y, w, h) in model-input pixels.
+Region = tuple[str, int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class ViewResult:
     """One camera's inspection of one part. `defects` names the classes over their threshold."""
@@ -41,6 +45,7 @@ class ViewResult:
     scores: tuple[float, ...] = ()
     defects: tuple[str, ...] = ()
     cause: ReasonCode = ReasonCode.NONE
+    regions: tuple[Region, ...] = ()
 
     @property
     def failed_inspection(self) -> bool:

@@ -39,6 +39,32 @@ class ModelInfo:
     input_shape: tuple[Any, ...]
     output_name: str
     class_names: tuple[str, ...]
+    output_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GpuOptions:
+    """GPU provider settings from the cell config."""
+
+    device_id: int = 0
+    fp16: bool = False
+    trt_cache: Path | None = None
+
+    def provider_options(self, provider: str) -> dict[str, Any]:
+        if provider == "TensorrtExecutionProvider":
+            opts: dict[str, Any] = {"device_id": self.device_id, "trt_fp16_enable": self.fp16}
+            if self.trt_cache is not None:
+                self.trt_cache.mkdir(parents=True, exist_ok=True)
+                opts |= {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(self.trt_cache),
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": str(self.trt_cache),
+                }
+            return opts
+        if provider == "CUDAExecutionProvider":
+            return {"device_id": self.device_id}
+        return {}
 
 
 GPU_PROVIDERS = frozenset({"TensorrtExecutionProvider", "CUDAExecutionProvider"})
@@ -80,9 +106,13 @@ class OnnxRunner:
         path: Path,
         providers: tuple[str, ...] = DEFAULT_PROVIDERS,
         intra_threads: int | None = None,
+        gpu: GpuOptions | None = None,
+        io_binding: bool | None = None,
     ) -> None:
+        """`io_binding`: run through an IOBinding (default: on a GPU provider only)."""
         import onnxruntime as ort
 
+        gpu = gpu or GpuOptions()
         if not path.is_file():
             raise ModelLoadError(f"model file {path} does not exist")
         available = set(ort.get_available_providers())
@@ -106,7 +136,9 @@ class OnnxRunner:
             )
             try:
                 with quiet as noise:
-                    sess = ort.InferenceSession(str(path), sess_options=so, providers=[prov])
+                    sess = ort.InferenceSession(
+                        str(path), sess_options=so, providers=[(prov, gpu.provider_options(prov))]
+                    )
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 last_error = f"{prov}: {(str(exc).splitlines() or ['?'])[0][:200]}"
                 log.warning("model %s: %s unusable, trying the next provider", path.name, prov)
@@ -133,12 +165,34 @@ class OnnxRunner:
             tuple(inp.shape),
             out.name,
             names,
+            tuple(o.name for o in self.session.get_outputs()),
         )
         log.info("model %s on %s (sha256 %s)", path.name, self.info.provider, self.info.sha256[:12])
+        on_gpu = self.info.provider in GPU_PROVIDERS
+        self.io_binding = on_gpu if io_binding is None else io_binding
+        self._device = "cuda" if on_gpu else "cpu"
+        self._device_id = gpu.device_id if on_gpu else 0
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         out: np.ndarray = self.session.run([self.info.output_name], {self.info.input_name: batch})[0]
         return out
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the model, in its order (detectors and anomaly models have several).
+
+        With IOBinding the batch is copied to the device once and each output read back once,
+        instead of onnxruntime staging them through its own buffers.
+        """
+        if not self.io_binding:
+            outs: list[np.ndarray] = self.session.run(None, {self.info.input_name: batch})
+            return outs
+        io = self.session.io_binding()
+        io.bind_cpu_input(self.info.input_name, batch)
+        for name in self.info.output_names:
+            io.bind_output(name, self._device, self._device_id)
+        self.session.run_with_iobinding(io)
+        got: list[np.ndarray] = io.copy_outputs_to_cpu()
+        return got
 
     def warm_up(self, batch_sizes: tuple[int, ...] = (1, 4)) -> None:
         """Run once per batch size so the first part does not pay for lazy initialisation."""

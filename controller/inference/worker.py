@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.core.types import ReasonCode, ViewResult, ViewStatus
-from controller.inference.adapters import MultiLabelAdapter
+from controller.inference.adapters import Adapter
 from controller.inference.preprocess import Preprocessor
 from controller.inference.runner import OnnxRunner
 from controller.interfaces import Frame
@@ -43,7 +43,7 @@ class InferenceWorker:
         self,
         runner: OnnxRunner,
         preprocess: Preprocessor,
-        adapter: MultiLabelAdapter,
+        adapter: Adapter,
         sink: ResultSink,
         max_batch: int = 8,
         queue_size: int = 64,
@@ -114,9 +114,9 @@ class InferenceWorker:
                 results[i] = ViewResult(job.frame.camera, ViewStatus.FAILED, cause=ReasonCode.BAD_FRAME)
         if ok:
             try:
-                scores = self.runner.run(self._batch[: len(ok)])
+                outputs = self.runner.run_all(self._batch[: len(ok)])
                 for k, i in enumerate(ok):
-                    results[i] = self.adapter(jobs[i].frame.camera, scores[k])
+                    results[i] = self.adapter(jobs[i].frame.camera, [out[k] for out in outputs])
             except Exception as exc:  # any runtime failure is a failed view, never a lost part
                 log.error("inference failed for %d views: %s", len(ok), exc)
                 for i in ok:

@@ -76,15 +76,24 @@ def test_cli_commands_move_the_running_cell_and_refusals_say_why(tmp_path: Path)
             reply = await asyncio.to_thread(request, sock, {"op": "status"})
             return str(reply["status"]["state"])  # type: ignore[index]
 
+        async def settled() -> str:
+            """The state once an acting state (Holding, Unholding) has completed: on the next PLC
+            snapshot, which a busy machine may take a moment to read."""
+            for _ in range(40):
+                if not (now := await state()).endswith("ING"):
+                    return now
+                await asyncio.sleep(0.05)
+            return await state()
+
         while not sock.exists() or await state() != "EXECUTE":
             await asyncio.sleep(0.05)
         await asyncio.sleep(3.0)
         seen.append(("hold", await asyncio.to_thread(main, ["command", "hold", "--socket", str(sock)])))
         seen.append(("start", await asyncio.to_thread(main, ["command", "start", "--socket", str(sock)])))
-        seen.append((await state(), 0))
+        seen.append((await settled(), 0))
         await asyncio.sleep(2.0)
         seen.append(("unhold", await asyncio.to_thread(main, ["command", "unhold", "--socket", str(sock)])))
-        seen.append((await state(), 0))
+        seen.append((await settled(), 0))
         return await demo, seen
 
     r, seen = asyncio.run(scenario())

@@ -11,19 +11,12 @@ from typing import Any
 
 import pytest
 
-from controller.demo import DemoOptions, _demo
 from tests.e2e.test_line import CARD, upper_bound
+from tests.e2e.test_line import run as run_line
 
 
 def run(tmp_path: Path, scenario: Any = None, **kw: object) -> dict[str, Any]:
-    opts = DemoOptions(
-        headless=True,
-        data_dir=tmp_path,
-        socket=tmp_path / "cell.sock",
-        cameras_from="pylon-emulation",
-        **kw,  # type: ignore[arg-type]
-    )
-    return asyncio.run(_demo(opts, tmp_path, scenario))  # type: ignore[arg-type]
+    return run_line(tmp_path, scenario, cameras_from="pylon-emulation", **kw)
 
 
 @pytest.mark.e2e

@@ -60,7 +60,7 @@ def test_model_finds_each_defect_class(runner: OnnxRunner) -> None:
     for i, d in enumerate(DEFECTS):
         pre(render(100 + i, 1, (d,)), batch[i + 1])
     scores = runner.run(batch)
-    results = [adapter("top", s) for s in scores]
+    results = [adapter("top", [s]) for s in scores]
     assert results[0].defects == ()
     for i, d in enumerate(DEFECTS):
         assert results[i + 1].defects == (d,), f"{d}: {results[i + 1]}"
@@ -69,7 +69,7 @@ def test_model_finds_each_defect_class(runner: OnnxRunner) -> None:
 def test_adapter_refuses_malformed_output() -> None:
     adapter = MultiLabelAdapter(DEFECTS, {})
     with pytest.raises(ValueError, match="finite"):
-        adapter("top", np.full(len(DEFECTS), np.nan, dtype=np.float32))
+        adapter("top", [np.full(len(DEFECTS), np.nan, dtype=np.float32)])
 
 
 def test_worker_batches_and_reports_overload(runner: OnnxRunner) -> None:
@@ -100,13 +100,22 @@ def test_worker_batches_and_reports_overload(runner: OnnxRunner) -> None:
 
 def test_uncertain_band_makes_a_near_miss_uncertain() -> None:
     adapter = MultiLabelAdapter(("scratch", "spot"), {"scratch": 0.5}, default=0.5, uncertain_band=0.1)
-    near = adapter("top", np.array([0.45, 0.1], dtype=np.float32))
+    near = adapter("top", [np.array([0.45, 0.1], dtype=np.float32)])
     assert (near.status, near.cause, near.defects) == (
         ViewStatus.UNCERTAIN,
         ReasonCode.UNCERTAIN,
         ("scratch",),
     )
-    clear = adapter("top", np.array([0.2, 0.1], dtype=np.float32))
+    clear = adapter("top", [np.array([0.2, 0.1], dtype=np.float32)])
     assert clear.status is ViewStatus.OK and clear.defects == ()
-    over = adapter("top", np.array([0.45, 0.9], dtype=np.float32))
+    over = adapter("top", [np.array([0.45, 0.9], dtype=np.float32)])
     assert over.status is ViewStatus.OK and over.defects == ("spot",)
+
+
+def test_io_binding_gives_the_same_outputs_as_a_plain_run() -> None:
+    plain = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    bound = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1, io_binding=True)
+    batch = np.random.default_rng(3).normal(size=(5, 3, 64, 64)).astype(np.float32)
+    assert not plain.io_binding and bound.io_binding
+    (a,), (b,) = plain.run_all(batch), bound.run_all(batch)
+    assert a.shape == (5, 6) and np.array_equal(a, b)

@@ -116,7 +116,9 @@ def test_model_with_other_output_count(tmp_path: Path) -> None:
     p.write_text(GOOD.replace(str(MODEL), "two.onnx"))
     checked = check_recipe(p, CELL)
     assert checked.recipe is None
-    assert any("2 classes (the model's output)" in str(pr) for pr in checked.problems)
+    text = "\n".join(str(pr) for pr in checked.problems)
+    assert "model.kind: expected outputs a multilabel_classifier model gives" in text
+    assert "model output (2,) is not 6 finite scores" in text
 
 
 def test_list_and_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
