@@ -316,7 +316,7 @@ class PylonCamera:
                 self._fired.popleft()
             log.warning("camera %s: grab failed: %s", self.name, result.GetErrorDescription())
             return
-        t_trigger = now - self.settings.trigger_latency_s
+        t_trigger: float | None = None
         if self._chunks:
             has_fc = hasattr(result, "ChunkFramecounter")
             counter = result.ChunkFramecounter if has_fc else result.ChunkFrameID
@@ -331,8 +331,9 @@ class PylonCamera:
             for _ in range(min(gap, len(self._fired))):
                 self._fired.popleft()  # triggers whose frames never came
         self._last_id = number
-        if self._fired:
-            t_trigger = self._fired.popleft()
+        fired = self._fired.popleft() if self._fired else None
+        if t_trigger is None:  # the camera's own timestamp is best, then the fire time, then a guess
+            t_trigger = fired if fired is not None else now - self.settings.trigger_latency_s
         if not self._free:
             self.stats.underruns += 1
             return

@@ -54,8 +54,9 @@ def test_triggered_frames_carry_the_file_image_and_counters(camera: PylonCamera,
             done.set()
 
     camera.start(on_frame)
-    for _ in range(5):
+    for k in range(5):
         assert camera.software_trigger()
+        _wait(lambda k=k: len(got) > k, timeout=1.0)  # type: ignore[misc]
     assert done.wait(5.0)
     assert [f.counter for f in got] == sorted(f.counter for f in got)
     assert np.array_equal(got[0].image, img)  # the file's pixels, through pylon's buffer, one copy
@@ -66,14 +67,17 @@ def test_frames_not_released_run_out_of_buffers_and_are_counted(camera: PylonCam
     held: list[Frame] = []
     camera.start(held.append)  # never releases
     n = len(camera._bufs) + 3
-    fired = sum(camera.software_trigger() for _ in range(n))
-    deadline = threading.Event()
-    for _ in range(50):
-        if camera.stats.frames + camera.stats.underruns >= fired:
-            break
-        deadline.wait(0.05)
-    assert camera.stats.frames == len(camera._bufs)
-    assert camera.stats.underruns == fired - len(camera._bufs)
+
+    def seen() -> int:
+        return camera.stats.frames + camera.stats.underruns
+
+    # One frame at a time: a loaded machine's emulated camera may ignore a trigger while busy.
+    while seen() < n:
+        before = seen()
+        assert camera.software_trigger()
+        _wait(lambda before=before: seen() > before, timeout=0.5)  # type: ignore[misc]
+    assert camera.stats.frames == len(camera._bufs) == len(held)
+    assert camera.stats.underruns == n - len(camera._bufs)
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
