@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.api import ControlApi
-from controller.config import CellConfig, ConfigError, load_cell_config, load_recipe
+from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.devices import make_cameras, make_link
 from controller.inference.runner import ModelLoadError
 from controller.interfaces import CameraError
-from controller.recipes import check_recipe
+from controller.recipes import check_recipe, find_recipe
 from controller.service import CellService
 from controller.systemd import Notifier, watchdog_interval
 
@@ -44,20 +44,15 @@ class StartupError(Exception):
     """The service cannot start; the message says what to fix."""
 
 
-def find_recipe(name: str, folder: Path) -> Path:
-    """A recipe by file path, or by name (file stem or `name:`) in `folder`."""
+def recipe_path(name: str, folder: Path) -> Path:
+    """A recipe given as a file, or by name (file stem or `name:`) in `folder`."""
     direct = Path(name)
     if direct.suffix in (".yaml", ".yml") and direct.is_file():
         return direct
-    for p in sorted(folder.glob("*.yaml")):
-        if p.stem == name:
-            return p
-        try:
-            if load_recipe(p).name == name:
-                return p
-        except ConfigError:
-            continue
-    raise StartupError(f"no recipe {name!r} in {folder}")
+    found = find_recipe(folder, name)
+    if found is None:
+        raise StartupError(f"no recipe {name!r} in {folder}")
+    return found
 
 
 def status_line(service: CellService) -> str:
@@ -73,7 +68,7 @@ def status_line(service: CellService) -> str:
 
 async def serve(opts: RunOptions, cell: CellConfig) -> int:
     recipe_dir = opts.recipes or opts.cell.resolve().parent.parent
-    path = find_recipe(opts.recipe, recipe_dir)
+    path = recipe_path(opts.recipe, recipe_dir)
     checked = await asyncio.to_thread(check_recipe, path, cell, False)
     if checked.recipe is None:
         raise StartupError("recipe is invalid:\n" + "\n".join(str(p) for p in checked.problems))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.config import CameraConfig, CellConfig, Recipe
+from controller.config import CameraConfig, CameraSettings, CellConfig, Recipe
 from controller.contract import area_layout
 from controller.interfaces import Camera, CameraError, PlcLink
 
@@ -27,18 +27,15 @@ def make_link(cell: CellConfig) -> PlcLink:
     return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s)
 
 
-def pylon_settings(
-    cam: CameraConfig, recipe: Recipe | None, trigger_source: str | None = None
-) -> PylonSettings:
+def pylon_settings(cam: CameraConfig, recipe: Recipe) -> PylonSettings:
     """The Basler driver's settings for one camera: hardware from the cell, exposure from the recipe."""
     from drivers.pylon_camera import PylonSettings
 
-    rs = recipe.cameras.get(cam.name) if recipe is not None else None
+    rs = recipe.cameras.get(cam.name, CameraSettings())
     return PylonSettings(
         width=cam.width, height=cam.height, offset_x=cam.offset_x, offset_y=cam.offset_y,
-        pixel_format=cam.pixel_format, trigger_source=trigger_source or cam.trigger_source,
-        trigger_activation=cam.trigger_activation,
-        exposure_us=rs.exposure_us if rs else 500.0, gain_db=rs.gain_db if rs else 0.0,
+        pixel_format=cam.pixel_format, trigger_source=cam.trigger_source,
+        trigger_activation=cam.trigger_activation, exposure_us=rs.exposure_us, gain_db=rs.gain_db,
         buffers=cam.buffers, trigger_latency_s=cam.trigger_latency_ms / 1000.0,
     )  # fmt: skip
 

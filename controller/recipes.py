@@ -49,6 +49,20 @@ def _line(lines: dict[tuple[str | int, ...], int], *loc: str | int) -> int | Non
     return None
 
 
+def find_recipe(folder: Path, name: str | None = None, number: int | None = None) -> Path | None:
+    """The recipe file in `folder` with this name (file stem or `name:`) or number."""
+    for p in sorted(folder.glob("*.yaml")):
+        try:
+            r = load_recipe(p)
+        except ConfigError:
+            if name is not None and p.stem == name:
+                return p
+            continue
+        if (name is not None and name in (r.name, p.stem)) or (number is not None and r.number == number):
+            return p
+    return None
+
+
 def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
     """Every problem with one recipe file for `cell`; `recipe` is None if it cannot be used."""
     try:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.config import CellConfig, ConfigError, Recipe, content_hash, load_recipe
-from controller.contract import CELL_FLAG_INSPECTING, AckStatus, RecipeResult, area_layout
+from controller.config import CellConfig, Recipe, content_hash
+from controller.contract import CELL_FLAG_INSPECTING, AckStatus, RecipeResult, Verdict, area_layout
 from controller.core.cell import (
     Action,
     Alarm,
@@ -43,8 +43,8 @@ from controller.inference.adapters import make_adapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import GpuOptions, OnnxRunner
 from controller.inference.worker import InferenceWorker
-from controller.interfaces import Camera, Frame, PlcLink
-from controller.recipes import check_recipe
+from controller.interfaces import Camera, CameraError, Frame, PlcLink
+from controller.recipes import check_recipe, find_recipe
 from controller.records import PartRecord, RecordStore
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,8 @@ class CellService:
         self._passed_seen = 0
         self._finished: deque[float] = deque(maxlen=2000)
         self.recent: deque[tuple[int, str, str]] = deque(maxlen=12)
-        self._stages: dict[str, deque[float]] = {k: deque(maxlen=2048) for k in STAGES}
+        # "total" is the core's own trigger-to-verdict record (`CellCore.latencies`).
+        self._stages: dict[str, deque[float]] = {k: deque(maxlen=2048) for k in STAGES if k != "total"}
         self._rejects_by_camera: dict[str, int] = dict.fromkeys(self.cameras, 0)
         self._rates: dict[str, float] = {}
         self._rate_base: tuple[float, int, dict[str, int]] | None = None
@@ -236,19 +237,6 @@ class CellService:
         return Stack(recipe, rhash, plan, runner, worker)
 
     # -------------------------------------------------------------- changeover
-    def find_recipe(self, name: str | None = None, number: int | None = None) -> Path | None:
-        """The recipe file in the recipe folder with this name (file stem or `name:`) or number."""
-        for p in sorted(self.recipe_dir.glob("*.yaml")):
-            try:
-                r = load_recipe(p)
-            except ConfigError:
-                if name is not None and p.stem == name:
-                    return p
-                continue
-            if (name is not None and name in (r.name, p.stem)) or (number is not None and r.number == number):
-                return p
-        return None
-
     async def activate_recipe(
         self, source: str, name: str | None = None, number: int | None = None
     ) -> tuple[RecipeResult, str]:
@@ -260,7 +248,7 @@ class CellService:
             result, reason = RecipeResult.BUSY, "another changeover is in progress"
         elif (why := self.core.recipe_refusal()) is not None:
             result, reason = RecipeResult.NOT_SAFE, why
-        elif (path := self.find_recipe(name, number)) is None:
+        elif (path := find_recipe(self.recipe_dir, name, number)) is None:
             result, reason = RecipeResult.UNKNOWN_NUMBER, f"no recipe {wanted} in {self.recipe_dir}"
         else:
             self._changing = True
@@ -308,7 +296,7 @@ class CellService:
                 continue
             try:
                 set_exposure(settings.exposure_us, settings.gain_db)
-            except Exception as exc:  # the driver's CameraError; the camera keeps its last values
+            except CameraError as exc:  # the camera keeps its last values
                 log.error("camera %s: recipe %s exposure/gain not applied: %s", name, recipe.name, exc)
 
     async def _plc_recipe_request(self, seq: int, number: int) -> None:
@@ -331,7 +319,7 @@ class CellService:
 
     def _measure_rates(self) -> None:
         """Belt speed and camera frame rates over the last housekeeping period."""
-        now, pos = time.monotonic(), getattr(self.core, "position", 0)
+        now, pos = time.monotonic(), self.core.position
         frames = {n: cam.stats.frames for n, cam in self.cameras.items()}
         if self._rate_base is not None:
             t0, p0, f0 = self._rate_base
@@ -542,7 +530,7 @@ class CellService:
             if v.t_infer_start is not None and v.t_infer_end is not None:
                 st["infer"].append(v.t_infer_end - v.t_infer_start)
                 ends.append(v.t_infer_end)
-        if t.verdict.name != "PASS" and t.inspected and t.plan is not None:
+        if t.verdict is not Verdict.PASS and t.inspected and t.plan is not None:
             for cam in t.plan.cameras:  # the views that made it a reject: failed, missing or broken
                 r = t.views[cam].result if cam in t.views else None
                 if r is None or r.status is not ViewStatus.OK or r.defects:
@@ -551,9 +539,6 @@ class CellService:
             st["decide"].append(t.t_fused - max(ends))
         if t.t_fused is not None and t.t_first_write is not None:
             st["write"].append(t.t_first_write - t.t_fused)
-        last = t.last_trigger
-        if last is not None and t.t_first_write is not None:
-            st["total"].append(t.t_first_write - last)
 
     def _decided(self, part_id: int) -> None:
         frames = self._frames.pop(part_id, {})
@@ -615,8 +600,8 @@ class CellService:
             line_speed_mm_s=self._rates.get("belt", 0.0),
             rejects_by_camera={k: v for k, v in self._rejects_by_camera.items() if v},
             stage_ms={
-                k: (percentile(list(d), 50) * 1e3, percentile(list(d), 99) * 1e3)
-                for k, d in self._stages.items()
+                k: (percentile(d, 50) * 1e3, percentile(d, 99) * 1e3)
+                for k, d in (*self._stages.items(), ("total", lat))
                 if d
             },
             camera_fps={n: self._rates.get(n, 0.0) for n in self.cameras},

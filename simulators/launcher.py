@@ -155,24 +155,21 @@ class SimLine:
             self._rig.start(trig_rx)
             self.cameras = list(self._rig.cameras)
             to_close: tuple[Connection, ...] = (trig_tx, ctl_there)
-        elif self.camera_sockets is not None:
-            self.camera_sockets.mkdir(parents=True, exist_ok=True)
-            addresses = [self.camera_address(k) for k in range(len(self.camera_names))]
-            rig = ctx.Process(
-                target=camera_rig_main,
-                args=(trig_rx, addresses, self.cfg.drop_frames, self.cfg.seed),
-                name="sim-camera-rig",
-                daemon=True,
-            )
-            rig.start()
-            plc.start()
-            self._procs = [plc, rig]
-            to_close = (trig_rx, trig_tx, ctl_there)
         else:
-            frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
+            outputs: list[Connection] | list[str]
+            frame_pipes = []
+            if self.camera_sockets is not None:  # a service in another process connects to these
+                self.camera_sockets.mkdir(parents=True, exist_ok=True)
+                outputs = [self.camera_address(k) for k in range(len(self.camera_names))]
+            else:
+                frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
+                outputs = [tx for _, tx in frame_pipes]
+                self.cameras = [
+                    SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
+                ]
             rig = ctx.Process(
                 target=camera_rig_main,
-                args=(trig_rx, [tx for _, tx in frame_pipes], self.cfg.drop_frames, self.cfg.seed),
+                args=(trig_rx, outputs, self.cfg.drop_frames, self.cfg.seed),
                 name="sim-camera-rig",
                 daemon=True,
             )
@@ -180,9 +177,6 @@ class SimLine:
             plc.start()
             self._procs = [plc, rig]
             to_close = (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes))
-            self.cameras = [
-                SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
-            ]
         for conn in to_close:
             conn.close()
         self._ctl = ctl_here

@@ -43,6 +43,17 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
+def _per_class(names: Sequence[str], values: Mapping[str, float], default: float) -> np.ndarray:
+    """A float32 vector in class order: the class's value, or `default`."""
+    return np.array([values.get(c, default) for c in names], dtype=np.float32)
+
+
+def _softmax(x: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    out: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return out
+
+
 def _round(scores: np.ndarray) -> tuple[float, ...]:
     return tuple(round(float(s), 4) for s in scores)
 
@@ -95,7 +106,7 @@ class ClassifierAdapter:
     ) -> None:
         self.class_names = tuple(class_names)
         self.good = np.array([c in good_classes for c in self.class_names])
-        self.thresholds = np.array([thresholds.get(c, default) for c in self.class_names], dtype=np.float32)
+        self.thresholds = _per_class(self.class_names, thresholds, default)
         self.logits, self.min_confidence = logits, np.float32(min_confidence)
 
     def __call__(self, camera: str, outputs: Sequence[np.ndarray]) -> ViewResult:
@@ -103,8 +114,7 @@ class ClassifierAdapter:
         if x.shape != self.thresholds.shape:
             raise ValueError(f"model output {x.shape} is not {len(self.class_names)} class scores")
         if self.logits:
-            e = np.exp(x - x.max())
-            x = e / e.sum()
+            x = _softmax(x)
         top = int(np.argmax(x))
         scores = _round(x)
         if x[top] < self.min_confidence:
@@ -178,9 +188,8 @@ class DetectorAdapter:
         min_area_px: Mapping[str, float] | None = None, iou: float = 0.5, max_regions: int = 20,
     ) -> None:  # fmt: skip
         self.class_names = tuple(class_names)
-        self.thresholds = np.array([thresholds.get(c, default) for c in self.class_names], dtype=np.float32)
-        areas = min_area_px or {}
-        self.min_area = np.array([areas.get(c, 0.0) for c in self.class_names], dtype=np.float32)
+        self.thresholds = _per_class(self.class_names, thresholds, default)
+        self.min_area = _per_class(self.class_names, min_area_px or {}, 0.0)
         self.iou, self.max_regions = iou, max_regions
 
     def __call__(self, camera: str, outputs: Sequence[np.ndarray]) -> ViewResult:
@@ -227,9 +236,8 @@ class SegmentationAdapter:
     ) -> None:  # fmt: skip
         self.class_names = tuple(class_names)
         self.defect_idx = [i for i, c in enumerate(self.class_names) if c not in good_classes]
-        self.thresholds = np.array([thresholds.get(c, default) for c in self.class_names], dtype=np.float32)
-        areas = min_area_px or {}
-        self.min_area = np.array([areas.get(c, 1.0) for c in self.class_names], dtype=np.float32)
+        self.thresholds = _per_class(self.class_names, thresholds, default)
+        self.min_area = _per_class(self.class_names, min_area_px or {}, 1.0)
         self.logits = logits
 
     def __call__(self, camera: str, outputs: Sequence[np.ndarray]) -> ViewResult:
@@ -237,8 +245,7 @@ class SegmentationAdapter:
         if m.shape[0] != len(self.class_names):
             raise ValueError(f"segmentation output has {m.shape[0]} masks, expected {len(self.class_names)}")
         if self.logits:
-            e = np.exp(m - m.max(axis=0, keepdims=True))
-            m = e / e.sum(axis=0, keepdims=True)
+            m = _softmax(m)
         top = np.argmax(m, axis=0)
         scores = m.reshape(m.shape[0], -1).max(axis=1)
         defects: list[str] = []
