@@ -42,7 +42,7 @@ from controller.core.types import PartTrack, ViewResult, ViewStatus
 from controller.inference.adapters import make_adapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import GpuOptions, OnnxRunner
-from controller.inference.worker import InferenceWorker
+from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Camera, CameraError, Frame, PlcLink
 from controller.recipes import check_recipe, find_recipe
 from controller.records import PartRecord, RecordStore
@@ -225,7 +225,7 @@ class CellService:
         gen = self._generation
         self._generation += 1
         worker = InferenceWorker(
-            runner, Preprocessor(spec), adapter, self._result_from_worker,
+            runner, Preprocessor(spec), adapter, self._results_from_worker,
             cell.inference.max_batch, cell.inference.queue_size, name=f"infer-{gen}",
         )  # fmt: skip
         rhash = content_hash(recipe)
@@ -478,12 +478,17 @@ class CellService:
         else:
             frame.release()
 
-    def _result_from_worker(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
+    def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            frame.release()
+            for o in outcomes:
+                o[4].release()
             return
-        loop.call_soon_threadsafe(self._on_result, part_id, res, t0, t1, frame)
+        loop.call_soon_threadsafe(self._on_results, outcomes)  # one wake-up per batch, not per view
+
+    def _on_results(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self._on_result(*o)
 
     def _on_result(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
         if part_id in self.core.undecided:

@@ -23,7 +23,7 @@ from controller.inference.adapters import (
 )
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import OnnxRunner
-from controller.inference.worker import InferenceWorker
+from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Frame
 
 SIZE = 32
@@ -48,8 +48,8 @@ def infer(path: Path, adapter: object, images: list[np.ndarray]) -> list[ViewRes
     got: dict[int, ViewResult] = {}
     done = threading.Event()
 
-    def sink(pid: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
-        got[pid] = res
+    def sink(outcomes: list[Outcome]) -> None:
+        got.update((pid, res) for pid, res, *_ in outcomes)
         if len(got) == len(images):
             done.set()
 

@@ -13,7 +13,7 @@ from controller.core.types import ReasonCode, ViewResult, ViewStatus
 from controller.inference.adapters import MultiLabelAdapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import ModelLoadError, OnnxRunner
-from controller.inference.worker import InferenceWorker
+from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Frame
 from simulators.parts import DEFECTS
 from simulators.render import render
@@ -76,8 +76,8 @@ def test_worker_batches_and_reports_overload(runner: OnnxRunner) -> None:
     got: list[tuple[int, ViewResult]] = []
     done = threading.Event()
 
-    def sink(pid: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
-        got.append((pid, res))
+    def sink(outcomes: list[Outcome]) -> None:
+        got.extend((pid, res) for pid, res, *_ in outcomes)
         if len(got) == 12:
             done.set()
 
@@ -96,6 +96,70 @@ def test_worker_batches_and_reports_overload(runner: OnnxRunner) -> None:
     assert len(overloaded) == 4 and all(r.status is ViewStatus.FAILED for r in overloaded)
     assert sum(r.status is ViewStatus.OK for _, r in got) == 8
     assert w.batches >= 2
+
+
+def _collect(worker_args: dict[str, object], frames: list[Frame], n_results: int) -> dict[int, ViewResult]:
+    got: dict[int, ViewResult] = {}
+    done = threading.Event()
+
+    def sink(outcomes: list[Outcome]) -> None:
+        got.update((pid, res) for pid, res, *_ in outcomes)
+        if len(got) == n_results:
+            done.set()
+
+    w = InferenceWorker(sink=sink, **worker_args)  # type: ignore[arg-type]
+    w.start()
+    for i, f in enumerate(frames):
+        assert w.submit(i, f)
+    assert done.wait(20.0), f"{len(got)} of {n_results} results"
+    w.stop()
+    assert not w.alive
+    return got
+
+
+def test_each_result_belongs_to_its_own_view(runner: OnnxRunner) -> None:
+    """Views stream in while earlier batches run: every score must be its own image's."""
+    pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
+    adapter = MultiLabelAdapter(DEFECTS, {})
+    images = [render(200 + i, 0, (DEFECTS[i % len(DEFECTS)],) if i % 3 else ()) for i in range(60)]
+    slot = np.empty((1, 3, 64, 64), dtype=np.float32)
+    expected = []
+    for img in images:
+        pre(img, slot[0])
+        expected.append(adapter("top", [runner.run(slot)[0]]).scores)
+    frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
+    args = {"runner": runner, "preprocess": pre, "adapter": adapter, "max_batch": 4, "queue_size": 64}
+    got = _collect(args, frames, len(frames))
+    assert [got[i].scores for i in range(len(frames))] == expected
+
+
+def test_a_bad_frame_fails_alone_and_a_failed_run_fails_its_batch(runner: OnnxRunner) -> None:
+    pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
+    good = render(1, 0, ())
+    frames = [Frame("top", i, 0.0, 0.0, good, lambda: None) for i in range(3)]
+    frames[1] = Frame("top", 1, 0.0, 0.0, np.zeros((48, 64, 3), np.uint8), lambda: None)
+    args = {"runner": runner, "preprocess": pre, "adapter": MultiLabelAdapter(DEFECTS, {}), "max_batch": 4}
+    got = _collect(args, frames, 3)
+    assert (got[1].status, got[1].cause) == (ViewStatus.FAILED, ReasonCode.BAD_FRAME)
+    assert got[0].status is ViewStatus.OK and got[2].status is ViewStatus.OK
+    # An adapter that cannot read the model's outputs fails every view of the run, none is lost.
+    args["adapter"] = MultiLabelAdapter(("only", "two"), {})
+    got = _collect(args, frames[:1] * 5, 5)
+    assert {(r.status, r.cause) for r in got.values()} == {(ViewStatus.FAILED, ReasonCode.INFERENCE_FAILED)}
+
+
+def test_stop_finishes_the_views_already_queued(runner: OnnxRunner) -> None:
+    got: list[int] = []
+    w = InferenceWorker(
+        runner, Preprocessor(PreprocessSpec((64, 64), (64, 64))), MultiLabelAdapter(DEFECTS, {}),
+        lambda outcomes: got.extend(o[0] for o in outcomes), max_batch=4, queue_size=32,
+    )  # fmt: skip
+    img = render(1, 0, ())
+    for i in range(20):
+        w.submit(i, Frame("top", i, 0.0, 0.0, img, lambda: None))
+    w.start()
+    w.stop()
+    assert sorted(got) == list(range(20)) and not w.alive
 
 
 def test_uncertain_band_makes_a_near_miss_uncertain() -> None:
