@@ -209,11 +209,11 @@ class CellService:
         """Load and warm a recipe's model (blocking: seconds). Raises ModelLoadError."""
         cell = self.cell
         inf = cell.inference
-        gpu = GpuOptions(inf.device_id, inf.fp16, self._data_root / inf.trt_cache)
+        gpu = GpuOptions(inf.device_id, inf.fp16, self._data_root / inf.trt_cache, inf.max_batch)
         runner = OnnxRunner(
             (recipe_dir / recipe.model.path).resolve(), tuple(inf.providers), inf.threads or None, gpu
         )
-        runner.warm_up((1, min(4, cell.inference.max_batch)))
+        runner.warm_up(inf.max_batch)
         spec = PreprocessSpec(
             (cell.cameras[0].height, cell.cameras[0].width),
             recipe.model.input_size,

@@ -49,8 +49,13 @@ class GpuOptions:
     device_id: int = 0
     fp16: bool = False
     trt_cache: Path | None = None
+    max_batch: int = 8
 
-    def provider_options(self, provider: str) -> dict[str, Any]:
+    def provider_options(
+        self, provider: str, model_input: tuple[str, tuple[Any, ...]] | None = None
+    ) -> dict[str, Any]:
+        """Options for `provider`; `model_input` (name, shape) lets TensorRT build one engine for
+        every batch size up to `max_batch` instead of rebuilding (seconds) at a new size mid-run."""
         if provider == "TensorrtExecutionProvider":
             opts: dict[str, Any] = {"device_id": self.device_id, "trt_fp16_enable": self.fp16}
             if self.trt_cache is not None:
@@ -60,6 +65,13 @@ class GpuOptions:
                     "trt_engine_cache_path": str(self.trt_cache),
                     "trt_timing_cache_enable": True,
                     "trt_timing_cache_path": str(self.trt_cache),
+                }
+            if model_input is not None and all(isinstance(d, int) for d in model_input[1][1:]):
+                name, dims = model_input[0], "x".join(str(d) for d in model_input[1][1:])
+                opts |= {
+                    "trt_profile_min_shapes": f"{name}:1x{dims}",
+                    "trt_profile_opt_shapes": f"{name}:{self.max_batch}x{dims}",
+                    "trt_profile_max_shapes": f"{name}:{self.max_batch}x{dims}",
                 }
             return opts
         if provider == "CUDAExecutionProvider":
@@ -131,13 +143,16 @@ class OnnxRunner:
             so.inter_op_num_threads = 1
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            model_input = _model_input(path) if prov == "TensorrtExecutionProvider" else None
             quiet: contextlib.AbstractContextManager[list[str]] = (
                 _captured_output() if prov in GPU_PROVIDERS else contextlib.nullcontext([])
             )
             try:
                 with quiet as noise:
                     sess = ort.InferenceSession(
-                        str(path), sess_options=so, providers=[(prov, gpu.provider_options(prov))]
+                        str(path),
+                        sess_options=so,
+                        providers=[(prov, gpu.provider_options(prov, model_input))],
                     )
             except Exception as exc:  # onnxruntime raises its own untyped errors
                 last_error = f"{prov}: {(str(exc).splitlines() or ['?'])[0][:200]}"
@@ -194,8 +209,20 @@ class OnnxRunner:
         got: list[np.ndarray] = io.copy_outputs_to_cpu()
         return got
 
-    def warm_up(self, batch_sizes: tuple[int, ...] = (1, 4)) -> None:
-        """Run once per batch size so the first part does not pay for lazy initialisation."""
+    def warm_up(self, max_batch: int) -> None:
+        """Run every batch size the worker can form, so the first part does not pay for lazy
+        initialisation: on the GPU, cuDNN picks its algorithms per input shape at first use."""
         shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
-        for b in batch_sizes:
-            self.run(np.zeros((b, *shape), dtype=np.float32))
+        sizes = range(1, max_batch + 1) if self.info.provider in GPU_PROVIDERS else (1, max_batch)
+        for b in sorted(set(sizes)):
+            self.run_all(np.zeros((b, *shape), dtype=np.float32))
+
+
+def _model_input(path: Path) -> tuple[str, tuple[Any, ...]]:
+    """The model's first input, read with a bare CPU session (onnxruntime has no lighter way)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    inp = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).get_inputs()[0]
+    return inp.name, tuple(inp.shape)

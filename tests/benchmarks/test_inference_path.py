@@ -51,7 +51,7 @@ class _ControllerPath:
 
     def __init__(self, runner: OnnxRunner, size: int, max_batch: int, n: int) -> None:
         self.n, self.frames = n, _frames(n, size)
-        self.count, self.done = 0, threading.Event()
+        self.count, self.want, self.done = 0, n, threading.Event()
         pre = Preprocessor(PreprocessSpec((size, size), (size, size)))
         self.worker = InferenceWorker(
             runner, pre, MultiLabelAdapter(DEFECTS, {}), self._sink, max_batch, queue_size=n
@@ -60,17 +60,25 @@ class _ControllerPath:
 
     def _sink(self, outcomes: list[Outcome]) -> None:
         self.count += len(outcomes)
-        if self.count >= self.n:
+        if self.count >= self.want:
             self.done.set()
 
-    def images_per_s(self) -> float:
-        self.count = 0
+    def seconds(self, n: int) -> float:
+        """Submit n frames at once and wait for their n results."""
+        self.count, self.want = 0, n
         self.done.clear()
         t0 = time.perf_counter()
-        for i, f in enumerate(self.frames):
-            self.worker.submit(i, f)
+        for i in range(n):
+            self.worker.submit(i, self.frames[i])
         assert self.done.wait(120)
-        return self.n / (time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    def images_per_s(self) -> float:
+        return self.n / self.seconds(self.n)
+
+    def p99_ms(self, batch: int, rounds: int = 100) -> float:
+        """Latency of one batch of views submitted to an idle worker."""
+        return float(np.percentile([self.seconds(batch) for _ in range(rounds)], 99) * 1e3)
 
 
 def test_inference_throughput_and_controller_cost() -> None:
@@ -98,13 +106,15 @@ def test_inference_throughput_and_controller_cost() -> None:
                 raw.append(tput)
                 p99s.append(p99)
                 ctl.append(path_.images_per_s())
-            path_.worker.stop()
             paired = np.array(ctl) / np.array(raw)
             rows[f"{label} raw b{b}"] = {
                 "images_per_s": round(float(np.median(raw)), 1), "p99_ms": round(float(np.median(p99s)), 3)
             }  # fmt: skip
-            rows[f"{label} controller b{b}"] = {"images_per_s": round(float(np.median(ctl)), 1)}
+            rows[f"{label} controller b{b}"] = {
+                "images_per_s": round(float(np.median(ctl)), 1), "p99_ms": round(path_.p99_ms(b), 3)
+            }  # fmt: skip
             q1, med, q3 = np.percentile(paired, [25, 50, 75])
+            path_.worker.stop()
             extra = float(np.median(1e6 / np.array(ctl) - 1e6 / np.array(raw)))
             ratios[f"{label} b{b}"] = {
                 "median": round(float(med), 3), "q1": round(float(q1), 3), "q3": round(float(q3), 3),

@@ -12,7 +12,7 @@ import pytest
 from controller.core.types import ReasonCode, ViewResult, ViewStatus
 from controller.inference.adapters import MultiLabelAdapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import ModelLoadError, OnnxRunner
+from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Frame
 from simulators.parts import DEFECTS
@@ -183,3 +183,18 @@ def test_io_binding_gives_the_same_outputs_as_a_plain_run() -> None:
     assert not plain.io_binding and bound.io_binding
     (a,), (b,) = plain.run_all(batch), bound.run_all(batch)
     assert a.shape == (5, 6) and np.array_equal(a, b)
+
+
+def test_tensorrt_gets_one_profile_for_every_batch_size(tmp_path: Path) -> None:
+    gpu = GpuOptions(device_id=1, fp16=True, trt_cache=tmp_path / "trt", max_batch=6)
+    opts = gpu.provider_options("TensorrtExecutionProvider", ("image", ("N", 3, 224, 224)))
+    assert opts["trt_profile_min_shapes"] == "image:1x3x224x224"
+    assert opts["trt_profile_max_shapes"] == opts["trt_profile_opt_shapes"] == "image:6x3x224x224"
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt") and (tmp_path / "trt").is_dir()
+    assert (opts["device_id"], opts["trt_fp16_enable"]) == (1, True)
+    # A model whose image size is not fixed gets no profile (TensorRT then sizes engines itself).
+    assert "trt_profile_min_shapes" not in gpu.provider_options(
+        "TensorrtExecutionProvider", ("x", ("N", 3, "H", "W"))
+    )
+    assert gpu.provider_options("CUDAExecutionProvider") == {"device_id": 1}
+    assert gpu.provider_options("CPUExecutionProvider") == {}
