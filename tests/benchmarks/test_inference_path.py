@@ -16,7 +16,7 @@ from controller.core.encoder import EncoderHistory
 from controller.core.matcher import Matcher
 from controller.inference.adapters import MultiLabelAdapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import OnnxRunner
+from controller.inference.runner import DEFAULT_PROVIDERS, OnnxRunner
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Frame
 from simulators.parts import DEFECTS
@@ -26,6 +26,8 @@ from tests.benchmarks.mobilenet_like import build
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "recipes/models/demo_defects.onnx"
 OUT = ROOT / ".bench"
+# The GPU providers first, as a cell config does: on a machine without an NVIDIA GPU this is the CPU.
+PROVIDERS = tuple(os.environ.get("BENCH_PROVIDERS", ",".join(DEFAULT_PROVIDERS)).split(","))
 
 
 def _frames(n: int, size: int) -> list[Frame]:
@@ -91,7 +93,8 @@ def test_inference_throughput_and_controller_cost() -> None:
     )
     cases = (("demo", MODEL, 64, 400, 21), ("mobilenet-like", mobilenet, 224, 64, 7))
     for label, path, size, n, rounds in cases:
-        runner = OnnxRunner(path, ("CPUExecutionProvider",))
+        runner = OnnxRunner(path, PROVIDERS)
+        print(f"\n{label}: {runner.info.provider}")
         pre = Preprocessor(PreprocessSpec((size, size), (size, size)))
         for b in (1, 8):
             batch = np.empty((b, 3, size, size), dtype=np.float32)
@@ -107,7 +110,7 @@ def test_inference_throughput_and_controller_cost() -> None:
                 p99s.append(p99)
                 ctl.append(path_.images_per_s())
             paired = np.array(ctl) / np.array(raw)
-            rows[f"{label} raw b{b}"] = {
+            rows[f"{label} raw b{b}"] = {"provider": runner.info.provider,
                 "images_per_s": round(float(np.median(raw)), 1), "p99_ms": round(float(np.median(p99s)), 3)
             }  # fmt: skip
             rows[f"{label} controller b{b}"] = {
