@@ -194,18 +194,16 @@ class PylonCamera:
     def _latch_clock(self, cam: pylon.InstantCamera) -> None:
         """Map the camera's timestamp clock onto the host's monotonic clock."""
         if _available(cam, "TimestampLatch"):  # SFNC cameras (ace 2, USB): ns ticks
-            t0 = time.monotonic()
-            cam.TimestampLatch.Execute()
-            t1 = time.monotonic()
-            ticks, self._tick_s = int(cam.TimestampLatchValue.GetValue()), 1e-9
+            latch, value, tick_s = cam.TimestampLatch, cam.TimestampLatchValue, 1e-9
         elif _available(cam, "GevTimestampControlLatch"):  # GigE ace 1: tick frequency node
-            t0 = time.monotonic()
-            cam.GevTimestampControlLatch.Execute()
-            t1 = time.monotonic()
-            ticks = int(cam.GevTimestampValue.GetValue())
-            self._tick_s = 1.0 / float(cam.GevTimestampTickFrequency.GetValue())
+            latch, value = cam.GevTimestampControlLatch, cam.GevTimestampValue
+            tick_s = 1.0 / float(cam.GevTimestampTickFrequency.GetValue())
         else:
             return
+        t0 = time.monotonic()
+        latch.Execute()
+        t1 = time.monotonic()
+        ticks, self._tick_s = int(value.GetValue()), tick_s
         self._clock_offset = (t0 + t1) / 2 - ticks * self._tick_s
 
     def node(self, name: str, value: object) -> None:

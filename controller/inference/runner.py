@@ -111,7 +111,7 @@ def file_sha256(path: Path) -> str:
 
 
 class OnnxRunner:
-    """One onnxruntime session for one model; `run` takes a ready NCHW float32 batch."""
+    """One onnxruntime session for one model; `run_all` takes a ready NCHW float32 batch."""
 
     def __init__(
         self,
@@ -187,10 +187,6 @@ class OnnxRunner:
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._device = "cuda" if on_gpu else "cpu"
         self._device_id = gpu.device_id if on_gpu else 0
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.session.run([self.info.output_name], {self.info.input_name: batch})[0]
-        return out
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model, in its order (detectors and anomaly models have several).

@@ -59,7 +59,7 @@ def test_model_finds_each_defect_class(runner: OnnxRunner) -> None:
     pre(render(5, 0, ()), batch[0])
     for i, d in enumerate(DEFECTS):
         pre(render(100 + i, 1, (d,)), batch[i + 1])
-    scores = runner.run(batch)
+    (scores,) = runner.run_all(batch)
     results = [adapter("top", [s]) for s in scores]
     assert results[0].defects == ()
     for i, d in enumerate(DEFECTS):
@@ -126,7 +126,7 @@ def test_each_result_belongs_to_its_own_view(runner: OnnxRunner) -> None:
     expected = []
     for img in images:
         pre(img, slot[0])
-        expected.append(adapter("top", [runner.run(slot)[0]]).scores)
+        expected.append(adapter("top", [runner.run_all(slot)[0][0]]).scores)
     frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
     args = {"runner": runner, "preprocess": pre, "adapter": adapter, "max_batch": 4, "queue_size": 64}
     got = _collect(args, frames, len(frames))
