@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.config import load_cell_config
 from controller.core.encoder import EncoderHistory
 from controller.core.matcher import Matcher
 from controller.inference.adapters import MultiLabelAdapter
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "recipes/models/demo_defects.onnx"
 OUT = ROOT / ".bench"
 # The GPU providers first, as a cell config does: on a machine without an NVIDIA GPU this is the CPU.
+#: "the configured batch": the demo cell's inference.max_batch.
+BATCH = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml").inference.max_batch
 PROVIDERS = tuple(os.environ.get("BENCH_PROVIDERS", ",".join(DEFAULT_PROVIDERS)).split(","))
 
 
@@ -96,7 +99,7 @@ def test_inference_throughput_and_controller_cost() -> None:
         runner = OnnxRunner(path, PROVIDERS)
         print(f"\n{label}: {runner.info.provider}")
         pre = Preprocessor(PreprocessSpec((size, size), (size, size)))
-        for b in (1, 8):
+        for b in (1, BATCH):
             batch = np.empty((b, 3, size, size), dtype=np.float32)
             for i, f in enumerate(_frames(b, size)):
                 pre(f.image, batch[i])
