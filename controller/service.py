@@ -3,7 +3,8 @@
 Threads and their roles (all named):
 - the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
 - `plc-io` reads the whole input area once per cycle, writes the header and queued verdicts;
-- each camera driver's own thread delivers frames; `infer-0` runs batches; `records` writes.
+- each camera driver's own thread delivers frames; `infer-N-prep` preprocesses views and
+  `infer-N` runs batches (N: the recipe generation); `records` writes.
 Nothing here blocks the loop; every queue between threads is bounded.
 """
 
