@@ -143,11 +143,11 @@ class OnnxRunner:
             so.inter_op_num_threads = 1
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            model_input = _model_input(path) if prov == "TensorrtExecutionProvider" else None
             quiet: contextlib.AbstractContextManager[list[str]] = (
                 _captured_output() if prov in GPU_PROVIDERS else contextlib.nullcontext([])
             )
             try:
+                model_input = _model_input(path) if prov == "TensorrtExecutionProvider" else None
                 with quiet as noise:
                     sess = ort.InferenceSession(
                         str(path),
