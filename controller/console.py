@@ -18,7 +18,17 @@ from controller.service import STAGES, StatusSnapshot
 _STATE_STYLE = {"EXECUTE": "bold green", "HELD": "bold yellow", "ABORTED": "bold red", "STOPPED": "bold"}
 #: Columns and rows the full view needs.
 FULL_SIZE = (100, 30)
-KEYS = "s start  h hold  u unhold  r reset  c clear  x stop  a abort  q quit"
+#: The console's command keys (state commands of the local API).
+COMMAND_KEYS = {
+    "s": "start",
+    "h": "hold",
+    "u": "unhold",
+    "r": "reset",
+    "c": "clear",
+    "x": "stop",
+    "a": "abort",
+}
+KEYS = "  ".join(f"{k} {cmd}" for k, cmd in COMMAND_KEYS.items()) + "  q quit"
 
 
 def _ms(v: float) -> str:

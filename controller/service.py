@@ -482,8 +482,8 @@ class CellService:
     def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            for o in outcomes:
-                o[4].release()
+            for *_, frame in outcomes:
+                frame.release()
             return
         loop.call_soon_threadsafe(self._on_results, outcomes)  # one wake-up per batch, not per view
 

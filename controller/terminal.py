@@ -19,22 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from queue import Empty, Queue
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from controller.api import ApiError, request
-from controller.console import KEYS, render_status, render_unreachable
+from controller.console import COMMAND_KEYS, KEYS, render_status, render_unreachable
 from controller.service import snapshot_from_dict
 
-COMMAND_KEYS = {
-    "s": "start",
-    "h": "hold",
-    "u": "unhold",
-    "r": "reset",
-    "c": "clear",
-    "x": "stop",
-    "a": "abort",
-}
 CONFIRM = {"stop", "abort"}
 
 
@@ -116,7 +107,7 @@ class ConsoleSession:
             return self.message
         return KEYS
 
-    def frame(self, size: tuple[int, int]) -> object:
+    def frame(self, size: tuple[int, int]) -> RenderableType:
         try:
             reply = request(self.socket, {"op": "status"}, timeout=1.0)
         except ApiError as exc:
@@ -132,7 +123,7 @@ def attach(socket: Path, refresh_hz: float = 4.0) -> int:
     with _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         try:
             while True:
-                live.update(session.frame((console.width, console.height)), refresh=True)  # type: ignore[arg-type]
+                live.update(session.frame((console.width, console.height)), refresh=True)
                 deadline = time.monotonic() + 1.0 / refresh_hz
                 while (left := deadline - time.monotonic()) > 0:
                     try:
@@ -141,6 +132,6 @@ def attach(socket: Path, refresh_hz: float = 4.0) -> int:
                         break
                     if not session.key(ch):
                         return 0
-                    live.update(session.frame((console.width, console.height)), refresh=True)  # type: ignore[arg-type]
+                    live.update(session.frame((console.width, console.height)), refresh=True)
         except KeyboardInterrupt:
             return 0

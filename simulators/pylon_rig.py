@@ -63,6 +63,9 @@ class PylonRig:
         self.cfg = cfg
         ensure_emulation(len(names))
         self.cameras: list[PylonCamera] = []
+        self._queues: list[queue.Queue[Trigger | None]] = [queue.Queue(maxsize=64) for _ in names]
+        self._threads: list[threading.Thread] = []
+        self.lost_triggers = 0
         dirs = render_folders(cfg, len(names), folder)
         try:
             for k, (name, d) in enumerate(zip(names, dirs, strict=True)):
@@ -76,9 +79,6 @@ class PylonRig:
         except Exception:
             self.close()
             raise
-        self._queues: list[queue.Queue[Trigger | None]] = [queue.Queue(maxsize=64) for _ in names]
-        self._threads: list[threading.Thread] = []
-        self.lost_triggers = 0
 
     def start(self, triggers: Connection) -> None:
         """Take triggers from the line PLC (a pipe) and fire each camera's software trigger."""
@@ -116,7 +116,7 @@ class PylonRig:
         self._threads = []
 
     def close(self) -> None:
-        for q in getattr(self, "_queues", []):
+        for q in self._queues:
             with contextlib.suppress(queue.Full):
                 q.put_nowait(None)
         for cam in self.cameras:
