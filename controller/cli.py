@@ -159,12 +159,25 @@ def _recipe_schema(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> int:
-    from controller.contract import contract_table
+    from controller.contract import ALARMS, contract_markdown, contract_table
 
-    print("| area | byte | field | S7 type | meaning |")
-    print("|---|---|---|---|---|")
-    for area, off, name, typ, meaning in contract_table(args.ring_size):
-        print(f"| {area} | {off} | `{name}` | {typ} | {meaning} |")
+    try:
+        rows = contract_table(args.ring_size)
+    except ValueError as exc:
+        print(f"cellctl contract: {exc}", file=sys.stderr)
+        return 2
+    if args.markdown:
+        print(contract_markdown(args.ring_size))
+        return 0
+    head = ("area", "byte", "field", "type", "meaning")
+    cells = [head, *((a, str(o), n, t, m) for a, o, n, t, m in rows)]
+    width = [max(len(r[i]) for r in cells) for i in range(4)]
+    for r in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], width, strict=True)) + "  " + r[4])
+    print("\nalarms:")
+    for code, meaning, cause, does, clears in ALARMS:
+        print(f"  {int(code):3d}  {meaning}: {cause}. {does}. Cleared by {clears}.")
+    print("\n(--markdown prints the whole contract with every code, as in the README)")
     return 0
 
 
@@ -264,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     rsch = rs.add_parser("schema", help="print the recipe and cell config schema (Markdown)")
     rsch.set_defaults(func=_recipe_schema)
 
-    c = sub.add_parser("contract", help="print the PLC data contract as a Markdown table")
+    c = sub.add_parser("contract", help="print the PLC data contract (areas, codes, alarms)")
+    c.add_argument("--markdown", action="store_true", help="the whole contract as Markdown (the README's)")
     c.add_argument("--ring-size", type=int, default=16)
     c.set_defaults(func=_contract)
     return ap

@@ -148,6 +148,11 @@ class CellConfig(_Strict):
     max_belt_speed_mm_s: float = Field(
         1000.0, gt=0, le=10_000, description="fastest the conveyor runs (mm/s); recipes must keep up with it"
     )
+    min_part_pitch_mm: float = Field(
+        20.0, gt=0, le=10_000,
+        description="shortest distance between two parts at the sensor (mm); more parts between two "
+        "reads of the PLC than the belt travel allows are PLC data the cell does not believe",
+    )  # fmt: skip
     cameras: tuple[CameraConfig, ...] = Field(min_length=1, max_length=16)
     plc: PlcConfig = PlcConfig()
     inference: InferenceConfig = InferenceConfig()
@@ -156,6 +161,11 @@ class CellConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> CellConfig:
+        if self.simulation.belt_speed_mm_s > self.max_belt_speed_mm_s:
+            raise ValueError(
+                f"simulation.belt_speed_mm_s {self.simulation.belt_speed_mm_s:g} is faster than "
+                f"max_belt_speed_mm_s {self.max_belt_speed_mm_s:g}: raise max_belt_speed_mm_s"
+            )
         if self.plc.protocol == "modbus" and self.plc.ring_size > 8:
             raise ValueError("plc.ring_size must be at most 8 for Modbus: one read holds 125 registers")
         names = [c.name for c in self.cameras]

@@ -116,11 +116,12 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
 async def _supervise(
     service: CellService, notifier: Notifier, stop: asyncio.Event, task: asyncio.Task[None]
 ) -> None:
-    """READY once everything is up; STATUS each second; watchdog pets while the loop is healthy."""
+    """READY once everything is up; STATUS each second; watchdog pets while the loop makes progress."""
     pet = watchdog_interval()
     period = min(1.0, pet) if pet else 1.0
     ready = False
     last_status = 0.0
+    last_progress = -1
     while not stop.is_set():
         if task.done():
             await task  # the service failed: its exception ends the run (systemd restarts it)
@@ -130,7 +131,9 @@ async def _supervise(
             ready = True
             notifier.notify(READY=1, STATUS=status_line(service))
             log.info("ready: PLC link, cameras and model are up")
-        if pet and service.healthy():
+        # Alive is not enough: a loop that fails on every PLC cycle must be restarted too.
+        if pet and service.healthy() and service.progress != last_progress:
+            last_progress = service.progress
             notifier.notify(WATCHDOG=1)
         if now - last_status >= 1.0:
             last_status = now

@@ -63,6 +63,9 @@ class PlcLink(Protocol):
         """The cell → PLC header (heartbeat, state, acknowledgements)."""
         ...
 
-    def write_verdict(self, part_id: int, verdict: Verdict, reason: int, attempt: int) -> None:
-        """One verdict slot, in one request."""
+    def write_verdict(
+        self, part_id: int, verdict: Verdict, reason: int, attempt: int, sensor_count: int
+    ) -> None:
+        """One verdict slot, in one request; `sensor_count` echoes the part's, so the PLC can tell
+        a verdict for this part from a stale one for an earlier part with the same id."""
         ...

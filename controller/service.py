@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import struct
 import threading
 import time
 from collections import deque
@@ -24,7 +23,14 @@ from typing import Any
 import numpy as np
 
 from controller.config import CellConfig, Recipe, content_hash
-from controller.contract import CELL_FLAG_INSPECTING, AckStatus, RecipeResult, Verdict, area_layout
+from controller.contract import (
+    AckStatus,
+    AlarmCode,
+    RecipeResult,
+    Verdict,
+    area_layout,
+    cell_header_bytes,
+)
 from controller.core.cell import (
     Action,
     Alarm,
@@ -49,8 +55,6 @@ from controller.recipes import check_recipe, find_recipe
 from controller.records import PartRecord, RecordStore
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct(">10HI")
 
 
 @dataclass
@@ -81,6 +85,9 @@ def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
         reject_offset=counts(st.reject_mm),
         confirm_offset=counts(st.confirm_mm),
         match_tolerance=counts(cell.match_tolerance_mm),
+        max_counts_per_s=cell.max_belt_speed_mm_s * cpm,
+        counts_per_mm=cpm,
+        min_part_pitch=max(1, counts(cell.min_part_pitch_mm)),
         ack_timeout_s=cell.plc.ack_timeout_ms / 1000.0,
         plc_heartbeat_timeout_s=cell.plc.heartbeat_timeout_s,
         fusion=FusionRule(f.rule, f.k, f.weights, f.threshold),
@@ -177,12 +184,14 @@ class CellService:
         self.store = RecordStore(root / cell.records.database, root / cell.records.images, run_id)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._verdicts: queue.Queue[WriteVerdict] = queue.Queue(maxsize=4 * self.layout.ring_size)
-        self._header = _HEADER.pack(0, int(State.STOPPED), 0, 0, 0, 0, 0, 0, recipe.number, 0, 0)
+        self._header = cell_header_bytes(state=int(State.STOPPED), active_recipe=recipe.number)
         self._heartbeat = 0
         self._io_stop = threading.Event()
         self._io_thread = threading.Thread(target=self._io_main, name="plc-io", daemon=True)
         self.link_up = False
         self._last_inputs = 0.0
+        self._progress = 0  # PLC cycles handled without error, and reconnect attempts
+        self._loop_errors = 0
         self._frames: dict[int, dict[str, Frame]] = {}
         self._images: dict[int, dict[str, np.ndarray]] = {}
         self._passed_seen = 0
@@ -344,6 +353,12 @@ class CellService:
         """The threads the control loop depends on are alive (checked before petting the watchdog)."""
         return self._io_thread.is_alive() and self.active.worker.alive
 
+    @property
+    def progress(self) -> int:
+        """Grows with every PLC cycle handled without error (and every reconnect attempt while
+        the link is down): the watchdog is petted only while it grows."""
+        return self._progress
+
     # ------------------------------------------------------------------ life
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -417,6 +432,7 @@ class CellService:
                 try:
                     self.link.connect()
                 except Exception as exc:
+                    loop.call_soon_threadsafe(self._reconnecting)
                     if backoff == 0.1:
                         log.error("PLC link down: %s", exc)  # once, then quietly until it recovers
                     self._io_stop.wait(backoff)
@@ -437,7 +453,7 @@ class CellService:
                     w = self._verdicts.get(timeout=max(0.0, next_read - time.monotonic()))
                 except queue.Empty:
                     continue
-                self.link.write_verdict(w.part_id, w.verdict, int(w.reason), w.attempt)
+                self.link.write_verdict(w.part_id, w.verdict, int(w.reason), w.attempt, w.sensor_count)
                 loop.call_soon_threadsafe(self.core.verdict_written, w.part_id, time.monotonic())
             except Exception as exc:
                 log.error("PLC link lost: %s", exc)
@@ -448,19 +464,24 @@ class CellService:
     def _on_link_lost(self, why: str) -> None:
         self._execute(self.core.link_lost(why))
 
+    def _reconnecting(self) -> None:
+        self._progress += 1
+
     def _on_inputs(self, snap: np.void, t: float, round_trip: float) -> None:
         self._last_inputs = t
-        self._execute(self.core.on_plc_inputs(snap, t, round_trip))
+        try:
+            actions = self.core.on_plc_inputs(snap, t, round_trip)
+        except Exception as exc:  # a bug: it must stop the line visibly, never freeze it silently
+            self._loop_errors += 1
+            if self._loop_errors == 1 or self._loop_errors % 1000 == 0:
+                log.exception("control loop error #%d handling PLC data", self._loop_errors)
+            text = f"control loop error handling PLC data: {type(exc).__name__}: {exc}"[:200]
+            actions = self.core.fault(AlarmCode.CONTROL_LOOP_ERROR, text, t)
+        else:
+            self._progress += 1
+        self._execute(actions)
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
-        c = self.core
-        alarm = max(c.alarms, default=0)
-        flags = CELL_FLAG_INSPECTING if c.inspecting else 0
-        self._header = _HEADER.pack(
-            self._heartbeat, int(c.state), c.cmd_ack_seq & 0xFFFF, int(c.cmd_result),
-            c.recipe_ack_seq & 0xFFFF, int(c.recipe_result), alarm, flags,
-            c.announced_plan.recipe_number, 0,
-            c.recipe_from_part & 0xFFFFFFFF,
-        )  # fmt: skip
+        self._header = cell_header_bytes(heartbeat=self._heartbeat, **self.core.header_fields())
 
     # ------------------------------------------------------- frames, results
     def _frame_from_camera(self, frame: Frame) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import struct
-
-from controller.contract import AreaLayout, Verdict
-
-_VERDICT = struct.Struct(">IBBH")
+from controller.contract import AreaLayout, Verdict, verdict_slot_bytes
 
 
 class PlcLinkError(Exception):
@@ -21,8 +17,10 @@ class AreaWriter:
     def write_header(self, data: bytes) -> None:
         self._write(0, data)
 
-    def write_verdict(self, part_id: int, verdict: Verdict, reason: int, attempt: int) -> None:
-        data = _VERDICT.pack(part_id & 0xFFFFFFFF, int(verdict), attempt & 0xFF, int(reason) & 0xFFFF)
+    def write_verdict(
+        self, part_id: int, verdict: Verdict, reason: int, attempt: int, sensor_count: int
+    ) -> None:
+        data = verdict_slot_bytes(part_id, int(verdict), attempt, int(reason), sensor_count)
         self._write(self.layout.verdict_offset(part_id), data)
 
     def _write(self, offset: int, data: bytes) -> None:

@@ -111,6 +111,7 @@ class _Part:
     truth: PartTruth
     travel: int
     offsets: list[int]
+    sensor_count: int = 0  # raw, as written to its part slot
     next_cam: int = 0
     verdict: int = 0
     accepted_attempt: int = 0
@@ -163,6 +164,42 @@ class PlcScan:
         self._seq = {"command": 0, "recipe": 0}
         self._spurious: list[tuple[int, int]] = []
         self.dropped_writes = 0
+        self._next_id = 1  # part ids since the PLC's last start; `registered` counts all parts
+        self._encoder_offset = 0
+        self._part_seq_glitch: tuple[int, int] | None = None  # (jump, scans left)
+        self._bad_slot_id: int | None = None
+
+    # -- faults a real PLC shows, injected on purpose (tests, `cellctl demo`)
+    FAULTS = ("encoder_step", "restart", "part_seq_glitch", "bad_part_slot", "unknown_disposition")
+
+    def inject(self, fault: str, value: int = 0) -> None:
+        """Make this PLC misbehave once: see FAULTS. Applied from the next scan on."""
+        if fault == "encoder_step":  # the encoder value jumps by `value` counts (card swap, preset)
+            self._encoder_offset += value
+        elif fault == "restart":  # the PLC restarts: its memory and counters start from 0
+            self._restart()
+        elif fault == "part_seq_glitch":  # part_seq reads `value` higher for 10 ms, then right again
+            self._part_seq_glitch = (value, max(1, round(0.01 / self.cfg.scan_s)))
+        elif fault == "bad_part_slot":  # the next part's slot carries id `value` instead of its own
+            self._bad_slot_id = value
+        elif fault == "unknown_disposition":  # a disposition for part `value`, which never existed
+            self._report_disposition(value, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
+        else:
+            raise ValueError(f"unknown PLC fault {fault!r} (known: {', '.join(self.FAULTS)})")
+
+    def _restart(self) -> None:
+        # What was on the belt is purged: a restarted PLC rejects every part it no longer tracks.
+        for part in self.queue:
+            part.kicked = part.removed = True
+            part.cause = DispositionCause.NO_VERDICT
+            self.outcomes.append(self._outcome(part))
+        self.queue.clear()
+        self.by_id.clear()
+        for name in self.plc.dtype.names or ():
+            self.plc[name] = 0
+        self._encoder_offset = -(self.cfg.encoder_start + self._travel)
+        self._next_id = 1
+        self._seq = {"command": 0, "recipe": 0}
 
     # -- the HMI side of the PLC: commands for the cell through the command word
     # Both requests are one handshake: write the value, then a new sequence number; the cell
@@ -208,7 +245,7 @@ class PlcScan:
             self._travel = self.travel_at(now)
         travel = self._travel
         hdr["heartbeat"] = (int(hdr["heartbeat"]) + 1) & 0xFFFF
-        hdr["encoder"] = (cfg.encoder_start + travel) % WRAP
+        hdr["encoder"] = (cfg.encoder_start + travel + self._encoder_offset) % WRAP
         self._watch_cell_heartbeat(now)
         hdr["plc_flags"] = (PLC_FLAG_RUNNING if self.running else 0) | (
             PLC_FLAG_CELL_HEARTBEAT_OK if self.cell_heartbeat_ok else 0
@@ -217,6 +254,11 @@ class PlcScan:
         self._triggers(travel)
         self._take_verdicts(travel)
         self._stations(travel)
+        hdr["part_seq"] = self._next_id - 1
+        if self._part_seq_glitch is not None:
+            jump, left = self._part_seq_glitch
+            hdr["part_seq"] = (self._next_id - 1 + jump) % WRAP
+            self._part_seq_glitch = (jump, left - 1) if left > 1 else None
 
     def _watch_cell_heartbeat(self, now: float) -> None:
         hb = int(self.cell["header"]["heartbeat"])
@@ -239,14 +281,16 @@ class PlcScan:
                 self.feeding = False
                 break
             self.registered += 1
-            pid = self.registered
+            pid = self._next_id
+            self._next_id += 1
             reg = self._next_travel + debounce
             part = _Part(self.parts_gen.next(pid), reg, self._offsets_for(pid))
             self.queue.append(part)
             self.by_id[pid] = part
             slot = self.plc["parts"][pid % n]
-            slot["part_id"] = pid
-            slot["sensor_count"] = (cfg.encoder_start + reg) % WRAP
+            slot["part_id"] = pid if self._bad_slot_id is None else self._bad_slot_id
+            self._bad_slot_id = None
+            slot["sensor_count"] = part.sensor_count = (cfg.encoder_start + reg + self._encoder_offset) % WRAP
             self.plc["header"]["part_seq"] = pid  # bumped after the slot is written
             pitch = cfg.pitch_mm * (1.0 + self.rng.uniform(-cfg.spacing_jitter, cfg.spacing_jitter))
             self._next_travel += cfg.counts(pitch)
@@ -254,6 +298,10 @@ class PlcScan:
                 cam = int(self.rng.integers(len(self.cam_offsets)))
                 # A stray pulse halfway between two parts: no part is in front of the lens.
                 self._spurious.append((cam, reg + self.cam_offsets[cam] + cfg.counts(pitch / 2)))
+
+    def sensor_count(self, part_id: int) -> int:
+        """The raw encoder count a part on the belt was registered at."""
+        return self.by_id[part_id].sensor_count
 
     def _offsets_for(self, pid: int) -> list[int]:
         """Trigger offsets for a new part: the cell's active recipe applies from its boundary part on."""
@@ -289,6 +337,8 @@ class PlcScan:
             key = (pid, int(s["attempt"]))
             if key in part.seen or part.accepted_attempt:
                 continue
+            if int(s["sensor_count"]) != part.sensor_count:
+                continue  # a verdict for an earlier part with this id (before a restart): not this one
             part.seen.add(key)
             if self.cfg.drop_verdict_writes and self.rng.random() < self.cfg.drop_verdict_writes:
                 self.dropped_writes += 1  # the write never reached this PLC's memory
@@ -323,26 +373,29 @@ class PlcScan:
         while self.queue and travel - self.queue[0].travel >= self.confirm:
             self._report(self.queue.popleft())
 
-    def _report(self, part: _Part) -> None:
-        n = self.layout.ring_size
-        self.outcomes.append(
-            Outcome(
-                part.truth.part_id,
-                part.truth.defective,
-                tuple(k for k, _ in part.truth.defects),
-                part.kicked,
-                part.removed,
-                int(part.cause),
-                part.verdict,
-            )
+    def _outcome(self, part: _Part) -> Outcome:
+        return Outcome(
+            part.truth.part_id,
+            part.truth.defective,
+            tuple(k for k, _ in part.truth.defects),
+            part.kicked,
+            part.removed,
+            int(part.cause),
+            part.verdict,
         )
+
+    def _report(self, part: _Part) -> None:
+        self.outcomes.append(self._outcome(part))
         del self.by_id[part.truth.part_id]
+        self._report_disposition(part.truth.part_id, part.kicked, part.removed, int(part.cause))
+
+    def _report_disposition(self, part_id: int, kicked: bool, removed: bool, cause: int) -> None:
         hdr = self.plc["header"]
         seq = int(hdr["dispo_seq"]) + 1
-        d = self.plc["dispos"][seq % n]
-        d["part_id"] = part.truth.part_id
-        d["flags"] = (DISPO_KICKED if part.kicked else 0) | (DISPO_CONFIRMED_REMOVED if part.removed else 0)
-        d["cause"] = int(part.cause)
+        d = self.plc["dispos"][seq % self.layout.ring_size]
+        d["part_id"] = part_id
+        d["flags"] = (DISPO_KICKED if kicked else 0) | (DISPO_CONFIRMED_REMOVED if removed else 0)
+        d["cause"] = cause
         hdr["dispo_seq"] = seq
 
     @property

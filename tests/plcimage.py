@@ -42,6 +42,10 @@ class PlcImage:
         d["cause"] = cause
         self.area["header"]["dispo_seq"] = seq
 
+    def restart(self) -> None:
+        """The PLC restarted: its memory is back at zero (sequences, rings, heartbeat)."""
+        self.buf[:] = bytes(len(self.buf))
+
     def command(self, code: int) -> None:
         h = self.area["header"]
         h["cmd_code"] = code

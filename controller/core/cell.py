@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from controller.contract import (
+    CELL_FLAG_INSPECTING,
+    CONTRACT_VERSION,
     DISPO_CONFIRMED_REMOVED,
     DISPO_KICKED,
     AckStatus,
+    AlarmCode,
     AreaLayout,
     CommandResult,
     DispositionCause,
@@ -27,8 +30,9 @@ from controller.contract import (
 )
 from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_diff
 from controller.core.fusion import FusionRule, fuse
-from controller.core.matcher import Matcher, MatchKind
+from controller.core.matcher import Match, Matcher, MatchKind
 from controller.core.packml import CellStateMachine, Command, CommandRefused, State
+from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,11 @@ class CellPlan:
     ack_timeout_s: float = 0.02
     plc_heartbeat_timeout_s: float = 1.0
     max_sample_round_trip_s: float = 0.002
+    #: Fastest the encoder can count (counts/s): a bigger step is not believed.
+    max_counts_per_s: float = 100_000.0
+    counts_per_mm: float = 10.0  # for messages in mm
+    #: Shortest distance between two parts at the sensor (counts): more parts are not believed.
+    min_part_pitch: int = 1
     hold_on_unconfirmed_kick: bool = True
     recipe_name: str = ""
     recipe_number: int = 0
@@ -78,6 +87,7 @@ class WriteVerdict:
     verdict: Verdict
     reason: ReasonCode
     attempt: int
+    sensor_count: int = 0  # the raw count the PLC registered the part at (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +118,6 @@ class DropFrame:
 Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame | RecipeRequest
 
 
-class AlarmCode:
-    PLC_HEARTBEAT_LOST = 10
-    PLC_LINK_LOST = 13
-    PART_RING_OVERRUN = 11
-    DISPO_RING_OVERRUN = 12
-    MISROUTE = 20
-    REJECT_NOT_CONFIRMED = 21
-    NO_DISPOSITION = 22
-    CAMERA_LOST = 30
-
-
 class CellCore:
     """Deterministic cell logic. One owner (the control loop) calls it; it never blocks."""
 
@@ -135,8 +134,19 @@ class CellCore:
         self.alarms: dict[int, str] = {}
         self.latencies: deque[float] = deque(maxlen=4096)
         self.inference_ready = False
-        self._part_seq: int | None = None
-        self._dispo_seq: int | None = None
+        self._part_seq = SequenceWatch()
+        self._dispo_seq = SequenceWatch()
+        self._part_base = 0  # parts up to this id were on the belt before the cell's first read
+        self._part_seq_pos = 0  # belt position when part_seq last advanced
+        self._t_encoder: float | None = None  # when the encoder value last changed
+        self._t_read: float | None = None  # when the PLC area was last read
+        self._sample_hb: int | None = None  # PLC heartbeat of the last encoder sample
+        self.plc_scan_s = 0.0  # measured: time between new PLC data (EWMA)
+        self._t_sample: float | None = None
+        self._ambiguous: deque[bool] = deque(maxlen=200)
+        self._outbox: list[Action] = []  # raised between PLC cycles, returned with the next one
+        self._hold_pending = False
+        self.epoch = 0
         self._cmd_seq: int | None = None
         self.cmd_ack_seq = 0
         self.cmd_result = CommandResult.NONE
@@ -156,10 +166,18 @@ class CellCore:
             self.sm.command(cmd)
         except CommandRefused as exc:
             return str(exc)
+        self._hold_pending = False
         if cmd in (Command.RESET, Command.CLEAR, Command.UNHOLD):
             # Alarms whose cause persists are raised again by the next snapshot.
             self.alarms.clear()
         return None
+
+    def _hold(self) -> None:
+        """Hold now, or as soon as the acting state towards Execute completes."""
+        if Command.HOLD in self.sm.allowed():
+            self.sm.command(Command.HOLD)
+        elif self.sm.state in (State.STARTING, State.UNHOLDING, State.UNSUSPENDING):
+            self._hold_pending = True
 
     @property
     def state(self) -> State:
@@ -180,6 +198,9 @@ class CellCore:
         if s is State.STOPPING and self.undecided:
             return
         self.sm.complete_acting()
+        if self._hold_pending and Command.HOLD in self.sm.allowed():
+            self._hold_pending = False
+            self.sm.command(Command.HOLD)
 
     # ---------------------------------------------------------------- PLC input
     def on_plc_inputs(self, snap: np.void, now: float, round_trip: float = 0.0) -> list[Action]:
@@ -189,23 +210,131 @@ class CellCore:
         does not say precisely when the encoder was sampled, so it does not feed the
         time → position history that frames are matched with.
         """
-        actions: list[Action] = []
+        actions, self._outbox = self._outbox, []
         hdr = snap["header"]
-        self.position = self.encoder.update(int(hdr["encoder"]))
-        if round_trip <= self.plan.max_sample_round_trip_s:
-            self.history.add(now, self.position)
-        else:
-            self.counts["imprecise_encoder_samples"] += 1
+        self._track_encoder(int(hdr["encoder"]), int(hdr["heartbeat"]), now, round_trip, actions)
         self._watch_heartbeat(int(hdr["heartbeat"]), now, actions)
+        parts, dispos = self._watch_sequences(int(hdr["part_seq"]), int(hdr["dispo_seq"]), now, actions)
         self._handle_command(int(hdr["cmd_seq"]), int(hdr["cmd_code"]))
         self._handle_recipe_request(int(hdr["recipe_seq"]), int(hdr["recipe_number"]), actions)
-        self._register_parts(snap, now, actions)
+        self._register_parts(snap, parts, now, actions)
         self._handle_acks(snap, now)
         self._decide_overdue(now, actions)
         self._repeat_unacked(now, actions)
-        self._handle_dispositions(snap, now, actions)
+        self._handle_dispositions(snap, dispos, now, actions)
         self._advance_acting_states()
         return actions
+
+    # ------------------------------------------------- PLC data the cell checks
+    def _track_encoder(self, raw: int, hb: int, now: float, round_trip: float, actions: list[Action]) -> None:
+        """Follow the encoder; a step back, or further than the belt can move, is not believed.
+
+        A PLC publishes its encoder once per scan, so reads in between repeat a stale value. Only
+        new PLC data (a new encoder value or heartbeat) is a sample, timed halfway between the
+        read that still showed the old data and this one, give or take half that interval.
+        """
+        t_prev, self._t_read = self._t_read, now
+        if self._t_encoder is not None and raw != self.encoder.raw:
+            step = signed_diff(raw, self.encoder.raw or 0)
+            dt = max(now - self._t_encoder, 0.0)
+            # A PLC publishes its encoder once per scan: allow a few scans' worth on top.
+            limit = self.plan.max_counts_per_s * (2.0 * dt + 0.05) + self.plan.match_tolerance
+            if step < -self.plan.match_tolerance or step > limit:
+                self.encoder.rebase(raw)  # positions go on from here: tracking stays monotonic
+                self.history.clear()
+                self._t_encoder = now
+                self._untrusted(
+                    AlarmCode.ENCODER_IMPLAUSIBLE,
+                    f"encoder stepped {step:+d} counts in {dt * 1e3:.0f} ms (max {limit:.0f})",
+                    now,
+                    actions,
+                )
+                return
+        fresh = raw != self.encoder.raw or hb != self._sample_hb
+        if self._t_encoder is None or raw != self.encoder.raw:
+            self._t_encoder = now
+        self.position = self.encoder.update(raw)
+        if not fresh:
+            return
+        self._sample_hb = hb
+        if round_trip > self.plan.max_sample_round_trip_s:
+            self.counts["imprecise_encoder_samples"] += 1
+            return
+        half = (now - t_prev) / 2.0 if t_prev is not None else 0.0
+        t_sample = now - half
+        if self._t_sample is not None:
+            gap = t_sample - self._t_sample
+            self.plc_scan_s = gap if self.plc_scan_s == 0.0 else 0.9 * self.plc_scan_s + 0.1 * gap
+        self._t_sample = t_sample
+        self.history.add(t_sample, self.position, half + round_trip / 2.0)
+
+    def _watch_sequences(
+        self, part_seq: int, dispo_seq: int, now: float, actions: list[Action]
+    ) -> tuple[SeqStep, SeqStep]:
+        n = self.layout.ring_size
+        travel = max(self.position - self._part_seq_pos, 0)
+        parts = self._part_seq.step(part_seq, n + travel // max(self.plan.min_part_pitch, 1), now)
+        dispos = self._dispo_seq.step(dispo_seq, n + len(self.parts), now)
+        if parts.event is SeqEvent.LEARNED:
+            self._part_base = parts.last
+        if parts.event in (SeqEvent.ADVANCED, SeqEvent.ADOPTED, SeqEvent.LEARNED, SeqEvent.RESTARTED):
+            self._part_seq_pos = self.position
+        for name, step, raw in (("part_seq", parts, part_seq), ("dispo_seq", dispos, dispo_seq)):
+            code = AlarmCode.PART_DATA_INVALID if name == "part_seq" else AlarmCode.DISPO_DATA_INVALID
+            if step.event is SeqEvent.JUMP and step.reads == 1:
+                self._untrusted(code, f"{name} jumped to {raw}, from {self._seq_value(name)}", now, actions)
+            elif step.event is SeqEvent.BACK and step.reads == 1:
+                self._untrusted(
+                    code, f"{name} went back to {raw}, from {self._seq_value(name)}", now, actions
+                )
+            elif step.event is SeqEvent.ADOPTED:
+                log.warning("%s: the jump to %d lasted; counting goes on from there", name, raw)
+        if SeqEvent.RESTARTED in (parts.event, dispos.event):
+            self._plc_restarted(part_seq, dispo_seq, now, actions)
+            if parts.event is not SeqEvent.RESTARTED:
+                parts = self._part_seq.follow_restart(part_seq)
+            if dispos.event is not SeqEvent.RESTARTED:
+                dispos = self._dispo_seq.follow_restart(dispo_seq)
+            self._part_base = 0 if parts.event is SeqEvent.RESTARTED else parts.last
+        return parts, dispos
+
+    def _seq_value(self, name: str) -> int:
+        v = (self._part_seq if name == "part_seq" else self._dispo_seq).value
+        return (v or 0) & 0xFFFFFFFF
+
+    def _plc_restarted(self, part_seq: int, dispo_seq: int, now: float, actions: list[Action]) -> None:
+        """The PLC counts from zero again: what it knew of the parts on the belt is gone."""
+        self._untrusted(
+            AlarmCode.PLC_RESTARTED,
+            f"PLC restarted: part_seq {part_seq}, dispo_seq {dispo_seq} went back",
+            now,
+            actions,
+        )
+        for track in list(self.parts.values()):
+            track.alarms.append("plc_restarted")  # recorded without a disposition
+            self._finish(track, actions)
+        self.epoch += 1
+        self._cmd_seq = self._recipe_seq = None  # learnt again, never replayed
+
+    def fault(self, code: AlarmCode, text: str, now: float) -> list[Action]:
+        """Something the owner caught (an error handling PLC data): alarm, fail safe, hold."""
+        actions: list[Action] = []
+        self._untrusted(code, text, now, actions)
+        return actions
+
+    def _untrusted(self, code: AlarmCode, text: str, now: float, actions: list[Action]) -> None:
+        """PLC data the cell cannot follow: alarm, reject every undecided part, hold."""
+        self.counts[f"plc_data:{code.name.lower()}"] += 1
+        self._alarm(code, text, actions)
+        for track in list(self.undecided.values()):
+            for cam, trace in track.views.items():
+                if trace.result is None:
+                    trace.result = ViewResult(cam, ViewStatus.FAILED, cause=ReasonCode.PLC_DATA)
+            self._decide(track, Verdict.NO_DECISION, ReasonCode.PLC_DATA, ["plc_data_invalid"], now)
+            self.matcher.forget(track.part_id)
+            del self.undecided[track.part_id]
+            actions.append(self._write(track, now))
+        self._hold()
 
     def _watch_heartbeat(self, hb: int, now: float, actions: list[Action]) -> None:
         if hb != self._plc_hb:
@@ -214,15 +343,14 @@ class CellCore:
         code = AlarmCode.PLC_HEARTBEAT_LOST
         if now - self._plc_hb_t > self.plan.plc_heartbeat_timeout_s and code not in self.alarms:
             self._alarm(code, "PLC heartbeat stopped changing", actions)
-            if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
-                self.sm.command(Command.HOLD)
+            self._hold()
 
     def link_lost(self, why: str) -> list[Action]:
         """The PLC link failed: alarm, and hold if inspecting (the PLC rejects parts meanwhile)."""
         actions: list[Action] = []
         self._alarm(AlarmCode.PLC_LINK_LOST, f"PLC link lost: {why}", actions)
-        if self.sm.state in (State.EXECUTE, State.STARTING, State.UNHOLDING):
-            self.sm.command(Command.HOLD)
+        self._hold()
+        if self.sm.state is State.HOLDING:
             self.sm.complete_acting()
         return actions
 
@@ -249,6 +377,8 @@ class CellCore:
         try:
             cmd = Command(code)
         except ValueError:
+            cmd = Command.UNDEFINED
+        if cmd is Command.UNDEFINED:
             self.cmd_result = CommandResult.UNKNOWN
             log.warning("PLC command %d is not a PackML command", code)
             return
@@ -286,7 +416,7 @@ class CellCore:
         """
         for cam in plan.cameras:
             self.matcher.add_camera(cam)
-        seen = self._part_seq or 0
+        seen = self._part_seq.value or 0
         if self.inspecting:
             self._pending, self.recipe_from_part = plan, seen + 2
         else:
@@ -302,37 +432,44 @@ class CellCore:
         """The plan for parts from `recipe_from_part` on (published to the PLC)."""
         return self._pending or self.plan
 
-    def _register_parts(self, snap: np.void, now: float, actions: list[Action]) -> None:
-        seq = int(snap["header"]["part_seq"])
-        if self._part_seq is None:
-            self._part_seq = seq  # parts before we connected belong to nobody's inspection
-            return
+    def _register_parts(self, snap: np.void, step: SeqStep, now: float, actions: list[Action]) -> None:
+        if step.event not in (SeqEvent.ADVANCED, SeqEvent.RESTARTED) or step.last < step.first:
+            return  # learned, adopted or not believed: nothing to register from this read
         n = self.layout.ring_size
-        new = seq - self._part_seq
-        if new <= 0:
-            return
-        if new > n:
-            lost = range(self._part_seq + 1, seq - n + 1)
-            self._alarm(AlarmCode.PART_RING_OVERRUN, f"part ring overrun: {len(lost)} parts unseen", actions)
-            for pid in lost:
-                # Position unknown: it passed the sensor within the last cycles.
-                track = PartTrack(pid, 0, self.position, now, inspected=False, plan=self.plan)
-                self._decide(track, Verdict.NO_DECISION, ReasonCode.RING_OVERRUN, ["part_ring_overrun"], now)
-                actions.append(WriteVerdict(pid, track.verdict, track.reason, 1))
-                self._mark_written(track, now)
-                self.parts[pid] = track
+        first = max(step.first, step.last - n + 1)
+        if first > step.first:
+            lost = first - step.first
+            self._alarm(AlarmCode.PART_RING_OVERRUN, f"part ring overrun: {lost} parts unseen", actions)
+            for pid in range(step.first, first):
+                self._unseen_part(pid, ReasonCode.RING_OVERRUN, "part_ring_overrun", now, actions)
         parts = snap["parts"]
-        for pid in range(max(self._part_seq + 1, seq - n + 1), seq + 1):
+        for pid in range(first, step.last + 1):
             slot = parts[pid % n]
-            if int(slot["part_id"]) != pid:
-                self.counts["part_slot_mismatch"] += 1
+            slot_id, sensor_count = int(slot["part_id"]), int(slot["sensor_count"])
+            if slot_id != pid & 0xFFFFFFFF:
+                why = f"slot {pid % n} holds part id {slot_id}, expected {pid} (part_seq {step.last})"
+            elif self.encoder.unwrap_past(sensor_count) > self.position + self.plan.match_tolerance:
+                why = f"part {pid} registered at encoder {sensor_count}, ahead of the belt"
+            else:
+                self._new_part(pid, sensor_count, now, actions)
                 continue
-            self._new_part(pid, int(slot["sensor_count"]), now, actions)
-        self._part_seq = seq
+            self._untrusted(AlarmCode.PART_DATA_INVALID, f"part ring: {why}", now, actions)
+            self._unseen_part(pid, ReasonCode.PLC_DATA, "plc_data_invalid", now, actions)
+
+    def _unseen_part(self, pid: int, reason: ReasonCode, tag: str, now: float, actions: list[Action]) -> None:
+        """A part the PLC announced but the cell could not read: recorded and rejected."""
+        # Position unknown: it passed the sensor within the last cycles.
+        track = PartTrack(pid, 0, self.position, now, inspected=False, plan=self.plan, epoch=self.epoch)
+        self.counts["parts"] += 1
+        self._decide(track, Verdict.NO_DECISION, reason, [tag], now)
+        actions.append(self._write(track, now))
+        self.parts[pid] = track
 
     def _new_part(self, pid: int, sensor_count: int, now: float, actions: list[Action]) -> None:
         pos = self.encoder.unwrap_past(sensor_count)
-        track = PartTrack(pid, sensor_count, pos, now, inspected=self.inspecting, plan=self.plan)
+        track = PartTrack(
+            pid, sensor_count, pos, now, inspected=self.inspecting, plan=self.plan, epoch=self.epoch
+        )
         self.parts[pid] = track
         self.counts["parts"] += 1
         if not track.inspected:
@@ -386,28 +523,15 @@ class CellCore:
                 self.counts["verdict_repeats"] += 1
                 actions.append(self._write(track, now))
 
-    def _handle_dispositions(self, snap: np.void, now: float, actions: list[Action]) -> None:
-        seq = int(snap["header"]["dispo_seq"])
-        if self._dispo_seq is None:
-            self._dispo_seq = seq
-            return
-        n = self.layout.ring_size
-        if seq - self._dispo_seq > n:
-            self._alarm(AlarmCode.DISPO_RING_OVERRUN, "disposition ring overrun", actions)
-        dispos = snap["dispos"]
-        for k in range(max(self._dispo_seq + 1, seq - n + 1), seq + 1):
-            d = dispos[k % n]
-            track = self.parts.get(int(d["part_id"]))
-            if track is None:
-                self.counts["dispo_unknown_part"] += 1
-                continue
-            flags = int(d["flags"])
-            track.kicked = bool(flags & DISPO_KICKED)
-            track.confirmed_removed = bool(flags & DISPO_CONFIRMED_REMOVED)
-            track.plc_cause = int(d["cause"])
-            track.t_disposition = now
-            self._finish(track, actions)
-        self._dispo_seq = seq
+    def _handle_dispositions(self, snap: np.void, step: SeqStep, now: float, actions: list[Action]) -> None:
+        if step.event in (SeqEvent.ADVANCED, SeqEvent.RESTARTED) and step.last >= step.first:
+            n = self.layout.ring_size
+            first = max(step.first, step.last - n + 1)
+            if first > step.first:
+                self._alarm(AlarmCode.DISPO_RING_OVERRUN, "disposition ring overrun", actions)
+            dispos = snap["dispos"]
+            for k in range(first, step.last + 1):
+                self._disposition(k, dispos[k % n], now, actions)
         # A part far past the confirm sensor with no report is finished as such, never dropped.
         stale = 2 * self.plan.confirm_offset
         for track in [t for t in self.parts.values() if self.position - t.sensor_pos > stale]:
@@ -415,6 +539,23 @@ class CellCore:
                 continue
             self._alarm(AlarmCode.NO_DISPOSITION, f"part {track.part_id}: no disposition from PLC", actions)
             self._finish(track, actions)
+
+    def _disposition(self, k: int, d: np.void, now: float, actions: list[Action]) -> None:
+        pid = int(d["part_id"])
+        track = self.parts.get(pid)
+        if track is None:
+            if 0 < pid <= self._part_base:
+                self.counts["dispo_before_connect"] += 1  # on the belt before the cell's first read
+            else:
+                why = f"disposition {k} is for part {pid}, which the cell does not track"
+                self._untrusted(AlarmCode.DISPO_DATA_INVALID, why, now, actions)
+            return
+        flags = int(d["flags"])
+        track.kicked = bool(flags & DISPO_KICKED)
+        track.confirmed_removed = bool(flags & DISPO_CONFIRMED_REMOVED)
+        track.plc_cause = int(d["cause"])
+        track.t_disposition = now
+        self._finish(track, actions)
 
     def _finish(self, track: PartTrack, actions: list[Action]) -> None:
         # The PLC also rejects everything while it misses the cell's heartbeat (the contract).
@@ -447,11 +588,13 @@ class CellCore:
     # ------------------------------------------------------------------ frames
     def on_frame(self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float) -> Action:
         """A frame arrived; returns Infer for a matched one, DropFrame otherwise."""
-        pos = self.history.position_at(t_trigger)
-        if pos is None:
+        found = self.history.locate(t_trigger)
+        if found is None:
             self.counts["frame_before_encoder"] += 1
             return DropFrame(frame, "no encoder position yet")
-        m = self.matcher.match(camera, pos)
+        pos, spread = found
+        m = self.matcher.match(camera, pos, spread)
+        self._watch_ambiguity(m, camera, spread, now)
         for pid in m.missed:
             self.counts[f"missing_frame:{camera}"] += 1
             track = self.undecided.get(pid)
@@ -465,6 +608,30 @@ class CellCore:
         trace = self.undecided[m.part_id].views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = frame_counter, t_trigger, now
         return Infer(m.part_id, camera, frame)
+
+    def _watch_ambiguity(self, m: Match, camera: str, spread: float, now: float) -> None:
+        """Give up the views of parts an ambiguous frame could belong to; alarm when it is common."""
+        self._ambiguous.append(m.kind is MatchKind.AMBIGUOUS)
+        if m.kind is not MatchKind.AMBIGUOUS:
+            return
+        for pid in m.candidates:
+            track = self.undecided.get(pid)
+            if track is not None and camera in track.views:
+                track.views[camera].result = ViewResult(
+                    camera, ViewStatus.MISSING, cause=ReasonCode.FRAME_AMBIGUOUS
+                )
+        n = sum(self._ambiguous)
+        code = AlarmCode.FRAMES_AMBIGUOUS
+        if n >= 5 and n > 0.02 * len(self._ambiguous) and code not in self.alarms:
+            cpm = self.plan.counts_per_mm
+            speed = self.history.speed()
+            text = (
+                f"{n} of the last {len(self._ambiguous)} frames could belong to two parts: position "
+                f"uncertain by ±{(spread + self.plan.match_tolerance) / cpm:.0f} mm (PLC scan "
+                f"{self.plc_scan_s * 1e3:.1f} ms, belt {speed / cpm / 1000:.2f} m/s); the PLC must "
+                "publish its encoder more often, or give trigger pairing"
+            )
+            self._alarm(code, text, self._outbox)  # handed over with the next PLC cycle's actions
 
     def on_view_result(self, part_id: int, result: ViewResult, t_start: float, t_end: float) -> list[Action]:
         """An inference finished (or failed). Fuses when the part's last view is in."""
@@ -499,7 +666,7 @@ class CellCore:
 
     def _write(self, track: PartTrack, now: float) -> WriteVerdict:
         track.attempts += 1
-        return WriteVerdict(track.part_id, track.verdict, track.reason, track.attempts)
+        return WriteVerdict(track.part_id, track.verdict, track.reason, track.attempts, track.sensor_count)
 
     def _mark_written(self, track: PartTrack, now: float) -> None:
         if track.t_first_write is None:
@@ -533,6 +700,21 @@ class CellCore:
         for track in list(self.parts.values()):
             self._finish(track, actions)
         return actions
+
+    def header_fields(self) -> dict[str, int]:
+        """What the cell → PLC header says now (the owner adds its heartbeat)."""
+        return {
+            "state": int(self.state),
+            "cmd_ack_seq": self.cmd_ack_seq,
+            "cmd_result": int(self.cmd_result),
+            "recipe_ack_seq": self.recipe_ack_seq,
+            "recipe_result": int(self.recipe_result),
+            "alarm": max(self.alarms, default=0),
+            "cell_flags": CELL_FLAG_INSPECTING if self.inspecting else 0,
+            "active_recipe": self.announced_plan.recipe_number,
+            "recipe_from_part": self.recipe_from_part,
+            "contract_version": CONTRACT_VERSION,
+        }
 
     def in_flight(self) -> int:
         return len(self.parts)

@@ -22,6 +22,15 @@ class EncoderUnwrapper:
         self._raw: int | None = None
         self.position = 0
 
+    @property
+    def raw(self) -> int | None:
+        """The last raw reading."""
+        return self._raw
+
+    def rebase(self, raw: int) -> None:
+        """Take `raw` as the current position (an implausible step: the position does not jump)."""
+        self._raw = raw
+
     def update(self, raw: int) -> int:
         """Feed one raw reading; returns the unwrapped position."""
         if self._raw is None:
@@ -39,39 +48,61 @@ class EncoderUnwrapper:
 
 
 class EncoderHistory:
-    """Recent (time, position) samples; answers 'where was the belt at time t'.
+    """Recent (time, position, time uncertainty) samples; answers 'where was the belt at time t'.
 
     Frames carry a trigger timestamp, not a position. The answer is a least-squares line
-    through the samples within `window_s` of t: a few stale samples (a PLC scan or a read
-    that ran late) pull it by a fraction of their error instead of all of it.
+    through the samples within `window_s` of t, with how far off it may be: the belt's speed
+    times how uncertain the samples' times are (a PLC publishes its encoder once per scan,
+    somewhere between two of the cell's reads), plus the scatter of the samples about the line.
     """
 
     def __init__(self, size: int = 256, window_s: float = 0.06) -> None:
-        self._samples: deque[tuple[float, int]] = deque(maxlen=size)
+        self._samples: deque[tuple[float, int, float]] = deque(maxlen=size)
         self.window_s = window_s
 
-    def add(self, t: float, position: int) -> None:
+    def clear(self) -> None:
+        self._samples.clear()
+
+    def add(self, t: float, position: int, uncertainty_s: float = 0.0) -> None:
         if self._samples and t <= self._samples[-1][0]:
             return
-        self._samples.append((t, position))
+        self._samples.append((t, position, uncertainty_s))
+
+    def speed(self) -> float:
+        """Counts per second over the newest samples (0 without two)."""
+        s = self._samples
+        if len(s) < 2 or s[-1][0] <= s[0][0]:
+            return 0.0
+        old = next((x for x in s if x[0] >= s[-1][0] - self.window_s), s[0])
+        dt = s[-1][0] - old[0]
+        return (s[-1][1] - old[1]) / dt if dt > 0 else 0.0
 
     def position_at(self, t: float) -> int | None:
+        found = self.locate(t)
+        return None if found is None else found[0]
+
+    def locate(self, t: float) -> tuple[int, float] | None:
+        """(position, ± counts it may be off) of the belt at time t, or None without samples."""
         s = self._samples
         if len(s) < 2:
-            return s[-1][1] if s else None
-        near: list[tuple[float, int]] = []
-        for ts, pos in reversed(s):  # newest first: frames are recent
-            if ts < t - self.window_s:
+            return (s[-1][1], 0.0) if s else None
+        near: list[tuple[float, int, float]] = []
+        for sample in reversed(s):  # newest first: frames are recent
+            if sample[0] < t - self.window_s:
                 break
-            if ts <= t + self.window_s:
-                near.append((ts, pos))
+            if sample[0] <= t + self.window_s:
+                near.append(sample)
         if len(near) < 2:  # far from every sample: the line through the two nearest in time
             near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
         arr = np.asarray(near, dtype=np.float64)
-        t0, p0 = arr[0]
+        t0, p0 = arr[0, 0], arr[0, 1]
         dt, dp = arr[:, 0] - t0, arr[:, 1] - p0
-        var = float(np.dot(dt - dt.mean(), dt - dt.mean()))
+        dtc = dt - dt.mean()
+        var = float(np.dot(dtc, dtc))
         if var <= 0.0:
-            return int(p0)
-        slope = float(np.dot(dt - dt.mean(), dp - dp.mean())) / var
-        return int(round(float(p0 + dp.mean() + slope * (t - t0 - dt.mean()))))  # noqa: RUF046
+            return int(p0), 0.0
+        slope = float(np.dot(dtc, dp - dp.mean())) / var
+        resid = dp - dp.mean() - slope * dtc
+        scatter = float(np.sqrt(np.dot(resid, resid) / len(resid)))
+        spread = abs(slope) * float(arr[:, 2].mean()) + 2.0 * scatter
+        return int(round(float(p0 + dp.mean() + slope * (t - t0 - dt.mean())))), spread  # noqa: RUF046

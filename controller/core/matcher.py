@@ -7,6 +7,7 @@ part already decided. Nothing is guessed: every mismatch is counted.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from dataclasses import dataclass
 from enum import Enum
@@ -16,6 +17,7 @@ class MatchKind(Enum):
     MATCHED = "matched"
     EXTRA = "extra"
     LATE = "late"
+    AMBIGUOUS = "ambiguous"  # more than one part's trigger within the window: not guessed
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +25,7 @@ class Match:
     kind: MatchKind
     part_id: int | None
     missed: tuple[int, ...] = ()
+    candidates: tuple[int, ...] = ()  # AMBIGUOUS: the parts it could be
 
 
 class Matcher:
@@ -40,30 +43,50 @@ class Matcher:
     def expect(self, camera: str, position: int, part_id: int) -> None:
         fifo = self._fifo[camera]
         if fifo and position < fifo[-1][0]:
-            raise ValueError(f"camera {camera}: trigger at {position} is behind {fifo[-1][0]}")
+            # Two parts registered out of belt order (the PLC's sensor counts jitter): keep
+            # the FIFO sorted by position, which is the order the triggers will come in.
+            i = len(fifo)
+            while i > 0 and fifo[i - 1][0] > position:
+                i -= 1
+            fifo.insert(i, (position, part_id))
+            return
         fifo.append((position, part_id))
 
-    def match(self, camera: str, position: int) -> Match:
-        """Assign a frame taken at belt `position` from `camera`."""
+    def match(self, camera: str, position: int, uncertainty: float = 0.0) -> Match:
+        """Assign a frame taken at belt `position` (± `uncertainty` counts) from `camera`.
+
+        It pairs only when exactly one expected trigger lies within tolerance + uncertainty;
+        with two or more it is AMBIGUOUS and those parts' views of this camera are given up.
+        """
         fifo = self._fifo.get(camera)
         if fifo is None:
             self.counts["unknown_camera"] += 1
             return Match(MatchKind.EXTRA, None)
-        tol = self.tolerance
+        tol = self.tolerance + int(uncertainty)
         missed: list[int] = []
         while fifo and fifo[0][0] + tol < position:
             pos, pid = fifo.popleft()
             missed.append(pid)
             self._decided[camera].append((pos, pid))
         self.counts["missing"] += len(missed)
-        if fifo and abs(fifo[0][0] - position) <= tol:
-            _, pid = fifo.popleft()
+        near = [item for item in itertools.islice(fifo, 4) if abs(item[0] - position) <= tol]
+        done = [item for item in self._decided[camera] if abs(item[0] - position) <= tol]
+        if near and len(near) + len(done) > 1:
+            # Triggers of two parts (one maybe already served) lie within the window: this frame
+            # could be either's. Not guessed: the open ones are given up.
+            for item in near:
+                fifo.remove(item)
+                self._decided[camera].append(item)
+            self.counts["ambiguous"] += 1
+            return Match(MatchKind.AMBIGUOUS, None, tuple(missed), tuple(pid for _, pid in near))
+        if near:
+            fifo.remove(near[0])
+            self._decided[camera].append(near[0])
             self.counts["matched"] += 1
-            return Match(MatchKind.MATCHED, pid, tuple(missed))
-        for pos, pid in self._decided[camera]:
-            if abs(pos - position) <= tol:
-                self.counts["late"] += 1
-                return Match(MatchKind.LATE, pid, tuple(missed))
+            return Match(MatchKind.MATCHED, near[0][1], tuple(missed))
+        if done:
+            self.counts["late"] += 1
+            return Match(MatchKind.LATE, done[-1][1], tuple(missed))
         self.counts["extra"] += 1
         return Match(MatchKind.EXTRA, None, tuple(missed))
 

@@ -9,51 +9,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from enum import IntEnum
 from typing import Any
 
 from transitions import Machine
 
+from controller.contract import Command, State
+
 log = logging.getLogger(__name__)
 
-
-class State(IntEnum):
-    """PackML StateCurrent with its wire value."""
-
-    UNDEFINED = 0
-    CLEARING = 1
-    STOPPED = 2
-    STARTING = 3
-    IDLE = 4
-    SUSPENDED = 5
-    EXECUTE = 6
-    STOPPING = 7
-    ABORTING = 8
-    ABORTED = 9
-    HOLDING = 10
-    HELD = 11
-    UNHOLDING = 12
-    SUSPENDING = 13
-    UNSUSPENDING = 14
-    RESETTING = 15
-    COMPLETING = 16
-    COMPLETE = 17
-
-
-class Command(IntEnum):
-    """PackML CntrlCmd with its wire value."""
-
-    UNDEFINED = 0
-    RESET = 1
-    START = 2
-    STOP = 3
-    HOLD = 4
-    UNHOLD = 5
-    SUSPEND = 6
-    UNSUSPEND = 7
-    ABORT = 8
-    CLEAR = 9
-    COMPLETE = 10
+__all__ = ["ACTING", "TRANSITIONS", "CellStateMachine", "Command", "CommandRefused", "State"]
 
 
 S = State

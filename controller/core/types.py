@@ -1,28 +1,12 @@
-"""Value types shared by the cell logic: reasons, view results and part records."""
+"""Value types shared by the cell logic: view results and part records."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import Enum
 from typing import Any
 
-from controller.contract import AckStatus, Verdict
-
-
-class ReasonCode(IntEnum):
-    """The reason code written beside a verdict (wire value). Defects are 100 + class index."""
-
-    NONE = 0
-    DEFECT = 1
-    MISSING_FRAME = 10
-    INFERENCE_FAILED = 11
-    INFERENCE_TIMEOUT = 12
-    OVERLOAD = 13
-    NOT_INSPECTING = 14
-    DEADLINE = 15
-    BAD_FRAME = 16
-    RING_OVERRUN = 17
-    UNCERTAIN = 18
+from controller.contract import AckStatus, ReasonCode, Verdict
 
 
 class ViewStatus(Enum):
@@ -89,9 +73,13 @@ class PartTrack:
     t_disposition: float | None = None
     expected_kick: bool | None = None
     alarms: list[str] = field(default_factory=list)
+    epoch: int = 0  # bumped when the PLC restarts: part ids start again at 1
     plan: Any = None  # the CellPlan that judges this part (fixed at registration)
 
     @property
     def last_trigger(self) -> float | None:
         ts = [v.t_trigger for v in self.views.values() if v.t_trigger is not None]
         return max(ts) if ts else None
+
+
+__all__ = ["PartTrack", "ReasonCode", "Region", "ViewResult", "ViewStatus", "ViewTrace"]

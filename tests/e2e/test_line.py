@@ -121,7 +121,7 @@ def test_2000_parts_3_cameras_over_modbus(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("cell", ["demo-cell.yaml", "demo-cell-modbus.yaml"])
 def test_link_drop_holds_the_cell_and_nothing_passes_without_a_verdict(tmp_path: Path, cell: str) -> None:
-    from controller.core.cell import AlarmCode
+    from controller.contract import AlarmCode
     from controller.core.packml import Command, State
 
     seen: dict[str, Any] = {}

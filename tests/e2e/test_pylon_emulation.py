@@ -35,7 +35,7 @@ def test_emulated_basler_cameras_judge_600_parts(tmp_path: Path) -> None:
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_a_camera_removed_mid_run_alarms_rejects_and_comes_back(tmp_path: Path) -> None:
-    from controller.core.cell import AlarmCode
+    from controller.contract import AlarmCode
     from controller.core.packml import State
 
     seen: dict[str, Any] = {}

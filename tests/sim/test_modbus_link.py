@@ -39,7 +39,7 @@ def test_whole_input_area_in_one_read_and_slots_in_place(plc: SimModbusPlc, link
         plc.plc_area["dispos"][7]["part_id"] = 99
     snap = link.read_inputs()
     assert int(snap["header"]["encoder"]) == 0xFFFFFFF0 and int(snap["dispos"][7]["part_id"]) == 99
-    link.write_verdict(13, Verdict.FAIL, 101, 3)
+    link.write_verdict(13, Verdict.FAIL, 101, 3, 0x1234)
     v = plc.cell_area["verdicts"][13 % 8]
     assert (int(v["part_id"]), int(v["verdict"]), int(v["attempt"]), int(v["reason"])) == (13, 2, 3, 101)
 
@@ -58,7 +58,7 @@ def test_scan_acks_verdicts_over_modbus(plc: SimModbusPlc, link: ModbusPlcLink) 
         t += 0.001
         with plc.locked():
             scan.step(t)
-    link.write_verdict(1, Verdict.PASS, 0, 1)
+    link.write_verdict(1, Verdict.PASS, 0, 1, scan.sensor_count(1))
     with plc.locked():
         scan.step(t + 0.001)
     assert int(link.read_inputs()["acks"][1]["status"]) == AckStatus.ACCEPTED

@@ -41,10 +41,11 @@ def test_read_whole_input_area_in_one_request(plc: SimS7Plc, link: S7PlcLink) ->
 
 
 def test_verdict_write_lands_in_its_slot_and_header_in_its_bytes(plc: SimS7Plc, link: S7PlcLink) -> None:
-    link.write_verdict(21, Verdict.FAIL, 101, 3)
+    link.write_verdict(21, Verdict.FAIL, 101, 3, 0x1234)
     link.write_header(bytes(range(16)))
     v = plc.cell_area["verdicts"][21 % 16]
     assert (int(v["part_id"]), int(v["verdict"]), int(v["attempt"]), int(v["reason"])) == (21, 2, 3, 101)
+    assert int(v["sensor_count"]) == 0x1234
     assert int(plc.cell_area["header"]["state"]) == 0x0203
     assert int(plc.cell_area["verdicts"][4]["part_id"]) == 0  # neighbours untouched
 
@@ -59,7 +60,7 @@ def test_scan_echoes_accepted_verdicts_and_flags_late_ones(plc: SimS7Plc, link: 
         t += 0.001
         with plc.locked():
             scan.step(t)
-    link.write_verdict(1, Verdict.PASS, 0, 1)
+    link.write_verdict(1, Verdict.PASS, 0, 1, scan.sensor_count(1))
     with plc.locked():
         scan.step(t + 0.001)
     ack = link.read_inputs()["acks"][1]
@@ -72,7 +73,7 @@ def test_scan_echoes_accepted_verdicts_and_flags_late_ones(plc: SimS7Plc, link: 
     t += cfg.deadline_mm / cfg.belt_speed_mm_s + 0.01
     with plc.locked():
         scan.step(t)
-    link.write_verdict(2, Verdict.PASS, 0, 1)
+    link.write_verdict(2, Verdict.PASS, 0, 1, scan.sensor_count(2))
     with plc.locked():
         scan.step(t + 0.001)
     assert int(link.read_inputs()["acks"][2]["status"]) == AckStatus.LATE
@@ -103,7 +104,7 @@ def test_scan_rejects_everything_while_the_cell_heartbeat_is_lost(plc: SimS7Plc,
         t += 0.001
         with plc.locked():
             scan.step(t)
-    link.write_verdict(1, Verdict.PASS, 0, 1)  # accepted, but the cell then goes silent
+    link.write_verdict(1, Verdict.PASS, 0, 1, scan.sensor_count(1))  # accepted, but the cell then goes silent
     with plc.locked():
         scan.step(t + 0.001)
         scan.step(t + 1.0)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.contract import AckStatus, CommandResult, DispositionCause, Verdict
+from controller.contract import AckStatus, AlarmCode, CommandResult, DispositionCause, Verdict
 from controller.core.cell import (
     Alarm,
-    AlarmCode,
     CellCore,
     CellPlan,
     DropFrame,
@@ -37,6 +36,8 @@ class Rig:
             confirm_offset=5500,
             match_tolerance=100,
             ack_timeout_s=0.02,
+            max_counts_per_s=2 * SPEED,
+            min_part_pitch=200,
         )
         self.core = CellCore(plan, self.plc.layout)
         self.core.inference_ready = True
@@ -227,9 +228,10 @@ def test_failed_kick_confirmation_raises_alarm() -> None:
 def test_part_ring_overrun_records_every_unseen_part() -> None:
     rig = Rig()
     rig.execute()
-    for pid in range(1, 21):  # 20 parts in one cycle, ring of 16
-        rig.plc.add_part(pid, rig.raw_at(rig.t))
-    acts = rig.tick()
+    stalled = rig.t + 0.5  # the cell did not read for 0.5 s: 5,000 counts, room for 25 parts
+    for pid in range(1, 21):  # 20 parts between two reads, ring of 16
+        rig.plc.add_part(pid, rig.raw_at(stalled))
+    acts = rig.tick(0.5)
     overrun = [w for w in acts if isinstance(w, WriteVerdict) and w.reason is ReasonCode.RING_OVERRUN]
     assert [w.part_id for w in overrun] == [1, 2, 3, 4]
     assert set(rig.core.parts) == set(range(1, 21))

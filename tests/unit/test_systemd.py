@@ -69,3 +69,57 @@ def test_watchdog_interval_is_half_of_systemds(monkeypatch: pytest.MonkeyPatch) 
     assert watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert watchdog_interval() is None
+
+
+class _Service:
+    """What the supervisor reads of a service: readiness, thread health and loop progress."""
+
+    ready = True
+
+    def __init__(self) -> None:
+        self.progress = 0
+
+    def healthy(self) -> bool:
+        return True
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def notify(self, **fields: object) -> bool:
+        self.sent.append(fields)
+        return True
+
+
+def test_watchdog_is_petted_only_while_the_control_loop_makes_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A loop that is alive but fails on every PLC cycle stops the pets (systemd restarts it)."""
+    import asyncio
+
+    from controller import daemon
+
+    monkeypatch.setenv("WATCHDOG_USEC", "100000")  # pet every 50 ms
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setattr(daemon, "status_line", lambda service: "status")
+    service, notes = _Service(), _Notes()
+
+    async def scenario() -> tuple[int, int]:
+        stop = asyncio.Event()
+        idle = asyncio.create_task(asyncio.sleep(10), name="service")
+        sup = asyncio.create_task(daemon._supervise(service, notes, stop, idle))  # type: ignore[arg-type]
+        for _ in range(6):  # progressing
+            service.progress += 1
+            await asyncio.sleep(0.06)
+        progressing = sum("WATCHDOG" in n for n in notes.sent)
+        await asyncio.sleep(0.4)  # stuck: alive, but no cycle handled
+        stuck = sum("WATCHDOG" in n for n in notes.sent) - progressing
+        stop.set()
+        await sup
+        idle.cancel()
+        return progressing, stuck
+
+    progressing, stuck = asyncio.run(scenario())
+    assert progressing >= 4
+    assert stuck <= 1
