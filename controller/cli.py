@@ -31,8 +31,29 @@ def _demo(args: argparse.Namespace) -> int:
         extra_triggers=args.extra_triggers,
         seed=args.seed,
         socket=args.socket,
+        belt_speed_mm_s=args.belt_speed,
+        spacing_jitter=args.spacing_jitter,
+        plc_scan_ms=args.plc_scan_ms,
+        plc_scan_jitter_ms=args.plc_scan_jitter_ms,
+        plc_faults=tuple(args.plc_fault),
     )
     return run_demo(opts)
+
+
+def _plc_fault(text: str) -> tuple[str, int, float]:
+    """NAME[=VALUE]@SECONDS, e.g. restart@10 or encoder_step=-20000@5."""
+    from simulators.line import PlcScan
+
+    head, at, when = text.partition("@")
+    name, _, value = head.partition("=")
+    if name not in PlcScan.FAULTS or not at:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME[=VALUE]@SECONDS with NAME one of {', '.join(PlcScan.FAULTS)}"
+        )
+    try:
+        return name, int(value or 0), float(when)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be an integer and SECONDS a number") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -217,6 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop-frames", type=float, default=None, help="share of frames lost between camera and host"
     )
     d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
+    d.add_argument("--belt-speed", type=float, default=None, help="belt speed in mm/s (default: cell config)")
+    d.add_argument(
+        "--spacing-jitter", type=float, default=None, help="± share of the pitch between parts (0..0.5)"
+    )
+    d.add_argument(
+        "--plc-scan-ms", type=float, default=None, help="the simulated PLC's scan time (default 1)"
+    )
+    d.add_argument("--plc-scan-jitter-ms", type=float, default=None, help="± random variation of each scan")
+    d.add_argument(
+        "--plc-fault",
+        type=_plc_fault,
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]@SECONDS",
+        help="make the simulated PLC misbehave, e.g. restart@10, encoder_step=-20000@5, "
+        "part_seq_glitch=1000@8, bad_part_slot@6, unknown_disposition=99999@7 (repeatable)",
+    )
     d.add_argument("--seed", type=int, default=None, help="simulation seed")
     d.add_argument(
         "--socket", type=Path, default=None, help="control socket (default: CELLCTL_SOCKET or /tmp)"

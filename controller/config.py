@@ -135,6 +135,11 @@ class SimulationConfig(_Strict):
     drop_verdict_writes: float = Field(0.0, ge=0, le=0.5, description="share of verdict writes the PLC loses")
     drop_frames: float = Field(0.0, ge=0, le=0.5)
     extra_triggers: float = Field(0.0, ge=0, le=0.5, description="stray trigger pulses per part")
+    plc_scan_ms: float = Field(1.0, ge=0.5, le=100, description="the simulated PLC's scan time")
+    plc_scan_jitter_ms: float = Field(0.0, ge=0, le=50, description="± random variation of each scan")
+    encoder_start: int = Field(
+        (1 << 32) - 150_000, ge=0, lt=1 << 32, description="raw encoder count when the line starts"
+    )
 
 
 class CellConfig(_Strict):

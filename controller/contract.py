@@ -221,6 +221,8 @@ class AlarmCode(IntEnum):
     CAMERA_LOST = 30
     FRAMES_AMBIGUOUS = 23
     CONTROL_LOOP_ERROR = 40
+    RECORDS_FAILING = 41
+    IMAGES_NOT_SAVED = 42
 
 
 #: Every alarm: (code, meaning, cause, what the cell does, what clears it).
@@ -273,6 +275,14 @@ ALARMS: tuple[tuple[AlarmCode, str, str, str, str], ...] = (
     (AlarmCode.CONTROL_LOOP_ERROR, "control loop error",
      "an unexpected error while handling PLC data (a bug): the message names it",
      "Hold; parts in flight rejected", "Reset, Clear or Unhold"),
+    (AlarmCode.RECORDS_FAILING, "records cannot be written",
+     "the record database's disk is full or failing: the message says why",
+     "Hold; parts in flight rejected (a traceability cell passes nothing it cannot record); "
+     "the rows are kept and retried", "Reset, Clear or Unhold once they are written again"),
+    (AlarmCode.IMAGES_NOT_SAVED, "images not saved",
+     "disk full (the oldest images were deleted first to make room), folder not writable, or no "
+     "file handles", "Records are kept, each saying why its images are missing",
+     "Reset, Clear or Unhold (raised again while it lasts)"),
 )  # fmt: skip
 
 

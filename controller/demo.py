@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import tempfile
 import time
 import uuid
@@ -50,6 +51,12 @@ class DemoOptions:
     seed: int | None = None
     socket: Path | None = None
     cameras_from: str = "sim"  # or "pylon-emulation": pylon's emulated Basler cameras
+    belt_speed_mm_s: float | None = None
+    spacing_jitter: float | None = None
+    plc_scan_ms: float | None = None
+    plc_scan_jitter_ms: float | None = None
+    #: (fault, value, seconds after start) for the simulated PLC: see `PlcScan.FAULTS`.
+    plc_faults: tuple[tuple[str, int, float], ...] = ()
 
 
 def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -72,9 +79,13 @@ def line_config(cell: CellConfig, recipe: Recipe, opts: DemoOptions) -> Any:
         reject_mm=st.reject_mm,
         confirm_mm=st.confirm_mm,
         counts_per_mm=cell.encoder.counts_per_mm,
-        belt_speed_mm_s=sim.belt_speed_mm_s,
+        belt_speed_mm_s=opts.belt_speed_mm_s or sim.belt_speed_mm_s,
+        scan_s=(opts.plc_scan_ms or sim.plc_scan_ms) / 1000.0,
+        scan_jitter_s=(sim.plc_scan_jitter_ms if opts.plc_scan_jitter_ms is None else opts.plc_scan_jitter_ms)
+        / 1000.0,
+        encoder_start=sim.encoder_start,
         parts_per_min=opts.parts_per_min or sim.parts_per_min,
-        spacing_jitter=sim.spacing_jitter,
+        spacing_jitter=sim.spacing_jitter if opts.spacing_jitter is None else opts.spacing_jitter,
         parts=opts.parts,
         seed=opts.seed if opts.seed is not None else sim.seed,
         defect_rate=sim.defect_rate,
@@ -107,6 +118,8 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    if opts.belt_speed_mm_s and opts.belt_speed_mm_s > cell.max_belt_speed_mm_s:
+        cell = cell.model_copy(update={"max_belt_speed_mm_s": opts.belt_speed_mm_s})
     emulation = None
     if opts.cameras_from == "pylon-emulation":
         from simulators.pylon_rig import ensure_emulation
@@ -125,6 +138,12 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         emulation,
     )
     port = await asyncio.to_thread(sim.start)
+    where = (
+        f"DB{p.db_plc} in, DB{p.db_cell} out"
+        if p.protocol == "s7"
+        else f"registers {p.plc_register} in, {p.cell_register} out, unit {p.device_id}"
+    )
+    print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({where})", file=sys.stderr, flush=True)
     cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     link = make_link(cell)
@@ -165,6 +184,7 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
         t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
         scripted = asyncio.create_task(scenario(sim, service), name="scenario") if scenario else None
+        faults = asyncio.create_task(_plc_faults(sim, opts.plc_faults), name="plc-faults")
         try:
             while time.monotonic() < t_end and sim.done is None:
                 if live is not None:
@@ -180,6 +200,7 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
                 me.uncancel()
         if scripted is not None:
             await scripted
+        faults.cancel()
         if sim.done is None:
             await _run_out(sim, lcfg)
         outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
@@ -203,6 +224,15 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         counters={k: v for k, v in sorted(service.core.counts.items()) if not k.startswith("verdict:")},
     )
     return result
+
+
+async def _plc_faults(sim: Any, faults: tuple[tuple[str, int, float], ...]) -> None:
+    """Inject the simulated PLC's faults at their times (seconds after the start)."""
+    t0 = time.monotonic()
+    for fault, value, at in sorted(faults, key=lambda f: f[2]):
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        log.warning("injecting PLC fault %s=%d", fault, value)
+        await asyncio.to_thread(sim.inject, fault, value)
 
 
 async def _run_out(sim: Any, lcfg: Any) -> None:

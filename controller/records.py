@@ -3,10 +3,17 @@
 A named writer thread owns the connection and commits in small batches; the control loop only
 enqueues. Rows are never dropped for lack of room: the queue is large and a full one makes the
 caller wait briefly and raises an alarm counter, since a lost record breaks traceability.
+
+Images are saved before their batch's transaction, each on its own: an image that cannot be
+saved (disk full, folder read-only, no file handles) leaves its row saying so in `image_error`,
+never the row itself lost. A batch whose rows cannot be committed is kept and retried, its
+images deleted meanwhile (no orphans), and `failing` says why, so the service can stop passing
+parts it cannot record. On a full disk the oldest images are deleted first to make room.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import queue
@@ -36,7 +43,7 @@ CREATE TABLE IF NOT EXISTS parts (
     t_registered REAL, t_last_trigger REAL, t_fused REAL, t_first_write REAL, t_acked REAL,
     t_disposition REAL, latency_ms REAL, attempts INTEGER, ack TEXT,
     kicked INTEGER, confirmed_removed INTEGER, plc_cause INTEGER, expected_kick INTEGER,
-    alarms TEXT, recipe_hash TEXT, model_hash TEXT, images TEXT,
+    alarms TEXT, recipe_hash TEXT, model_hash TEXT, images TEXT, image_error TEXT,
     PRIMARY KEY (run_id, part_id)
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -78,6 +85,15 @@ class RecordStore:
         self.model_hash = ""
         self._ready = threading.Event()
         self._error: Exception | None = None
+        #: Why rows cannot be committed right now (None while they can): the cell must not pass parts.
+        self.failing: str | None = None
+        self.image_errors = 0
+        self.last_image_error = ""
+        self.disk_full = False
+        self.retry_s = 1.0
+        self._stop = threading.Event()
+        self._segments: set[str] = set()
+        self._run_meta: dict[str, str] = {}
 
     def prune_images(self, retention_days: int, now: float | None = None) -> int:
         """Delete saved images older than `retention_days`; returns how many were deleted."""
@@ -132,10 +148,13 @@ class RecordStore:
             self.waits += 1
             self._queue.put(item, timeout=5.0)
 
-    def close(self) -> None:
-        """Flush everything queued, then stop the writer."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush everything queued, then stop the writer (a failing store gives up after `timeout`)."""
         self._queue.put(None)
-        self._thread.join(timeout=30.0)
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(timeout=5.0)
 
     def _run(self) -> None:
         try:
@@ -143,38 +162,71 @@ class RecordStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(parts)")}
+            if "image_error" not in cols:  # a database from before the column
+                db.execute("ALTER TABLE parts ADD COLUMN image_error TEXT")
         except sqlite3.Error as exc:
             self._error = RuntimeError(f"record store {self.database}: {exc}")
             self._ready.set()
             return
         self._ready.set()
         done = False
-        while not done:
-            item = self._queue.get()
-            batch = [item]
-            while len(batch) < 500:
+        pending: list[tuple[str, Any]] = []  # rows not yet committed (kept across failures)
+        while not (done and not pending):
+            if not done and len(pending) < 500:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    # Block for new work only when nothing waits to be retried.
+                    first = self._queue.get(timeout=self.retry_s if pending else None)
                 except queue.Empty:
-                    break
-            try:
-                db.execute("BEGIN")
-                for it in batch:
-                    if it is None:
-                        done = True
-                        continue
-                    self._write(db, *it)
-                db.execute("COMMIT")
-            except (sqlite3.Error, OSError) as exc:
-                self.errors += 1
-                log.error("record store: %s", exc)
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+                    first = ("", None)
+                items = [first]
+                while len(pending) + len(items) < 500:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                done = any(it is None for it in items)
+                pending += [it for it in items if it is not None and it[0]]
+            if not pending or self._commit(db, pending):
+                pending = []
+            elif self._stop.wait(self.retry_s):
+                log.error("record store: %d rows could not be written before stopping", len(pending))
+                break
         db.close()
+
+    def _commit(self, db: sqlite3.Connection, items: list[tuple[str, Any]]) -> bool:
+        """Save the batch's images, then its rows in one transaction; on failure undo the images."""
+        rows = [(kind, self._row(p) if kind == "part" else p) for kind, p in items]
+        try:
+            db.execute("BEGIN")
+            for kind, payload in rows:
+                self._write(db, kind, payload)
+            db.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for kind, payload in rows:
+                if kind == "part":  # no image without its row
+                    for p in json.loads(payload[26]):
+                        Path(p).unlink(missing_ok=True)
+            self.errors += 1
+            if "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC:
+                self.disk_full = True
+                self._make_room()  # the oldest images go before any record does
+            if self.failing is None:
+                log.error("record store: cannot write %d rows: %s (kept, retrying)", len(rows), exc)
+            self.failing = f"records cannot be written: {exc}"
+            return False
+        for kind, _ in rows:
+            self.written += kind == "part"
+        if self.failing is not None:
+            log.info("record store: writing again")
+            self.failing = None
+        return True
 
     def _write(self, db: sqlite3.Connection, kind: str, payload: Any) -> None:
         if kind == "run":
-            m = payload
+            m = self._run_meta = payload
             db.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
                 (self.run_id, _utc(), m.get("cell"), m.get("cell_hash"), m.get("recipe"),
@@ -186,12 +238,25 @@ class RecordStore:
             code, text, t = payload
             db.execute("INSERT INTO alarms VALUES (?,?,?,?)", (self.run_id, t, code, text))
         else:
-            db.execute("INSERT OR REPLACE INTO parts VALUES (" + ",".join("?" * 27) + ")", self._row(payload))
-            self.written += 1
+            segment = payload[0]
+            if segment != self.run_id and segment not in self._segments:
+                # After a PLC restart part ids start again at 1: a segment of the run of its own.
+                m = self._run_meta
+                db.execute(
+                    "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                    (segment, _utc(), m.get("cell"), m.get("cell_hash"), m.get("recipe"),
+                     m.get("recipe_hash"), m.get("model_hash"), m.get("provider")),
+                )  # fmt: skip
+                self._segments.add(segment)
+            db.execute("INSERT OR REPLACE INTO parts VALUES (" + ",".join("?" * 28) + ")", payload)
+
+    def segment(self, epoch: int) -> str:
+        """The run id records of PLC epoch `epoch` are stored under."""
+        return self.run_id if epoch == 0 else f"{self.run_id}+{epoch}"
 
     def _row(self, rec: PartRecord) -> tuple[Any, ...]:
         t = rec.track
-        paths = self._save_images(t.part_id, rec.images)
+        paths, image_error = self._save_images(self.segment(t.epoch), t.part_id, rec.images)
         views = {
             cam: {
                 "frame_counter": v.frame_counter,
@@ -210,7 +275,7 @@ class RecordStore:
         last = t.last_trigger
         latency = (t.t_first_write - last) * 1e3 if last is not None and t.t_first_write is not None else None
         return (
-            self.run_id, t.part_id, _utc(), t.sensor_count, t.sensor_pos, int(t.inspected),
+            self.segment(t.epoch), t.part_id, _utc(), t.sensor_count, t.sensor_pos, int(t.inspected),
             t.verdict.name, t.reason.name.lower(), json.dumps(t.reasons), json.dumps(views),
             _round(t.t_registered), _round(last), _round(t.t_fused), _round(t.t_first_write),
             _round(t.t_acked), _round(t.t_disposition), latency, t.attempts, t.ack.name,
@@ -220,17 +285,50 @@ class RecordStore:
             json.dumps(t.alarms),
             t.plan.recipe_hash if t.plan is not None else self.recipe_hash,
             t.plan.model_hash if t.plan is not None else self.model_hash,
-            json.dumps(paths),
+            json.dumps(paths), image_error,
         )  # fmt: skip
 
-    def _save_images(self, part_id: int, images: dict[str, np.ndarray]) -> list[str]:
-        paths: list[str] = []
+    def _save_images(
+        self, segment: str, part_id: int, images: dict[str, np.ndarray]
+    ) -> tuple[list[str], str | None]:
+        """Save one part's images; on failure none of them, and why (the row says so)."""
         if not images:
-            return paths
-        folder = self.images_dir / self.run_id
-        folder.mkdir(parents=True, exist_ok=True)
-        for cam, img in images.items():
-            p = folder / f"{part_id:08d}_{cam}.png"
-            Image.fromarray(img).save(p, compress_level=1)
-            paths.append(str(p))
-        return paths
+            return [], None
+        for attempt in (1, 2):
+            paths: list[str] = []
+            try:
+                folder = self.images_dir / segment
+                folder.mkdir(parents=True, exist_ok=True)
+                for cam, img in images.items():
+                    p = folder / f"{part_id:08d}_{cam}.png"
+                    paths.append(str(p))
+                    Image.fromarray(img).save(p, compress_level=1)
+                self.disk_full = False
+                return paths, None
+            except OSError as exc:
+                for saved in paths:
+                    Path(saved).unlink(missing_ok=True)
+                why = f"{errno.errorcode.get(exc.errno or 0, 'OSError')}: {exc.strerror or exc}"
+                if exc.errno == errno.ENOSPC and attempt == 1:
+                    self.disk_full = True
+                    if self._make_room():
+                        continue
+            self.image_errors += 1
+            if self.last_image_error != why:
+                log.error("images of part %d not saved: %s (the record says so)", part_id, why)
+            self.last_image_error = why
+            return [], why
+        return [], None
+
+    def _make_room(self, share: float = 0.1) -> bool:
+        """Disk full: delete the oldest tenth of the saved images. True if any went."""
+        try:
+            files = sorted(self.images_dir.glob("*/*.png"), key=lambda f: f.stat().st_mtime)
+        except OSError:
+            return False
+        doomed = files[: max(1, int(len(files) * share))] if files else []
+        for f in doomed:
+            f.unlink(missing_ok=True)
+        if doomed:
+            log.warning("disk full: deleted the %d oldest images to make room", len(doomed))
+        return bool(doomed)

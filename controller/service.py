@@ -191,6 +191,7 @@ class CellService:
         self.link_up = False
         self._last_inputs = 0.0
         self._progress = 0  # PLC cycles handled without error, and reconnect attempts
+        self._image_errors_seen = 0
         self._loop_errors = 0
         self._frames: dict[int, dict[str, Frame]] = {}
         self._images: dict[int, dict[str, np.ndarray]] = {}
@@ -403,8 +404,11 @@ class CellService:
             await asyncio.sleep(0.01)
         for cam in self.cameras.values():
             cam.stop()
-        self._execute(self.core.flush(time.monotonic()))
+        # The last NO_DECISION verdicts still go to the PLC, and their records say when.
+        self._execute(self.core.decide_all(time.monotonic()))
         await asyncio.to_thread(self._drain_verdicts)
+        await asyncio.sleep(0.01)  # the I/O thread's verdict_written callbacks run first
+        self._execute(self.core.finish_all())
         self._io_stop.set()
         await asyncio.to_thread(self._io_thread.join, 5.0)
         for stack in self.stacks.values():
@@ -464,6 +468,16 @@ class CellService:
     def _on_link_lost(self, why: str) -> None:
         self._execute(self.core.link_lost(why))
 
+    def _watch_store(self, now: float) -> None:
+        """Records that cannot be written stop the cell passing parts; lost images are alarmed."""
+        st = self.store
+        if st.failing is not None and AlarmCode.RECORDS_FAILING not in self.core.alarms:
+            self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, st.failing[:200], now))
+        if st.image_errors != self._image_errors_seen:
+            self._image_errors_seen = st.image_errors
+            why = ("disk full: " if st.disk_full else "") + st.last_image_error
+            self._execute(self.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, f"images not saved: {why}"[:200]))
+
     def _reconnecting(self) -> None:
         self._progress += 1
 
@@ -480,6 +494,7 @@ class CellService:
         else:
             self._progress += 1
         self._execute(actions)
+        self._watch_store(t)
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         self._header = cell_header_bytes(heartbeat=self._heartbeat, **self.core.header_fields())
 
@@ -541,7 +556,7 @@ class CellService:
                     self._plc_recipe_request(a.seq, a.number), name=f"recipe-request-{a.seq}"
                 )
             elif isinstance(a, Alarm):
-                self.store.put_alarm(a.code, a.text)
+                self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
             elif isinstance(a, DropFrame):
                 a.frame.release()
 

@@ -17,6 +17,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from controller.contract import area_layout
 from controller.interfaces import Camera
 from simulators.camera import SimCamera, camera_rig_main
@@ -55,6 +57,7 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     scan.feeding = False  # the infeed waits for the cell to inspect
     ctl.send(("port", port))
     next_t = time.monotonic()
+    jitter = np.random.default_rng([cfg.seed, 13])
     done_sent = False
     infeed_closed = False
     restore_at: float | None = None
@@ -87,6 +90,10 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 elif msg[0] == "result":
                     with plc.locked():
                         ctl.send(("result", scan.request_result(msg[1], int(msg[2]))))
+                elif msg[0] == "fault":
+                    with plc.locked():
+                        scan.inject(msg[1], int(msg[2]))
+                    ctl.send(("faulted", msg[1]))
                 elif msg[0] == "drop_link":
                     plc.stop()  # clients see the connection drop; the scan and the belt go on
                     restore_at = time.monotonic() + float(msg[1])
@@ -96,7 +103,9 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                         ctl.send(("status", scan.cell_state, scan.registered, len(scan.outcomes)))
                 elif msg[0] == "outcomes":
                     ctl.send(("outcomes", list(scan.outcomes), scan.dropped_writes))
-            next_t += cfg.scan_s
+            next_t += cfg.scan_s + (
+                jitter.uniform(-1.0, 1.0) * cfg.scan_jitter_s if cfg.scan_jitter_s else 0.0
+            )
             delay = next_t - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
@@ -231,6 +240,12 @@ class SimLine:
     def drop_link(self, seconds: float) -> None:
         """Take the PLC's server off the network for `seconds` (cable pulled, PLC rebooted)."""
         self._ask(("drop_link", seconds), "dropped")
+
+    def inject(self, fault: str, value: int = 0) -> None:
+        """Make the simulated PLC misbehave (see `PlcScan.FAULTS`)."""
+        if fault not in PlcScan.FAULTS:
+            raise ValueError(f"unknown PLC fault {fault!r} (known: {', '.join(PlcScan.FAULTS)})")
+        self._ask(("fault", fault, value), "faulted")
 
     def close_infeed(self) -> int:
         """Stop feeding new parts; returns how many were fed. Parts on the belt run out."""

@@ -52,6 +52,7 @@ class LineConfig:
     seed: int = 1
     defect_rate: float = 0.3
     scan_s: float = 0.001
+    scan_jitter_s: float = 0.0
     cell_heartbeat_timeout_s: float = 0.5
     drop_verdict_writes: float = 0.0
     drop_frames: float = 0.0

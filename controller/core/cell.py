@@ -105,8 +105,12 @@ class RecipeRequest:
 
 @dataclass(frozen=True, slots=True)
 class Alarm:
+    """An alarm raised (once per episode), or cleared with how often its cause recurred."""
+
     code: int
     text: str
+    cleared: bool = False
+    occurrences: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,7 @@ class CellCore:
         self.undecided: dict[int, PartTrack] = {}
         self.counts: Counter[str] = Counter()
         self.alarms: dict[int, str] = {}
+        self._alarm_counts: dict[int, int] = {}  # occurrences in the current episode
         self.latencies: deque[float] = deque(maxlen=4096)
         self.inference_ready = False
         self._part_seq = SequenceWatch()
@@ -169,7 +174,7 @@ class CellCore:
         self._hold_pending = False
         if cmd in (Command.RESET, Command.CLEAR, Command.UNHOLD):
             # Alarms whose cause persists are raised again by the next snapshot.
-            self.alarms.clear()
+            self._clear_alarms()
         return None
 
     def _hold(self) -> None:
@@ -316,6 +321,12 @@ class CellCore:
         self.epoch += 1
         self._cmd_seq = self._recipe_seq = None  # learnt again, never replayed
 
+    def raise_alarm(self, code: AlarmCode, text: str) -> list[Action]:
+        """An alarm the owner saw (images not saved): shown everywhere, recorded once per episode."""
+        actions: list[Action] = []
+        self._alarm(code, text, actions)
+        return actions
+
     def fault(self, code: AlarmCode, text: str, now: float) -> list[Action]:
         """Something the owner caught (an error handling PLC data): alarm, fail safe, hold."""
         actions: list[Action] = []
@@ -363,7 +374,7 @@ class CellCore:
         actions: list[Action] = []
         text = f"camera gone: {', '.join(names)}"
         if names and self.alarms.get(AlarmCode.CAMERA_LOST) != text:
-            self._alarm(AlarmCode.CAMERA_LOST, text, actions)
+            self._alarm(AlarmCode.CAMERA_LOST, text, actions, replace_text=True)
         return actions
 
     def _handle_command(self, seq: int, code: int) -> None:
@@ -682,24 +693,45 @@ class CellCore:
         if track is not None:
             self._mark_written(track, now)
 
-    def _alarm(self, code: int, text: str, actions: list[Action]) -> None:
-        if code not in self.alarms:
-            log.warning("alarm %d: %s", code, text)
+    def _alarm(self, code: int, text: str, actions: list[Action], replace_text: bool = False) -> None:
+        """Raise `code`: recorded once per episode (until cleared); repeats are only counted."""
+        self._alarm_counts[code] = self._alarm_counts.get(code, 0) + 1
+        if code in self.alarms:
+            if replace_text:
+                self.alarms[code] = text
+            return
+        log.warning("alarm %d: %s", code, text)
         self.alarms[code] = text
         actions.append(Alarm(code, text))
 
+    def _clear_alarms(self) -> None:
+        for code in self.alarms:
+            n = self._alarm_counts.get(code, 1)
+            self._outbox.append(Alarm(code, f"cleared after {n} occurrence{'s' * (n > 1)}", True, n))
+        self.alarms.clear()
+        self._alarm_counts.clear()
+
     # ---------------------------------------------------------------- shutdown
-    def flush(self, now: float) -> list[Action]:
-        """Finish every tracked part (service stopping): undecided ones become NO_DECISION."""
+    def decide_all(self, now: float) -> list[Action]:
+        """Stopping: every undecided part becomes NO_DECISION; returns their verdict writes."""
         actions: list[Action] = []
         for track in list(self.undecided.values()):
             for cam, trace in track.views.items():
                 if trace.result is None:
                     trace.result = ViewResult(cam, ViewStatus.MISSING, cause=ReasonCode.DEADLINE)
-            self._fuse(track, now)
+            actions.extend(self._fuse(track, now))
+        return actions
+
+    def finish_all(self) -> list[Action]:
+        """Stopped: a record for every part still tracked (those the PLC has not reported)."""
+        actions, self._outbox = self._outbox, []
         for track in list(self.parts.values()):
             self._finish(track, actions)
         return actions
+
+    def flush(self, now: float) -> list[Action]:
+        """`decide_all` then `finish_all`, for owners with no PLC to write to in between."""
+        return self.decide_all(now) + self.finish_all()
 
     def header_fields(self) -> dict[str, int]:
         """What the cell → PLC header says now (the owner adds its heartbeat)."""

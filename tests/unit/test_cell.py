@@ -392,3 +392,34 @@ def test_plc_recipe_request_is_raised_once_and_answered() -> None:
     assert not [a for a in rig.tick() if isinstance(a, RecipeRequest)]
     rig.core.answer_recipe(1, RecipeResult.ACTIVE)
     assert (rig.core.recipe_ack_seq, rig.core.recipe_result) == (1, RecipeResult.ACTIVE)
+
+
+def test_stopping_writes_the_last_no_decision_verdicts_before_recording() -> None:
+    """Drain timeout: the undecided parts' NO_DECISION still reaches the PLC, and the record
+    says when (was: the write dropped, the record with attempts=1 and no write time)."""
+    rig = Rig()
+    rig.execute()
+    rig.part_at(1, 0.1)
+    writes = rig.core.decide_all(rig.t)
+    assert [(w.part_id, w.verdict) for w in writes if isinstance(w, WriteVerdict)] == [
+        (1, Verdict.NO_DECISION)
+    ]
+    rig.core.verdict_written(1, rig.t + 0.001)
+    (rec,) = [a for a in rig.core.finish_all() if isinstance(a, RecordPart)]
+    assert rec.part.attempts == 1 and rec.part.t_first_write == rig.t + 0.001
+
+
+def test_an_alarm_is_recorded_once_per_episode_with_its_count() -> None:
+    """A stall: 30 parts without a disposition give one alarm record, and a count when cleared."""
+    rig = Rig()
+    rig.execute()
+    for pid in range(1, 31):
+        rig.part_at(pid, 0.05 * pid)
+    rig.run_until(0.05 * 30 + 1.2)  # all far past the confirm sensor, none reported
+    raised = [a for a in rig.actions if isinstance(a, Alarm) and a.code == AlarmCode.NO_DISPOSITION]
+    assert len(raised) == 1
+    assert rig.core.command(Command.HOLD) is None
+    rig.tick()
+    assert rig.core.command(Command.UNHOLD) is None
+    cleared = [a for a in rig.tick() if isinstance(a, Alarm) and a.cleared]
+    assert [(a.code, a.occurrences) for a in cleared] == [(AlarmCode.NO_DISPOSITION, 30)]
