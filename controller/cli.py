@@ -63,6 +63,9 @@ def _status(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1
+    if not reply.get("ok") or not isinstance(reply.get("status"), dict):
+        print(f"cellctl: status refused: {reply.get('error')}", file=sys.stderr)
+        return 1
     st = reply["status"]
     if args.json:
         print(json.dumps(st, indent=2))
