@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 import uuid
@@ -139,8 +140,21 @@ async def _supervise(
             await asyncio.wait_for(stop.wait(), timeout=period)
 
 
+def raise_file_limit(want: int = 16384) -> int:
+    """Raise the soft limit on open files towards `want` (within the hard limit), as the unit's
+    LimitNOFILE does under systemd; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
 def run_service(opts: RunOptions) -> int:
     """Run until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot start."""
+    log.debug("open files: at most %d", raise_file_limit())
     try:
         cell = load_cell_config(opts.cell)
         return asyncio.run(serve(opts, cell))

@@ -6,6 +6,7 @@ The service behind it is a stand-in: these tests are about the socket server, no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,7 +70,8 @@ async def ask(sock: Path, payload: bytes, timeout: float = 3.0) -> tuple[dict[st
         return (json.loads(line) if line else None), line
     finally:
         writer.close()
-        await writer.wait_closed()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
 
 
 def run(coro: Callable[[], Awaitable[None]]) -> None:
@@ -122,3 +124,119 @@ def test_request_over_the_size_limit_is_refused_with_a_reply(tmp_path: Path) -> 
             assert reply is not None and not reply["ok"] and "bytes" in reply["error"], reply
 
     run(go)
+
+
+# ------------------------------------------------ item 2: connection cap, deadlines, accept errors
+async def eof_within(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Everything the server sends until it closes; fails if it stays open past `timeout`."""
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+def test_connections_over_the_cap_are_refused_at_once_and_the_api_answers_again(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with serving(tmp_path, limits=ApiLimits(max_clients=4)) as (api, _, sock):
+            held = [await asyncio.open_unix_connection(str(sock)) for _ in range(4)]
+            await asyncio.sleep(0.1)
+            extra = [await asyncio.open_unix_connection(str(sock)) for _ in range(20)]
+            for r, w in extra:
+                got = await eof_within(r, 2.0)  # answered and closed promptly, not left hanging
+                assert b"busy" in got and json.loads(got)["ok"] is False
+                w.close()
+            assert api.counts["refused_busy"] == 20
+            refused, _ = await ask(sock, b'{"op": "status"}\n')
+            assert refused is not None and "busy" in refused["error"]
+            for _, w in held:
+                w.close()
+                await w.wait_closed()
+            await asyncio.sleep(0.1)
+            reply, _ = await ask(sock, b'{"op": "status"}\n')
+            assert reply is not None and reply["ok"] and reply["status"]["api"]["refused_busy"] == 21
+
+    run(go)
+
+
+def test_idle_and_dribbling_clients_are_closed_by_deadlines(tmp_path: Path) -> None:
+    limits = ApiLimits(request_timeout_s=0.5, connection_s=1.5)
+
+    async def dribble(sock: Path, chunk: bytes, every: float) -> float:
+        """Send `chunk` every `every` s until the server closes; how long it stayed."""
+        reader, writer = await asyncio.open_unix_connection(str(sock))
+        t0 = asyncio.get_running_loop().time()
+        closed = asyncio.ensure_future(reader.read())
+        try:
+            while not closed.done():
+                with contextlib.suppress(ConnectionError):
+                    writer.write(chunk)
+                await asyncio.wait([closed], timeout=every)
+                assert asyncio.get_running_loop().time() - t0 < 5.0, f"{chunk!r} kept the connection"
+            return asyncio.get_running_loop().time() - t0
+        finally:
+            writer.close()
+
+    async def go() -> None:
+        async with serving(tmp_path, limits=limits) as (api, _, sock):
+            idle = await dribble(sock, b"", 0.1)
+            byte_by_byte = await dribble(sock, b" ", 0.1)  # never a whole line
+            requests = await dribble(sock, b'{"op": "status"}\n', 0.2)  # whole requests, forever
+            assert 0.4 < idle < 1.5 and 0.4 < byte_by_byte < 1.5, (idle, byte_by_byte)
+            assert 1.3 < requests < 2.5, requests
+            assert api.counts["timeouts"] >= 2
+
+    run(go)
+
+
+ACCEPT_SERVER = """
+import asyncio, logging, resource, sys
+from pathlib import Path
+from controller.api import ApiLimits, ControlApi
+from tests.unit.test_api import StubService
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, hard))
+
+async def main():
+    api = ControlApi(StubService(), Path(sys.argv[1]), ApiLimits(max_clients=10_000, log_interval_s=60))
+    await api.start()
+    print("listening", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await api.stop()
+    print("accept_errors", api.counts["accept_errors"], flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_accept_errors_out_of_file_handles_are_logged_once_with_a_count(tmp_path: Path) -> None:
+    """A server with few file handles and a flood of connections: EMFILE on accept, logged
+    once per interval (asyncio's default logs a traceback for each failure)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    sock = tmp_path / "s" / "cell.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ACCEPT_SERVER, str(sock)], cwd=root, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    clients: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "listening"
+        for _ in range(120):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            with contextlib.suppress(BlockingIOError, ConnectionRefusedError):
+                c.connect(str(sock))
+            clients.append(c)
+        time.sleep(2.5)  # asyncio retries the accept after 1 s: more failures
+    finally:
+        for c in clients:
+            c.close()
+        out, err = proc.communicate("stop\n", timeout=30)
+    errors = int(out.split("accept_errors")[1])
+    assert errors > 1, (out, err)
+    assert "Traceback" not in err, err[:2000]
+    lines = [ln for ln in err.splitlines() if "cannot accept" in ln]
+    assert len(lines) == 1 and "Too many open files" in lines[0] and "times in the last" in lines[0], err
