@@ -52,21 +52,28 @@ class ApiLimits:
     log_interval_s: float = 10.0  # accept errors and refusals: one log line per interval
 
 
+def _own_folders() -> tuple[Path, ...]:
+    """The per-user default socket folders: a service there must be this user's own."""
+    folders = [Path(f"/tmp/inspection-cell-{os.getuid()}")]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_absolute():
+        folders.insert(0, Path(runtime) / "inspection-cell")
+    return tuple(folders)
+
+
 def default_socket() -> Path:
-    """`CELLCTL_SOCKET`, else `$XDG_RUNTIME_DIR/inspection-cell/cell.sock`, else one under /tmp."""
+    """`CELLCTL_SOCKET`, else `$XDG_RUNTIME_DIR/inspection-cell/cell.sock` (private to the user),
+    else `/tmp/inspection-cell-$UID/cell.sock`."""
     env = os.environ.get("CELLCTL_SOCKET")
     if env:
         return Path(env)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_absolute():
-        return Path(runtime) / "inspection-cell" / "cell.sock"
-    return Path(f"/tmp/inspection-cell-{os.getuid()}") / "cell.sock"
+    return _own_folders()[0] / "cell.sock"
 
 
-def folder_problem(folder: Path, uid: int | None = None) -> str | None:
-    """Why `folder` is not safe for a control socket (None when it is): it must be a real
-    directory owned by `uid` (default: us) that neither group nor others can write, or another
-    user could replace the socket and answer in the service's name."""
+def folder_problem(folder: Path, uid: int | None = None, require_owner: bool = True) -> str | None:
+    """Why `folder` is not safe for a control socket (None when it is): a real directory that
+    neither group nor others can write, owned by `uid` (default: us) when `require_owner`.
+    Otherwise another user could replace the socket and answer in the service's name."""
     uid = os.geteuid() if uid is None else uid
     try:
         st = os.lstat(folder)
@@ -76,15 +83,18 @@ def folder_problem(folder: Path, uid: int | None = None) -> str | None:
         return "it is a symbolic link"
     if not stat.S_ISDIR(st.st_mode):
         return "it is not a directory"
-    if st.st_uid != uid:
+    if require_owner and st.st_uid != uid:
         return f"it is owned by uid {st.st_uid}, not by this user (uid {uid})"
     if st.st_mode & 0o022:
         return f"group or others may write to it (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
 
 
-def check_socket_folder(path: Path, uid: int | None = None) -> None:
-    """Raise RuntimeError (one line: where and why) if `path`'s folder is not safe."""
+def prepare_socket_folder(path: Path, uid: int | None = None) -> None:
+    """Create `path`'s folder (0750) if missing; raise RuntimeError (one line: where and why)
+    if it is not safe. The service calls it before opening anything."""
+    with contextlib.suppress(OSError):  # a folder we cannot create is reported by the check
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     why = folder_problem(path.parent, uid)
     if why is not None:
         raise RuntimeError(
@@ -154,8 +164,7 @@ class ControlApi:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-        check_socket_folder(self.path)
+        prepare_socket_folder(self.path)
         if self.path.exists() or self.path.is_symlink():
             if await asyncio.to_thread(_alive, self.path):
                 raise RuntimeError(f"another cell service answers on {self.path}")
@@ -322,6 +331,11 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 3.0) -> dict[s
     """One request to the running service (blocking; for the CLI)."""
     if not path.exists():
         raise ApiError(f"no cell service at {path} (is it running? set --socket or CELLCTL_SOCKET)")
+    # Whoever can write the socket's folder can put another socket there: not trusted. In the
+    # per-user default folders the service must be our own.
+    why = folder_problem(path.parent, require_owner=path.parent in _own_folders())
+    if why is not None:
+        raise ApiError(f"{path}: not trusted: its folder {path.parent}: {why}")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.api import ControlApi
+from controller.api import ControlApi, prepare_socket_folder
 from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.devices import make_cameras, make_link
 from controller.inference.runner import ModelLoadError
@@ -68,6 +68,7 @@ def status_line(service: CellService) -> str:
 
 
 async def serve(opts: RunOptions, cell: CellConfig) -> int:
+    prepare_socket_folder(opts.socket)  # a folder others could write is refused before anything opens
     recipe_dir = opts.recipes or opts.cell.resolve().parent.parent
     path = recipe_path(opts.recipe, recipe_dir)
     checked = await asyncio.to_thread(check_recipe, path, cell, False)

@@ -240,3 +240,95 @@ def test_accept_errors_out_of_file_handles_are_logged_once_with_a_count(tmp_path
     assert "Traceback" not in err, err[:2000]
     lines = [ln for ln in err.splitlines() if "cannot accept" in ln]
     assert len(lines) == 1 and "Too many open files" in lines[0] and "times in the last" in lines[0], err
+
+
+# ------------------------------------------------------------- item 5: the socket's folder
+def test_default_socket_prefers_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    from controller.api import default_socket
+
+    monkeypatch.delenv("CELLCTL_SOCKET", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_socket() == tmp_path / "inspection-cell" / "cell.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert default_socket() == Path(f"/tmp/inspection-cell-{os.getuid()}/cell.sock")
+    monkeypatch.setenv("CELLCTL_SOCKET", str(tmp_path / "x.sock"))
+    assert default_socket() == tmp_path / "x.sock"
+
+
+def unsafe_folder(tmp_path: Path, kind: str) -> Path:
+    import os
+
+    folder = tmp_path / kind
+    if kind == "symlink":
+        (tmp_path / "real").mkdir(mode=0o750)
+        folder.symlink_to(tmp_path / "real")
+    elif kind == "file":
+        folder.write_text("")
+    else:
+        folder.mkdir()
+        os.chmod(folder, {"world-writable": 0o777, "group-writable": 0o770}.get(kind, 0o750))
+        if kind == "someone else's":
+            if os.geteuid() != 0:
+                pytest.skip("needs root to give a folder away")
+            os.chown(folder, 65534, 65534)
+    return folder
+
+
+UNSAFE = [
+    ("world-writable", "others may write to it (mode 0777)"),
+    ("group-writable", "group or others may write to it (mode 0770)"),
+    ("someone else's", "owned by uid 65534, not by this user"),
+    ("symlink", "symbolic link"),
+    ("file", "not a directory"),
+]
+
+
+@pytest.mark.parametrize(("kind", "why"), UNSAFE, ids=[u[0] for u in UNSAFE])
+def test_service_refuses_an_unsafe_socket_folder_and_says_why(tmp_path: Path, kind: str, why: str) -> None:
+    folder = unsafe_folder(tmp_path, kind)
+
+    async def go() -> None:
+        api = ControlApi(StubService(), folder / "cell.sock")  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError) as err:
+            await api.start()
+        msg = str(err.value)
+        assert why in msg and str(folder) in msg and "\n" not in msg, msg
+        assert not (folder / "cell.sock").exists()
+
+    run(go)
+
+
+def test_client_refuses_a_socket_in_a_folder_others_can_write(tmp_path: Path) -> None:
+    """A swapped socket must not be believed: the CLI refuses before it connects."""
+    import os
+    import socket
+
+    from controller.api import ApiError, request
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chmod(folder, 0o777)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fake:
+        fake.bind(str(folder / "cell.sock"))
+        fake.listen()
+        with pytest.raises(ApiError, match="not trusted.*may write to it"):
+            request(folder / "cell.sock", {"op": "status"}, timeout=0.5)
+
+
+def test_cellctl_run_refuses_an_unsafe_socket_folder_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from controller.daemon import RunOptions, run_service
+
+    root = Path(__file__).resolve().parents[2]
+    folder = unsafe_folder(tmp_path, "world-writable")
+    opts = RunOptions(
+        root / "recipes/cells/demo-cell.yaml", "plate-4h", root / "recipes", tmp_path, folder / "cell.sock"
+    )
+    with caplog.at_level(logging.INFO):
+        assert run_service(opts) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "control socket folder" in errors[0] and "mode 0777" in errors[0], errors
+    assert "Traceback" not in caplog.text
