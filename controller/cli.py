@@ -209,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
     d.add_argument("--seed", type=int, default=None, help="simulation seed")
     d.add_argument(
-        "--socket", type=Path, default=None, help="control socket (default: CELLCTL_SOCKET, else under XDG_RUNTIME_DIR or /tmp)"
+        "--socket",
+        type=Path,
+        default=None,
+        help="control socket (default: CELLCTL_SOCKET or a per-user folder)",
     )
     d.set_defaults(func=_demo)
 

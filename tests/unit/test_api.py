@@ -313,7 +313,7 @@ def test_client_refuses_a_socket_in_a_folder_others_can_write(tmp_path: Path) ->
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as fake:
         fake.bind(str(folder / "cell.sock"))
         fake.listen()
-        with pytest.raises(ApiError, match="not trusted.*may write to it"):
+        with pytest.raises(ApiError, match=r"not trusted.*may write to it"):
             request(folder / "cell.sock", {"op": "status"}, timeout=0.5)
 
 
