@@ -48,6 +48,10 @@ class ApiLimits:
     rate_per_s: float = 200.0  # requests per second over all clients ...
     burst: int = 50  # ... with this many at once
     max_wait_s: float = 1.0  # a request waits at most this for its turn, else "busy"
+    accept_per_s: float = 500.0  # connections accepted per second (refused ones included)
+    backlog: int = 64  # connections the kernel holds while the API does not accept
+    activate_per_s: float = 1.0  # recipe activations per second over all clients ...
+    activate_burst: int = 4  # ... with this many at once; more are answered "busy", not audited
     status_max_age_s: float = 0.1  # status is rebuilt at most this often and shared
     log_interval_s: float = 10.0  # accept errors and refusals: one log line per interval
 
@@ -153,15 +157,17 @@ class ControlApi:
 
     def __init__(self, service: CellService, path: Path, limits: ApiLimits | None = None) -> None:
         self.service, self.path = service, path
-        self.limits = limits or ApiLimits()
-        self._server: asyncio.AbstractServer | None = None
-        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self.limits = lim = limits or ApiLimits()
+        self._listener: socket.socket | None = None
+        self._acceptor: asyncio.Task[None] | None = None
+        self._clients: dict[asyncio.Task[None], asyncio.StreamWriter | None] = {}
         self.counts: Counter[str] = Counter()
-        self._bucket = _TokenBucket(self.limits.rate_per_s, self.limits.burst)
+        self._accepts = _TokenBucket(lim.accept_per_s, lim.burst)
+        self._requests = _TokenBucket(lim.rate_per_s, lim.burst)
+        self._activations = _TokenBucket(lim.activate_per_s, lim.activate_burst)
         self._status: tuple[float, bytes] | None = None
-        self._accept_log = _OncePerInterval(self.limits.log_interval_s)
-        self._busy_log = _OncePerInterval(self.limits.log_interval_s)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._accept_log = _OncePerInterval(lim.log_interval_s)
+        self._busy_log = _OncePerInterval(lim.log_interval_s)
 
     async def start(self) -> None:
         prepare_socket_folder(self.path)
@@ -169,57 +175,85 @@ class ControlApi:
             if await asyncio.to_thread(_alive, self.path):
                 raise RuntimeError(f"another cell service answers on {self.path}")
             self.path.unlink()
-        loop = self._loop = asyncio.get_running_loop()
-        if loop.get_exception_handler() is None:
-            loop.set_exception_handler(self._loop_exception)
-        self._server = await asyncio.start_unix_server(
-            self._client, path=str(self.path), limit=self.limits.max_request
-        )
-        os.chmod(self.path, 0o660)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.path))
+            os.chmod(self.path, 0o660)
+            listener.listen(self.limits.backlog)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self._acceptor = asyncio.get_running_loop().create_task(self._accept_loop(), name="api-accept")
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._acceptor is not None:
+            self._acceptor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acceptor
+            self._acceptor = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
             for writer in list(self._clients.values()):
-                writer.transport.abort()  # the client's read ends; its task finishes by itself
+                if writer is not None:
+                    writer.transport.abort()  # the client's read ends; its task finishes by itself
             if self._clients:
                 _, pending = await asyncio.wait(list(self._clients), timeout=2.0)
                 for task in pending:
                     task.cancel()
-            await self._server.wait_closed()
-            self._server = None
-        loop = self._loop
-        if loop is not None and loop.get_exception_handler() == self._loop_exception:
-            loop.set_exception_handler(None)
+                await asyncio.gather(*pending, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
-    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        """asyncio logs a traceback for every failed accept (thousands a second when out of file
-        handles): count them and log one line per interval. Anything else goes to the default."""
-        exc = context.get("exception")
-        if (
-            isinstance(exc, OSError)
-            and exc.errno in _ACCEPT_ERRNOS
-            and "accept" in context.get("message", "")
-        ):
-            self.counts["accept_errors"] += 1
-            name = errno.errorcode.get(exc.errno or 0, "?")
-            self._accept_log.hit(loop.time(), f"cannot accept connections: {exc.strerror} ({name})")
-            return
-        loop.default_exception_handler(context)
+    async def _accept_loop(self) -> None:
+        """Accept at most `accept_per_s` connections a second (the rest wait in the kernel's
+        backlog), serve up to `max_clients`, answer the others "busy" and close them at once.
+        Out of file handles, it logs once per interval with a count and tries again shortly."""
+        loop = asyncio.get_running_loop()
+        listener = self._listener
+        assert listener is not None
+        lim = self.limits
+        while True:
+            if (wait := self._accepts.delay(loop.time())) > 0:
+                await asyncio.sleep(wait)
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:
+                self.counts["accept_errors"] += 1
+                name = errno.errorcode.get(exc.errno or 0, "?")
+                self._accept_log.hit(loop.time(), f"cannot accept connections: {exc.strerror} ({name})")
+                await asyncio.sleep(0.1 if exc.errno in _ACCEPT_ERRNOS else 0.01)
+                continue
+            if len(self._clients) >= lim.max_clients:
+                self._refuse(conn, loop.time())
+                continue
+            task = loop.create_task(self._client(conn), name="api-client")
+            self._clients[task] = None
+            task.add_done_callback(self._clients.pop)
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _refuse(self, conn: socket.socket, now: float) -> None:
+        """Answer busy and close, on the raw socket: no streams, no task."""
+        lim = self.limits
+        self.counts["refused_busy"] += 1
+        self._busy_log.hit(now, f"refused a client: {lim.max_clients} clients connected")
+        with conn, contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(_error(f"busy: {lim.max_clients} clients are connected (the limit); try again"))
+            conn.recv(lim.max_request)  # read what it sent, so the close is not a reset that loses the reply
+
+    async def _client(self, conn: socket.socket) -> None:
         lim = self.limits
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
-        if task is None or len(self._clients) >= lim.max_clients:
-            self.counts["refused_busy"] += 1
-            self._busy_log.hit(loop.time(), f"refused a client: {lim.max_clients} clients connected")
-            writer.write(_error(f"busy: {lim.max_clients} clients are connected (the limit); try again"))
-            writer.close()  # a short reply to a fresh socket leaves at once
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=lim.max_request)
+        except OSError:
+            conn.close()
             return
-        self._clients[task] = writer
+        if task is not None:
+            self._clients[task] = writer
         self.counts["connections"] += 1
         end = loop.time() + lim.connection_s
         try:
@@ -242,7 +276,6 @@ class ControlApi:
         except (TimeoutError, ConnectionError):
             self.counts["timeouts"] += 1
         finally:
-            del self._clients[task]
             if writer.transport.get_write_buffer_size():
                 writer.transport.abort()  # a client that does not read gets nothing more
             else:
@@ -251,9 +284,9 @@ class ControlApi:
     async def _respond(self, line: bytes, loop: asyncio.AbstractEventLoop) -> bytes:
         """One reply line for one request line; never raises."""
         lim = self.limits
-        wait = self._bucket.delay(loop.time())
+        wait = self._requests.delay(loop.time())
         if wait > lim.max_wait_s:
-            self._bucket.give_back()
+            self._requests.give_back()
             self.counts["rate_limited"] += 1
             return _error(f"busy: over {lim.rate_per_s:g} requests/s; try again")
         if wait > 0:
@@ -289,6 +322,16 @@ class ControlApi:
             name = req.get("name")
             if not isinstance(name, str) or not name:
                 return _error('recipe_activate needs "name": a recipe name')
+            if self._activations.delay(loop.time()) > 0:  # changeovers are rare; a flood is refused here
+                self._activations.give_back()
+                self.counts["rate_limited"] += 1
+                return _line(
+                    {
+                        "ok": False,
+                        "result": "busy",
+                        "error": f"busy: over {self.limits.activate_per_s:g} recipe requests/s",
+                    }
+                )
             result, reason = await self.service.activate_recipe("api", name=name)
             ok = result.name == "ACTIVE"
             return _line(

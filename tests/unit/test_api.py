@@ -332,3 +332,52 @@ def test_cellctl_run_refuses_an_unsafe_socket_folder_in_one_line(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "control socket folder" in errors[0] and "mode 0777" in errors[0], errors
     assert "Traceback" not in caplog.text
+
+
+# ------------------------------------------------------------- item 3: API load is bounded
+def test_status_is_built_at_most_every_max_age_whatever_the_load(tmp_path: Path) -> None:
+    async def go() -> None:
+        limits = ApiLimits(status_max_age_s=0.1, rate_per_s=10_000, burst=10_000, accept_per_s=10_000)
+        gate = asyncio.Semaphore(20)
+
+        async def one(sock: Path) -> tuple[dict[str, Any] | None, bytes]:
+            async with gate:
+                return await ask(sock, b'{"op": "status"}\n')
+
+        async with serving(tmp_path, limits=limits) as (_, service, sock):
+            t0 = asyncio.get_running_loop().time()
+            replies = await asyncio.gather(*(one(sock) for _ in range(300)))
+            took = asyncio.get_running_loop().time() - t0
+            ok = [r for r, _ in replies if r is not None and r["ok"]]
+            assert len(ok) > 250
+            assert service.snapshots <= took / 0.1 + 2, (service.snapshots, took)
+
+    run(go)
+
+
+def test_requests_and_recipe_activations_are_rate_limited(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    async def go() -> None:
+        limits = ApiLimits(rate_per_s=50, burst=10, max_wait_s=0.2, activate_per_s=1, activate_burst=2)
+        async with serving(tmp_path, limits=limits) as (api, service, sock):
+
+            async def activate(source: str, name: str | None = None) -> Any:
+                calls.append(str(name))
+                return RecipeResult.UNKNOWN_NUMBER, "no such recipe"
+
+            service.activate_recipe = activate  # type: ignore[method-assign]
+            req = b'{"op": "recipe_activate", "name": "x"}\n'
+            got = await asyncio.gather(*(ask(sock, req) for _ in range(20)))
+            results = [r["result"] for r, _ in got if r is not None]
+            assert len(results) == 20 and len(calls) <= 3, (results, calls)
+            assert results.count("busy") >= 17
+            t0 = asyncio.get_running_loop().time()
+            statuses = await asyncio.gather(*(ask(sock, b'{"op": "status"}\n') for _ in range(30)))
+            took = asyncio.get_running_loop().time() - t0
+            errors = [r["error"] for r, _ in statuses if r is not None and not r["ok"]]
+            assert all("requests/s" in e for e in errors) and errors, errors  # over 50/s: refused
+            assert took < 2.0
+            assert api.counts["rate_limited"] >= 17 + len(errors)
+
+    run(go)

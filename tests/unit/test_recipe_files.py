@@ -287,3 +287,47 @@ def test_start_up_with_bad_recipe_files_is_one_clean_line(
     else:
         assert f"{recipe}.yaml" in errors[0], errors
     assert threading.active_count() < 50
+
+
+# ------------------------------------------------- item 3: recipe lookups cost the loop nothing
+def test_recipe_index_parses_a_file_only_when_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.recipes as recipes_mod
+    from controller.recipes import RecipeIndex
+
+    folder = _recipe_folder(tmp_path)
+    parsed: list[str] = []
+    real = recipes_mod.load_recipe
+
+    def counting(path: Path) -> Recipe:
+        parsed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(recipes_mod, "load_recipe", counting)
+    index = RecipeIndex(folder)
+    assert index.find("nope") is None
+    first = len(parsed)
+    assert first == len(list(folder.glob("*.yaml")))
+    assert index.find("nope") is None and index.find(number=2) == folder / "plate-4h-long.yaml"
+    assert len(parsed) == first  # nothing changed: nothing parsed again
+    (folder / "plate-4h.yaml").write_text(GOOD.replace("number: 1", "number: 5"))
+    assert index.find(number=5) == folder / "plate-4h.yaml"
+    assert parsed[first:] == ["plate-4h.yaml"]
+
+
+def test_changeover_looks_recipes_up_off_the_loop(service: Any) -> None:
+    threads: list[str] = []
+    real = service._recipes.find
+
+    def find(name: str | None = None, number: int | None = None) -> Path | None:
+        threads.append(threading.current_thread().name)
+        return real(name, number)
+
+    service._recipes.find = find
+
+    async def go() -> None:
+        await service.activate_recipe("api", name="nope")
+
+    asyncio.run(go())
+    assert threads and threads[0] != threading.main_thread().name, threads
