@@ -190,13 +190,13 @@ BAD_NAMES = ["a-binary", "b-latin1", "c-deep", "d-dir", "e-empty"]
 def test_api_changeover_to_any_bad_file_is_an_audited_refusal_with_a_reply(
     tmp_path: Path, service: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from controller.api import ControlApi
+    from controller.api import ApiLimits, ControlApi
 
     sock = tmp_path / "api" / "cell.sock"
     replies: dict[str, dict[str, Any]] = {}
 
     async def go() -> None:
-        api = ControlApi(service, sock)
+        api = ControlApi(service, sock, ApiLimits(activate_per_s=100, activate_burst=100))
         await api.start()
         try:
             for name in [*BAD_NAMES, "nope", "plate-4h-long"]:
