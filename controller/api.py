@@ -5,11 +5,13 @@ Requests: {"op": "status"}, {"op": "command", "command": "hold"} and
 reason; every request gets one reply line, a malformed one too. The server runs on the
 service's loop, so a command is applied between two events, never in the middle of one.
 
-It is built so that no client can hurt the line: at most `max_clients` connections (more are
-answered "busy" and closed at once), a deadline for each request line and for the connection's
-whole life (a client dribbling bytes does not hold a slot), a global rate limit, a status
-serialised at most every `status_max_age_s` and shared by every client, and accept errors
-(out of file handles) logged once per interval with a count instead of a traceback each.
+It is built so that no client can hurt the line (`ApiLimits`): connections accepted at a
+bounded rate by its own accept loop, at most `max_clients` served at once (more are answered
+"busy" and closed at once), a deadline for each request line and for the connection's whole
+life (a client dribbling bytes does not hold a slot), global rate limits on requests and on
+recipe activations, a status serialised at most every `status_max_age_s` and shared by every
+client, and accept errors (out of file handles) logged once per interval with a count
+instead of asyncio's traceback for each.
 """
 
 from __future__ import annotations
