@@ -49,6 +49,8 @@ class ApiLimits:
     write_timeout_s: float = 5.0  # for a reply to leave when the client does not read
     rate_per_s: float = 200.0  # requests per second over all clients ...
     burst: int = 50  # ... with this many at once
+    client_rate_per_s: float = 20.0  # requests per second on one connection ...
+    client_burst: int = 10  # ... with this many at once
     max_wait_s: float = 1.0  # a request waits at most this for its turn, else "busy"
     accept_per_s: float = 500.0  # connections accepted per second (refused ones included)
     backlog: int = 64  # connections the kernel holds while the API does not accept
@@ -258,6 +260,7 @@ class ControlApi:
             self._clients[task] = writer
         self.counts["connections"] += 1
         end = loop.time() + lim.connection_s
+        mine = _TokenBucket(lim.client_rate_per_s, lim.client_burst)
         try:
             while (left := min(lim.request_timeout_s, end - loop.time())) > 0:
                 try:
@@ -272,7 +275,7 @@ class ControlApi:
                     self.counts["timeouts"] += 1
                     writer.write(_error(f"no complete request within {left:.1f} s; closing"))
                     break
-                reply = await self._respond(line, loop)
+                reply = await self._respond(line, loop, mine)
                 writer.write(reply)
                 await asyncio.wait_for(writer.drain(), lim.write_timeout_s)
         except (TimeoutError, ConnectionError):
@@ -283,16 +286,21 @@ class ControlApi:
             else:
                 writer.close()
 
-    async def _respond(self, line: bytes, loop: asyncio.AbstractEventLoop) -> bytes:
-        """One reply line for one request line; never raises."""
+    async def _respond(self, line: bytes, loop: asyncio.AbstractEventLoop, mine: _TokenBucket) -> bytes:
+        """One reply line for one request line; never raises. `mine` is the connection's own
+        rate limit, checked before the global one so one client cannot spend everyone's share."""
         lim = self.limits
-        wait = self._requests.delay(loop.time())
-        if wait > lim.max_wait_s:
+        now = loop.time()
+        if (wait := mine.delay(now)) > lim.max_wait_s:
+            mine.give_back()
+            self.counts["rate_limited"] += 1
+            return _error(f"busy: over {lim.client_rate_per_s:g} requests/s on this connection; try again")
+        if (shared := self._requests.delay(now)) > lim.max_wait_s:
             self._requests.give_back()
             self.counts["rate_limited"] += 1
             return _error(f"busy: over {lim.rate_per_s:g} requests/s; try again")
-        if wait > 0:
-            await asyncio.sleep(wait)
+        if max(wait, shared) > 0:
+            await asyncio.sleep(max(wait, shared))
         try:
             req = json.loads(line)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError

@@ -381,3 +381,27 @@ def test_requests_and_recipe_activations_are_rate_limited(tmp_path: Path) -> Non
             assert api.counts["rate_limited"] >= 17 + len(errors)
 
     run(go)
+
+
+def test_one_connection_cannot_spend_every_clients_share(tmp_path: Path) -> None:
+    """A client pipelining requests on one connection is slowed to its own rate; others are
+    served meanwhile at once."""
+
+    async def go() -> None:
+        limits = ApiLimits(client_rate_per_s=20, client_burst=5, rate_per_s=1000, burst=100)
+        async with serving(tmp_path, limits=limits) as (_, _, sock):
+            loop = asyncio.get_running_loop()
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 22)
+            t0 = loop.time()
+            writer.write(b'{"op": "status"}\n' * 60)
+            await asyncio.sleep(0.3)
+            t1 = loop.time()
+            other = await asyncio.gather(*(ask(sock, b'{"op": "status"}\n') for _ in range(10)))
+            assert loop.time() - t1 < 1.0 and all(r is not None and r["ok"] for r, _ in other)
+            replies = [json.loads(await asyncio.wait_for(reader.readline(), 10.0)) for _ in range(60)]
+            took = loop.time() - t0
+            writer.close()
+            assert all(r["ok"] for r in replies)
+            assert took > (60 - 5) / 20 * 0.9, took  # held to 20 requests/s after a burst of 5
+
+    run(go)
