@@ -65,10 +65,8 @@ class RecipeIndex:
         self._entries: dict[Path, tuple[tuple[int, int], str | None, int | None]] = {}
 
     def _refresh(self) -> list[tuple[Path, str | None, int | None]]:
-        files = []
         try:
-            for p in sorted(self.folder.glob("*.yaml"))[:MAX_RECIPE_FILES]:
-                files.append(p)
+            files = sorted(self.folder.glob("*.yaml"))[:MAX_RECIPE_FILES]
         except OSError:
             return []
         out = []
@@ -229,7 +227,10 @@ def list_recipes(folder: Path) -> list[Listed]:
     """Every recipe file in `folder` (not its subfolders), valid or not."""
     out: list[Listed] = []
     for p in sorted(folder.glob("*.yaml")):
-        mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        try:
+            mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        except OSError:  # a dangling link: listed, and invalid below
+            mtime = "-"
         try:
             r = load_recipe(p)
         except ConfigError as exc:

@@ -338,3 +338,16 @@ def test_changeover_looks_recipes_up_off_the_loop(service: Any) -> None:
 
     asyncio.run(go())
     assert threads and threads[0] != threading.main_thread().name, threads
+
+
+def test_recipe_list_shows_every_bad_file_as_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _recipe_folder(tmp_path)
+    (folder / "f-dangling.yaml").symlink_to(folder / "nowhere")
+    assert main(["recipe", "list", str(folder)]) == 0
+    out = capsys.readouterr().out
+    for name in [*BAD_NAMES, "f-dangling"]:
+        (line,) = [ln for ln in out.splitlines() if f"{name}.yaml" in ln]
+        assert "INVALID" in line, line
+    assert "Traceback" not in out
