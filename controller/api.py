@@ -265,8 +265,11 @@ class ControlApi:
             while (left := min(lim.request_timeout_s, end - loop.time())) > 0:
                 try:
                     line = await asyncio.wait_for(reader.readuntil(b"\n"), left)
-                except asyncio.IncompleteReadError:
-                    break  # the client closed
+                except asyncio.IncompleteReadError as exc:  # the client closed its side
+                    if exc.partial.strip():  # a last request without its newline still gets a reply
+                        writer.write(await self._respond(exc.partial, loop, mine))
+                        await asyncio.wait_for(writer.drain(), lim.write_timeout_s)
+                    break
                 except asyncio.LimitOverrunError:
                     self.counts["bad_requests"] += 1
                     writer.write(_error(f"request over {lim.max_request} bytes"))

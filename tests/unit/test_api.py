@@ -405,3 +405,16 @@ def test_one_connection_cannot_spend_every_clients_share(tmp_path: Path) -> None
             assert took > (60 - 5) / 20 * 0.9, took  # held to 20 requests/s after a burst of 5
 
     run(go)
+
+
+def test_a_last_request_without_newline_is_answered(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with serving(tmp_path) as (_, _, sock):
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(b'{"op": "status"}')
+            writer.write_eof()
+            reply = json.loads(await asyncio.wait_for(reader.readline(), 3.0))
+            writer.close()
+            assert reply["ok"] and reply["status"]["state"] == "EXECUTE"
+
+    run(go)
