@@ -162,6 +162,7 @@ class CellService:
     ) -> None:
         self.cell, self.link, self.recipe_dir = cell, link, recipe_dir
         self._recipes = RecipeIndex(recipe_dir)  # recipes by name and number, parsed once per change
+        self._recipe_requests: set[asyncio.Task[None]] = set()  # PLC recipe requests in progress
         self.drain_timeout_s = drain_timeout_s
         self._data_root = data_dir or Path(".")
         missing = [c for c in recipe.cameras if c not in cameras]
@@ -528,9 +529,11 @@ class CellService:
                 self.recent.append((t.part_id, t.verdict.name, ",".join(t.reasons)[:60]))
                 self._account(t)
             elif isinstance(a, RecipeRequest):
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._plc_recipe_request(a.seq, a.number), name=f"recipe-request-{a.seq}"
                 )
+                self._recipe_requests.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(self._recipe_requests.discard)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)
             elif isinstance(a, DropFrame):
