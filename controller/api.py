@@ -300,6 +300,7 @@ class ControlApi:
             return _error(f"busy: over {lim.client_rate_per_s:g} requests/s on this connection; try again")
         if (shared := self._requests.delay(now)) > lim.max_wait_s:
             self._requests.give_back()
+            mine.give_back()
             self.counts["rate_limited"] += 1
             return _error(f"busy: over {lim.rate_per_s:g} requests/s; try again")
         if max(wait, shared) > 0:
