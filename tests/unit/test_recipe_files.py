@@ -351,3 +351,20 @@ def test_recipe_list_shows_every_bad_file_as_invalid(
         (line,) = [ln for ln in out.splitlines() if f"{name}.yaml" in ln]
         assert "INVALID" in line, line
     assert "Traceback" not in out
+
+
+@pytest.mark.parametrize("case", ["binary", "a directory", "deep flow"])
+def test_start_up_with_a_bad_cell_config_is_one_clean_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, case: str
+) -> None:
+    from controller.daemon import RunOptions, run_service
+
+    (make,) = [m for name, m, _ in FILES if name == case]
+    cell = tmp_path / "cell.yaml"
+    make(cell)
+    opts = RunOptions(cell, "plate-4h", ROOT / "recipes", tmp_path / "data", tmp_path / "run" / "cell.sock")
+    with caplog.at_level(logging.INFO):
+        assert run_service(opts) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f"{cell}:"), errors
+    assert "Traceback" not in caplog.text
