@@ -84,6 +84,9 @@ def _status(args: argparse.Namespace) -> int:
     except ApiError as exc:
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1
+    if not reply.get("ok") or not isinstance(reply.get("status"), dict):
+        print(f"cellctl: status refused: {reply.get('error')}", file=sys.stderr)
+        return 1
     st = reply["status"]
     if args.json:
         print(json.dumps(st, indent=2))
@@ -257,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--seed", type=int, default=None, help="simulation seed")
     d.add_argument(
-        "--socket", type=Path, default=None, help="control socket (default: CELLCTL_SOCKET or /tmp)"
+        "--socket",
+        type=Path,
+        default=None,
+        help="control socket (default: CELLCTL_SOCKET or a per-user folder)",
     )
     d.set_defaults(func=_demo)
 

@@ -332,7 +332,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field or '(top)'}: expected {self.expected}, found {self.found}"
+        text = f"{where}: {self.field or '(top)'}: expected {self.expected}, found {self.found}"
+        # One line, whatever a file's keys and values hold: control characters are escaped.
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):
@@ -390,7 +392,10 @@ def _load(path: Path, model: type[_M]) -> _M:
     try:
         data = load_yaml(path)
     except YamlError as exc:
-        raise ConfigError([Problem(str(path), None, "", "valid YAML", str(exc))]) from None
+        found = str(exc).removeprefix(f"{path}: ")
+        line, _, rest = found.partition(": ")
+        at = int(line[5:]) if line.startswith("line ") and line[5:].isdigit() else None
+        raise ConfigError([Problem(str(path), at, "", "valid YAML", rest if at else found)]) from None
     if not isinstance(data, dict):
         raise ConfigError([Problem(str(path), 1, "", "a mapping", type(data).__name__)])
     try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.api import ControlApi
+from controller.api import ControlApi, prepare_socket_folder
 from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.devices import make_cameras, make_link
 from controller.inference.runner import ModelLoadError
@@ -67,6 +68,7 @@ def status_line(service: CellService) -> str:
 
 
 async def serve(opts: RunOptions, cell: CellConfig) -> int:
+    prepare_socket_folder(opts.socket)  # a folder others could write is refused before anything opens
     recipe_dir = opts.recipes or opts.cell.resolve().parent.parent
     path = recipe_path(opts.recipe, recipe_dir)
     checked = await asyncio.to_thread(check_recipe, path, cell, False)
@@ -142,8 +144,21 @@ async def _supervise(
             await asyncio.wait_for(stop.wait(), timeout=period)
 
 
+def raise_file_limit(want: int = 16384) -> int:
+    """Raise the soft limit on open files towards `want` (within the hard limit), as the unit's
+    LimitNOFILE does under systemd; the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft
+
+
 def run_service(opts: RunOptions) -> int:
     """Run until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot start."""
+    log.debug("open files: at most %d", raise_file_limit())
     try:
         cell = load_cell_config(opts.cell)
         return asyncio.run(serve(opts, cell))

@@ -9,6 +9,7 @@ the cell's top belt speed must cover the model's measured latency.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import types
 from dataclasses import dataclass
@@ -49,18 +50,62 @@ def _line(lines: dict[tuple[str | int, ...], int], *loc: str | int) -> int | Non
     return None
 
 
+#: A recipe folder holding more `*.yaml` files than this is searched only this far.
+MAX_RECIPE_FILES = 1000
+
+
+class RecipeIndex:
+    """The recipes of one folder by name and number, each file parsed again only when its
+    modification time or size changed. Blocking (stat and parse): call it from a worker thread,
+    never on the control loop. Thread-safe; a file that cannot be parsed is found by its stem."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = threading.Lock()
+        self._entries: dict[Path, tuple[tuple[int, int], str | None, int | None]] = {}
+
+    def _refresh(self) -> list[tuple[Path, str | None, int | None]]:
+        try:
+            files = sorted(self.folder.glob("*.yaml"))[:MAX_RECIPE_FILES]
+        except OSError:
+            return []
+        out = []
+        for p in files:
+            try:
+                st = p.stat()
+                key = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                key = (0, -1)  # a dangling link and the like: found by its stem, refused when loaded
+            cached = self._entries.get(p)
+            if cached is None or cached[0] != key:
+                try:
+                    r = load_recipe(p)
+                    cached = (key, r.name, r.number)
+                except Exception:  # ConfigError, or anything unforeseen: refused when activated
+                    cached = (key, None, None)
+                self._entries[p] = cached
+            out.append((p, cached[1], cached[2]))
+        for gone in set(self._entries) - set(files):
+            del self._entries[gone]
+        return out
+
+    def find(self, name: str | None = None, number: int | None = None) -> Path | None:
+        """The recipe file with this name (file stem or `name:`) or number."""
+        with self._lock:
+            entries = self._refresh()
+        for p, rname, rnumber in entries:
+            if rname is None:
+                if name is not None and p.stem == name:
+                    return p
+                continue
+            if (name is not None and name in (rname, p.stem)) or (number is not None and rnumber == number):
+                return p
+        return None
+
+
 def find_recipe(folder: Path, name: str | None = None, number: int | None = None) -> Path | None:
     """The recipe file in `folder` with this name (file stem or `name:`) or number."""
-    for p in sorted(folder.glob("*.yaml")):
-        try:
-            r = load_recipe(p)
-        except ConfigError:
-            if name is not None and p.stem == name:
-                return p
-            continue
-        if (name is not None and name in (r.name, p.stem)) or (number is not None and r.number == number):
-            return p
-    return None
+    return RecipeIndex(folder).find(name, number)
 
 
 def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
@@ -155,7 +200,7 @@ def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float |
         adapter = make_adapter(recipe, runner.info.output_names)
         outs = runner.run_all(batch)
         adapter(next(iter(recipe.cameras)), [o[0] for o in outs])
-    except ValueError as exc:
+    except Exception as exc:  # ValueError from the adapter; onnxruntime's own errors are untyped
         bad(("model", "kind"), f"outputs a {m.kind} model gives", str(exc)[:200])
         return None
     if not measure:
@@ -182,7 +227,10 @@ def list_recipes(folder: Path) -> list[Listed]:
     """Every recipe file in `folder` (not its subfolders), valid or not."""
     out: list[Listed] = []
     for p in sorted(folder.glob("*.yaml")):
-        mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        try:
+            mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        except OSError:  # a dangling link: listed, and invalid below
+            mtime = "-"
         try:
             r = load_recipe(p)
         except ConfigError as exc:

@@ -51,7 +51,7 @@ from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import GpuOptions, OnnxRunner
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Camera, CameraError, Frame, PlcLink
-from controller.recipes import check_recipe, find_recipe
+from controller.recipes import RecipeIndex, check_recipe
 from controller.records import PartRecord, RecordStore
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class CellService:
         drain_timeout_s: float = 5.0,
     ) -> None:
         self.cell, self.link, self.recipe_dir = cell, link, recipe_dir
+        self._recipes = RecipeIndex(recipe_dir)  # recipes by name and number, parsed once per change
+        self._recipe_requests: set[asyncio.Task[None]] = set()  # PLC recipe requests in progress
         self.drain_timeout_s = drain_timeout_s
         self._data_root = data_dir or Path(".")
         missing = [c for c in recipe.cameras if c not in cameras]
@@ -259,8 +261,10 @@ class CellService:
             result, reason = RecipeResult.BUSY, "another changeover is in progress"
         elif (why := self.core.recipe_refusal()) is not None:
             result, reason = RecipeResult.NOT_SAFE, why
-        elif (path := find_recipe(self.recipe_dir, name, number)) is None:
+        elif (path := await asyncio.to_thread(self._recipes.find, name, number)) is None:  # off the loop
             result, reason = RecipeResult.UNKNOWN_NUMBER, f"no recipe {wanted} in {self.recipe_dir}"
+        elif self._changing:  # another one started while this one looked its file up
+            result, reason = RecipeResult.BUSY, "another changeover is in progress"
         else:
             self._changing = True
             try:
@@ -289,6 +293,10 @@ class CellService:
                             result = RecipeResult.ACTIVE
                             reason = f"judges parts from {boundary} on, model on {new.runner.info.provider}"
                             await asyncio.to_thread(self._apply_camera_settings, new.recipe)
+            except Exception as exc:  # whatever a file holds: an audited refusal, never a lost reply
+                log.error("recipe %s from %s: %s: %s", wanted, source, type(exc).__name__, exc)
+                if result is not RecipeResult.ACTIVE:
+                    result, reason = RecipeResult.INVALID, f"{type(exc).__name__}: {exc}"[:300]
             finally:
                 self._changing = False
         self.store.put_audit(
@@ -311,8 +319,13 @@ class CellService:
                 log.error("camera %s: recipe %s exposure/gain not applied: %s", name, recipe.name, exc)
 
     async def _plc_recipe_request(self, seq: int, number: int) -> None:
-        result, _ = await self.activate_recipe("plc", number=number)
-        self.core.answer_recipe(seq, result)
+        result = RecipeResult.INVALID
+        try:
+            result, _ = await self.activate_recipe("plc", number=number)
+        except Exception as exc:  # the PLC gets an answer whatever happened
+            log.error("PLC recipe request %d (recipe %d): %s: %s", seq, number, type(exc).__name__, exc)
+        finally:
+            self.core.answer_recipe(seq, result)
 
     async def _housekeeping(self) -> None:
         """Twice a second: alarm for cameras that are gone; retire recipes no part depends on."""
@@ -552,9 +565,11 @@ class CellService:
                 self.recent.append((t.part_id, t.verdict.name, ",".join(t.reasons)[:60]))
                 self._account(t)
             elif isinstance(a, RecipeRequest):
-                asyncio.get_running_loop().create_task(
+                task = asyncio.get_running_loop().create_task(
                     self._plc_recipe_request(a.seq, a.number), name=f"recipe-request-{a.seq}"
                 )
+                self._recipe_requests.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(self._recipe_requests.discard)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
             elif isinstance(a, DropFrame):

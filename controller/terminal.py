@@ -112,6 +112,8 @@ class ConsoleSession:
             reply = request(self.socket, {"op": "status"}, timeout=1.0)
         except ApiError as exc:
             return render_unreachable(str(exc), self.footer())
+        if not reply.get("ok") or not isinstance(reply.get("status"), dict):  # busy: shown, retried
+            return render_unreachable(f"status refused: {reply.get('error')}", self.footer())
         return render_status(snapshot_from_dict(reply["status"]), size, self.footer())
 
 

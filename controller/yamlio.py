@@ -1,17 +1,22 @@
 """YAML loading that refuses what PyYAML's safe_load lets through silently.
 
-Duplicate keys (safe_load keeps the last one), aliases (billion-laughs expansion) and files
-over a size limit are errors with the file and line.
+Duplicate keys (safe_load keeps the last one), aliases (billion-laughs expansion), files over
+a size limit, nesting deeper than a limit, text that is not UTF-8 and anything that is not a
+regular file are errors with the file (and line), in one line. Any file at all gives a
+YamlError, never another exception.
 """
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 MAX_BYTES = 256 * 1024
+#: Mappings and sequences nested deeper than this are refused (recipes need 4).
+MAX_DEPTH = 32
 
 
 class YamlError(Exception):
@@ -26,6 +31,12 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        try:
+            hash(key)
+        except TypeError:
+            line = key_node.start_mark.line + 1
+            kind = type(key).__name__
+            raise YamlError(f"line {line}: a key must be a plain value, found a {kind}") from None
         if key in seen:
             raise YamlError(
                 f"line {key_node.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key] + 1})"
@@ -42,30 +53,74 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 
 class _NoAliasComposer(_StrictLoader):
+    _depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
             raise YamlError(f"line {event.start_mark.line + 1}: YAML anchors and aliases are not allowed")
-        return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:  # before Python's recursion limit, with a line number
+                raise YamlError(f"line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _one_line(text: object, limit: int = 200) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def read_text(path: Path, max_bytes: int = MAX_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most `max_bytes`. Raises YamlError naming `path`."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise YamlError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise YamlError(f"{path}: a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise YamlError(f"{path}: not a regular file")
+    if st.st_size > max_bytes:
+        raise YamlError(f"{path}: {st.st_size} bytes, over the {max_bytes} byte limit")
+    try:
+        with path.open("rb") as f:
+            data = f.read(max_bytes + 1)  # the file may have grown since stat
+    except OSError as exc:
+        raise YamlError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise YamlError(f"{path}: over the {max_bytes} byte limit")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise YamlError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
 
 
 def load_yaml(path: Path, max_bytes: int = MAX_BYTES) -> Any:
-    """Parse one YAML file strictly. Raises YamlError naming `path`."""
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise YamlError(f"{path}: cannot read: {exc.strerror}") from None
-    if size > max_bytes:
-        raise YamlError(f"{path}: {size} bytes, over the {max_bytes} byte limit")
-    text = path.read_text(encoding="utf-8", errors="strict")
+    """Parse one YAML file strictly. Raises YamlError naming `path`, and nothing else."""
+    text = read_text(path, max_bytes)
     try:
         return yaml.load(text, Loader=_NoAliasComposer)
     except YamlError as exc:
         raise YamlError(f"{path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "?"
-        raise YamlError(f"{path}: {where}: {getattr(exc, 'problem', None) or exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise YamlError(f"{path}: {where}{_one_line(exc.problem or exc.context or exc)}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlError(
+            f"{path}: line {line}: character #x{char:04x} is not allowed in YAML (binary data?)"
+        ) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors raise plain ValueError and the like (a date such as 2001-13-45).
+        raise YamlError(f"{path}: cannot parse: {_one_line(exc)}") from None
 
 
 def key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
@@ -84,8 +139,8 @@ def key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
                 walk(item, (*at, i))
 
     try:
-        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+        root = yaml.compose(read_text(path), Loader=_NoAliasComposer)
+    except (YamlError, yaml.YAMLError, ValueError, RecursionError):
         return lines
     if root is not None:
         walk(root, ())

@@ -48,6 +48,13 @@ def test_unit_is_a_hardened_notify_service_with_a_watchdog() -> None:
     assert keys["ProtectSystem"] == "strict" and keys["StateDirectory"] == "inspection-cell"
 
 
+def test_unit_raises_the_file_handle_limit() -> None:
+    """1,024 handles (the default soft limit) ran out under a flood of API clients: images and
+    records need handles too, so the unit allows many more than the API's client cap."""
+    limits = [ln.split("=", 1)[1] for ln in UNIT.read_text().splitlines() if ln.startswith("LimitNOFILE=")]
+    assert len(limits) == 1 and int(limits[0]) >= 8192, limits
+
+
 def test_notifier_sends_fields_in_one_datagram_and_never_blocks(tmp_path: Path) -> None:
     path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
