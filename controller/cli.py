@@ -32,6 +32,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         socket=args.socket,
         belt_speed_mm_s=args.belt_speed,
+        trigger_ring=False if args.no_trigger_ring else None,
         spacing_jitter=args.spacing_jitter,
         plc_scan_ms=args.plc_scan_ms,
         plc_scan_jitter_ms=args.plc_scan_jitter_ms,
@@ -242,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
     d.add_argument("--belt-speed", type=float, default=None, help="belt speed in mm/s (default: cell config)")
+    d.add_argument(
+        "--no-trigger-ring",
+        action="store_true",
+        help="pair frames by encoder position only, as with a PLC that publishes no trigger ring",
+    )
     d.add_argument(
         "--spacing-jitter", type=float, default=None, help="± share of the pitch between parts (0..0.5)"
     )

@@ -92,6 +92,16 @@ class PlcConfig(_Strict):
         1000, ge=0, le=65535, description="Modbus: first holding register of the cell → PLC area"
     )
     ring_size: int = Field(16, ge=4, le=16, description="slots per ring; 16 keeps the input DB in one S7 PDU")
+    trigger_ring: bool = Field(
+        False,
+        description="the PLC publishes each camera trigger (camera, count, part, encoder) in a trigger "
+        "area, and frames pair with parts exactly by the camera's trigger counter; without it, by "
+        "encoder position within the measured uncertainty",
+    )
+    db_trig: int = Field(102, ge=1, le=65535, description="S7: DB of the trigger area (written by the PLC)")
+    trig_register: int = Field(
+        500, ge=0, le=65535, description="Modbus: first holding register of the trigger area"
+    )
     cycle_ms: float = Field(2.0, ge=0.5, le=100, description="I/O cycle: one read of the input DB")
     timeout_s: float = Field(0.5, gt=0, le=10, description="request timeout")
     heartbeat_timeout_s: float = Field(

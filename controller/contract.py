@@ -72,6 +72,21 @@ DISPO_SLOT: tuple[tuple[str, str, str], ...] = (
     ("cause", ">u2", "why the PLC decided so: see DispositionCause"),
 )
 
+#: The trigger area's header (PLC → cell, its own DB or register block; with `plc.trigger_ring`).
+TRIGGER_HEADER: tuple[tuple[str, str, str], ...] = (
+    ("trig_seq", ">u4", "triggers recorded since PLC start; the newest is in slot trig_seq % ring"),
+    ("reserved", ">u4", "reserved, 0"),
+)
+
+#: One trigger slot: which part a camera trigger was fired for.
+TRIGGER_SLOT: tuple[tuple[str, str, str], ...] = (
+    ("camera", ">u2", "camera index: its place in the cell config's cameras list, from 0"),
+    ("reserved", ">u2", "reserved, 0"),
+    ("cam_seq", ">u4", "this camera's trigger count since PLC start (1, 2, ...), as its counter counts"),
+    ("part_id", ">u4", "the part this trigger was fired for"),
+    ("encoder", ">u4", "raw encoder count when the trigger was fired"),
+)
+
 #: Header fields written by the cell.
 CELL_HEADER: tuple[tuple[str, str, str], ...] = (
     ("heartbeat", ">u2", "cell heartbeat, incremented every I/O cycle; the PLC watches for change"),
@@ -220,6 +235,7 @@ class AlarmCode(IntEnum):
     NO_DISPOSITION = 22
     CAMERA_LOST = 30
     FRAMES_AMBIGUOUS = 23
+    TRIGGER_PAIRING = 24
     CONTROL_LOOP_ERROR = 40
     RECORDS_FAILING = 41
     IMAGES_NOT_SAVED = 42
@@ -269,6 +285,13 @@ ALARMS: tuple[tuple[AlarmCode, str, str, str, str], ...] = (
      "PLC scan, belt speed and uncertainty)",
      "Those parts are rejected (NO_DECISION); the line runs on",
      "Reset, Clear or Unhold (raised again while it lasts)"),
+    (AlarmCode.TRIGGER_PAIRING, "frames do not pair with the trigger ring",
+     "over 2 % of the last 200 frames found no trigger record for their counter, or none that fits "
+     "their position: the PLC does not publish its triggers (trig_seq stays), or pulses are lost "
+     "or added on the trigger wiring",
+     "Those frames are dropped, so their parts are rejected (NO_DECISION); each camera locks its "
+     "counter again on the next frame that fits exactly one trigger",
+     "Reset, Clear or Unhold (raised again while it lasts)"),
     (AlarmCode.CAMERA_LOST, "camera gone", "unplugged, powered off, network",
      "Its views are missing: parts rejected (NO_DECISION); the driver reopens it",
      "Reset, Clear or Unhold once it is back"),
@@ -306,6 +329,7 @@ class AreaLayout:
     cell_dtype: np.dtype[np.void]
     cell_header_size: int
     verdict_slot_size: int
+    trig_dtype: np.dtype[np.void]
 
     @property
     def plc_size(self) -> int:
@@ -314,6 +338,10 @@ class AreaLayout:
     @property
     def cell_size(self) -> int:
         return int(self.cell_dtype.itemsize)
+
+    @property
+    def trig_size(self) -> int:
+        return int(self.trig_dtype.itemsize)
 
     def verdict_offset(self, part_id: int) -> int:
         """Byte offset of the verdict slot of `part_id` in the cell → PLC area."""
@@ -342,6 +370,9 @@ def area_layout(ring_size: int) -> AreaLayout:
         cell_dtype=cell,
         cell_header_size=_dtype(CELL_HEADER).itemsize,
         verdict_slot_size=_dtype(VERDICT_SLOT).itemsize,
+        trig_dtype=np.dtype(
+            [("header", _dtype(TRIGGER_HEADER)), ("slots", _dtype(TRIGGER_SLOT), (ring_size,))]
+        ),
     )
 
 
@@ -388,6 +419,10 @@ def contract_table(ring_size: int = 16) -> list[tuple[str, int, str, str, str]]:
     emit("PLC → cell", plc_fields["parts"][1], f"parts[0..{ring_size - 1}].", PART_SLOT)
     emit("PLC → cell", plc_fields["acks"][1], f"acks[0..{ring_size - 1}].", ACK_SLOT)
     emit("PLC → cell", plc_fields["dispos"][1], f"dispos[0..{ring_size - 1}].", DISPO_SLOT)
+    emit("PLC → cell (triggers)", 0, "", TRIGGER_HEADER)
+    trig_fields = layout.trig_dtype.fields
+    assert trig_fields is not None
+    emit("PLC → cell (triggers)", trig_fields["slots"][1], f"slots[0..{ring_size - 1}].", TRIGGER_SLOT)
     emit("cell → PLC", 0, "", CELL_HEADER)
     emit("cell → PLC", layout.cell_header_size, f"verdicts[0..{ring_size - 1}].", VERDICT_SLOT)
     return rows

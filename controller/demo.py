@@ -52,6 +52,7 @@ class DemoOptions:
     socket: Path | None = None
     cameras_from: str = "sim"  # or "pylon-emulation": pylon's emulated Basler cameras
     belt_speed_mm_s: float | None = None
+    trigger_ring: bool | None = None  # None: as the cell config says
     spacing_jitter: float | None = None
     plc_scan_ms: float | None = None
     plc_scan_jitter_ms: float | None = None
@@ -118,6 +119,10 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    if opts.trigger_ring is not None:
+        cell = cell.model_copy(
+            update={"plc": cell.plc.model_copy(update={"trigger_ring": opts.trigger_ring})}
+        )
     if opts.belt_speed_mm_s and opts.belt_speed_mm_s > cell.max_belt_speed_mm_s:
         cell = cell.model_copy(update={"max_belt_speed_mm_s": opts.belt_speed_mm_s})
     emulation = None
@@ -132,7 +137,15 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     sim = SimLine(
         lcfg,
         PlcEndpoint(
-            p.ring_size, p.db_plc, p.db_cell, p.protocol, p.plc_register, p.cell_register, p.device_id
+            ring_size=p.ring_size,
+            db_plc=p.db_plc,
+            db_cell=p.db_cell,
+            protocol=p.protocol,
+            plc_register=p.plc_register,
+            cell_register=p.cell_register,
+            device_id=p.device_id,
+            db_trig=p.db_trig,
+            trig_register=p.trig_register,
         ),
         [c.name for c in cell.cameras],
         emulation,

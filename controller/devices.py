@@ -20,11 +20,11 @@ def make_link(cell: CellConfig) -> PlcLink:
         from drivers.modbus_link import ModbusPlcLink
 
         return ModbusPlcLink(
-            layout, p.host, p.port, p.device_id, p.plc_register, p.cell_register, p.timeout_s
+            layout, p.host, p.port, p.device_id, p.plc_register, p.cell_register, p.timeout_s, p.trig_register
         )
     from drivers.s7_link import S7PlcLink
 
-    return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s)
+    return S7PlcLink(layout, p.host, p.port, p.rack, p.slot, p.db_plc, p.db_cell, p.timeout_s, p.db_trig)
 
 
 def pylon_settings(cam: CameraConfig, recipe: Recipe) -> PylonSettings:

@@ -59,6 +59,10 @@ class PlcLink(Protocol):
         """The whole PLC → cell area in one request, as a structured record."""
         ...
 
+    def read_triggers(self) -> np.void:
+        """The whole trigger area (PLC → cell) in one request (with `plc.trigger_ring`)."""
+        ...
+
     def write_header(self, data: bytes) -> None:
         """The cell → PLC header (heartbeat, state, acknowledgements)."""
         ...

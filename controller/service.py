@@ -86,6 +86,7 @@ def build_plan(cell: CellConfig, recipe: Recipe) -> CellPlan:
         confirm_offset=counts(st.confirm_mm),
         match_tolerance=counts(cell.match_tolerance_mm),
         max_counts_per_s=cell.max_belt_speed_mm_s * cpm,
+        trigger_cameras=tuple(c.name for c in cell.cameras) if cell.plc.trigger_ring else (),
         counts_per_mm=cpm,
         min_part_pitch=max(1, counts(cell.min_part_pitch_mm)),
         ack_timeout_s=cell.plc.ack_timeout_ms / 1000.0,
@@ -463,7 +464,9 @@ class CellService:
                     t0 = time.monotonic()
                     snap = self.link.read_inputs()
                     t1 = time.monotonic()
-                    loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2, t1 - t0)
+                    # The trigger ring is its own area: a second request, after the parts.
+                    trig = self.link.read_triggers() if self.cell.plc.trigger_ring else None
+                    loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2, t1 - t0, trig)
                     self.link.write_header(self._header)
                     next_read = max(next_read + cycle, now)
                 try:
@@ -494,10 +497,10 @@ class CellService:
     def _reconnecting(self) -> None:
         self._progress += 1
 
-    def _on_inputs(self, snap: np.void, t: float, round_trip: float) -> None:
+    def _on_inputs(self, snap: np.void, t: float, round_trip: float, triggers: np.void | None = None) -> None:
         self._last_inputs = t
         try:
-            actions = self.core.on_plc_inputs(snap, t, round_trip)
+            actions = self.core.on_plc_inputs(snap, t, round_trip, triggers)
         except Exception as exc:  # a bug: it must stop the line visibly, never freeze it silently
             self._loop_errors += 1
             if self._loop_errors == 1 or self._loop_errors % 1000 == 0:
@@ -521,12 +524,13 @@ class CellService:
 
     def _on_frame(self, frame: Frame) -> None:
         act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, frame, time.monotonic())
-        if isinstance(act, Infer):
-            track = self.core.undecided[act.part_id]
-            stack = self.stacks.get(track.plan.generation, self.active)
-            stack.worker.submit(act.part_id, frame)
-        else:
-            frame.release()
+        if act is not None:  # None: it waits in the core for its trigger record
+            self._execute([act])
+
+    def _infer(self, act: Infer) -> None:
+        track = self.core.undecided[act.part_id]
+        stack = self.stacks.get(track.plan.generation, self.active)
+        stack.worker.submit(act.part_id, act.frame)
 
     def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
@@ -572,6 +576,8 @@ class CellService:
                 task.add_done_callback(self._recipe_requests.discard)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
+            elif isinstance(a, Infer):
+                self._infer(a)
             elif isinstance(a, DropFrame):
                 a.frame.release()
 

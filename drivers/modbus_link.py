@@ -34,6 +34,7 @@ class ModbusPlcLink(AreaWriter):
         plc_address: int = 0,
         cell_address: int = 1000,
         timeout_s: float = 0.5,
+        trig_address: int = 500,
     ) -> None:
         if layout.plc_size // 2 > MAX_READ_REGISTERS:
             raise ValueError(
@@ -41,6 +42,7 @@ class ModbusPlcLink(AreaWriter):
             )
         self.layout, self.host, self.port, self.device_id = layout, host, port, device_id
         self.plc_address, self.cell_address, self.timeout_s = plc_address, cell_address, timeout_s
+        self.trig_address = trig_address
         self._client: ModbusTcpClient | None = None
 
     def __repr__(self) -> str:
@@ -65,15 +67,21 @@ class ModbusPlcLink(AreaWriter):
         return self._client
 
     def read_inputs(self) -> np.void:
-        n = self.layout.plc_size // 2
+        return self._read(self.plc_address, self.layout.plc_dtype)
+
+    def read_triggers(self) -> np.void:
+        return self._read(self.trig_address, self.layout.trig_dtype)
+
+    def _read(self, address: int, dtype: np.dtype[np.void]) -> np.void:
+        n = dtype.itemsize // 2
         try:
-            rr = self._require().read_holding_registers(self.plc_address, count=n, device_id=self.device_id)
+            rr = self._require().read_holding_registers(address, count=n, device_id=self.device_id)
         except (ModbusException, OSError) as exc:
             raise PlcLinkError(f"{self!r}: read {n} registers failed: {exc}") from None
         if rr.isError() or len(rr.registers) != n:
-            raise PlcLinkError(f"{self!r}: read {n} registers at {self.plc_address} refused: {rr}")
+            raise PlcLinkError(f"{self!r}: read {n} registers at {address} refused: {rr}")
         data = np.asarray(rr.registers, dtype=">u2").tobytes()
-        rec: np.void = np.frombuffer(data, dtype=self.layout.plc_dtype)[0]
+        rec: np.void = np.frombuffer(data, dtype=dtype)[0]
         return rec
 
     def _write(self, offset: int, data: bytes) -> None:

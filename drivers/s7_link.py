@@ -36,10 +36,11 @@ class S7PlcLink(AreaWriter):
         db_plc: int = 100,
         db_cell: int = 101,
         timeout_s: float = 0.5,
+        db_trig: int = 102,
     ) -> None:
         self.layout = layout
         self.host, self.port, self.rack, self.slot = host, port, rack, slot
-        self.db_plc, self.db_cell = db_plc, db_cell
+        self.db_plc, self.db_cell, self.db_trig = db_plc, db_cell, db_trig
         self.timeout_s = timeout_s
         self._client: snap7.client.Client | None = None
 
@@ -70,15 +71,20 @@ class S7PlcLink(AreaWriter):
         return self._client
 
     def read_inputs(self) -> np.void:
+        return self._read(self.db_plc, self.layout.plc_dtype)
+
+    def read_triggers(self) -> np.void:
+        return self._read(self.db_trig, self.layout.trig_dtype)
+
+    def _read(self, db: int, dtype: np.dtype[np.void]) -> np.void:
+        size = dtype.itemsize
         try:
-            data = self._require().db_read(self.db_plc, 0, self.layout.plc_size)
+            data = self._require().db_read(db, 0, size)
         except (S7Error, OSError) as exc:
-            raise PlcLinkError(f"{self!r}: read DB{self.db_plc} failed: {exc}") from None
-        if len(data) != self.layout.plc_size:
-            raise PlcLinkError(
-                f"{self!r}: DB{self.db_plc} read {len(data)} B, expected {self.layout.plc_size}"
-            )
-        rec: np.void = np.frombuffer(data, dtype=self.layout.plc_dtype)[0]
+            raise PlcLinkError(f"{self!r}: read DB{db} failed: {exc}") from None
+        if len(data) != size:
+            raise PlcLinkError(f"{self!r}: DB{db} read {len(data)} B, expected {size}")
+        rec: np.void = np.frombuffer(data, dtype=dtype)[0]
         return rec
 
     def _write(self, offset: int, data: bytes) -> None:

@@ -36,6 +36,8 @@ class PlcEndpoint:
     plc_register: int = 0
     cell_register: int = 1000
     device_id: int = 1
+    db_trig: int = 102
+    trig_register: int = 500
 
 
 def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connection) -> None:
@@ -46,14 +48,18 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     if ep.protocol == "modbus":
         from simulators.modbus_plc import SimModbusPlc
 
-        plc = SimModbusPlc(layout, ep.plc_register, ep.cell_register, device_id=ep.device_id)
+        plc = SimModbusPlc(
+            layout, ep.plc_register, ep.cell_register, device_id=ep.device_id, trig_address=ep.trig_register
+        )
     else:
         from simulators.s7_plc import SimS7Plc
 
-        plc = SimS7Plc(layout, ep.db_plc, ep.db_cell)
+        plc = SimS7Plc(layout, ep.db_plc, ep.db_cell, db_trig=ep.db_trig)
     port = plc.start(0)
     pending: list[Trigger] = []
-    scan = PlcScan(cfg, layout, plc.plc_area, plc.cell_area, pending.append, time.monotonic())
+    scan = PlcScan(
+        cfg, layout, plc.plc_area, plc.cell_area, pending.append, time.monotonic(), trig_area=plc.trig_area
+    )
     scan.feeding = False  # the infeed waits for the cell to inspect
     ctl.send(("port", port))
     next_t = time.monotonic()

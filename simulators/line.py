@@ -135,11 +135,14 @@ class PlcScan:
         cell_area: np.ndarray,
         on_trigger: Callable[[Trigger], None],
         t0: float,
+        trig_area: np.ndarray | None = None,
     ) -> None:
         self.cfg = cfg
         self.layout = layout
         self.plc = plc_area  # this PLC writes it
         self.cell = cell_area  # the cell writes it
+        self.trig = trig_area  # this PLC writes it: the trigger it fired for each part, per camera
+        self._cam_seq = [0] * len(cfg.camera_offsets_mm)
         self.on_trigger = on_trigger
         self.t0 = t0
         self.rng = np.random.default_rng([cfg.seed, 7])
@@ -196,8 +199,10 @@ class PlcScan:
             self.outcomes.append(self._outcome(part))
         self.queue.clear()
         self.by_id.clear()
-        for name in self.plc.dtype.names or ():
-            self.plc[name] = 0
+        for area in (self.plc, self.trig) if self.trig is not None else (self.plc,):
+            for name in area.dtype.names or ():
+                area[name] = 0
+        self._cam_seq = [0] * len(self._cam_seq)
         self._encoder_offset = -(self.cfg.encoder_start + self._travel)
         self._next_id = 1
         self._seq = {"command": 0, "recipe": 0}
@@ -320,10 +325,23 @@ class PlcScan:
                 if at > travel:
                     break
                 self.on_trigger(Trigger(part.next_cam, self.time_at(at), part.truth))
+                self._record_trigger(part, part.next_cam, at)
                 part.next_cam += 1
         for item in [s for s in self._spurious if s[1] <= travel]:
             self._spurious.remove(item)
             self.on_trigger(Trigger(item[0], self.time_at(item[1]), None))
+
+    def _record_trigger(self, part: _Part, cam: int, at: int) -> None:
+        """The trigger ring: write the slot, then bump trig_seq (stray pulses are not the PLC's)."""
+        self._cam_seq[cam] += 1
+        if self.trig is None:
+            return
+        hdr = self.trig["header"]
+        seq = int(hdr["trig_seq"]) + 1
+        slot = self.trig["slots"][seq % self.layout.ring_size]
+        slot["camera"], slot["cam_seq"], slot["part_id"] = cam, self._cam_seq[cam], part.truth.part_id
+        slot["encoder"] = (self.cfg.encoder_start + at + self._encoder_offset) % WRAP
+        hdr["trig_seq"] = seq
 
     def _take_verdicts(self, travel: int) -> None:
         n = self.layout.ring_size

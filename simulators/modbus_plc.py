@@ -41,17 +41,25 @@ class SimModbusPlc:
         cell_address: int,
         host: str = "127.0.0.1",
         device_id: int = 1,
+        trig_address: int = 500,
     ) -> None:
         self.layout, self.host, self.device_id = layout, host, device_id
-        self.plc_address, self.cell_address = plc_address, cell_address
+        self.plc_address, self.cell_address, self.trig_address = plc_address, cell_address, trig_address
         self._plc_buf = bytearray(layout.plc_size)
         self._cell_buf = bytearray(layout.cell_size)
+        self._trig_buf = bytearray(layout.trig_size)
+        self.trig_area: np.ndarray = np.frombuffer(self._trig_buf, dtype=layout.trig_dtype)[0]
+        self._trig_words = np.frombuffer(self._trig_buf, dtype=">u2")
         self.plc_area: np.ndarray = np.frombuffer(self._plc_buf, dtype=layout.plc_dtype)[0]
         self.cell_area: np.ndarray = np.frombuffer(self._cell_buf, dtype=layout.cell_dtype)[0]
         self._plc_words = np.frombuffer(self._plc_buf, dtype=">u2")
         self._cell_words = np.frombuffer(self._cell_buf, dtype=">u2")
         self._lock = threading.Lock()
-        end = max(plc_address + len(self._plc_words), cell_address + len(self._cell_words))
+        end = max(
+            plc_address + len(self._plc_words),
+            cell_address + len(self._cell_words),
+            trig_address + len(self._trig_words),
+        )
         self._device = SimDevice(
             id=device_id,
             simdata=[SimData(address=0, count=end, values=0, datatype=DataType.REGISTERS)],
@@ -77,7 +85,8 @@ class SimModbusPlc:
         with self._lock:
             if set_values is None:
                 # Refresh what is read from the two areas; the rest of the block stays 0.
-                for a0, words in ((p0, self._plc_words), (c0, self._cell_words)):
+                areas = ((p0, self._plc_words), (c0, self._cell_words), (self.trig_address, self._trig_words))
+                for a0, words in areas:
                     lo, hi = max(address, a0), min(address + count, a0 + len(words))
                     if lo < hi:
                         registers[lo - start_address : hi - start_address] = words[lo - a0 : hi - a0].tolist()

@@ -18,17 +18,22 @@ log = logging.getLogger(__name__)
 class SimS7Plc:
     """Hosts DB `db_plc` (PLC → cell) and DB `db_cell` (cell → PLC); numpy views for the scan."""
 
-    def __init__(self, layout: AreaLayout, db_plc: int, db_cell: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, layout: AreaLayout, db_plc: int, db_cell: int, host: str = "127.0.0.1", db_trig: int = 102
+    ) -> None:
         self.layout = layout
-        self.db_plc, self.db_cell, self.host = db_plc, db_cell, host
+        self.db_plc, self.db_cell, self.db_trig, self.host = db_plc, db_cell, db_trig, host
         self._plc_buf = bytearray(layout.plc_size)
         self._cell_buf = bytearray(layout.cell_size)
+        self._trig_buf = bytearray(layout.trig_size)
+        self.trig_area: np.ndarray = np.frombuffer(self._trig_buf, dtype=layout.trig_dtype)[0]
         # The server keeps a reference to a bytearray (not a copy), so these views see its memory.
         self.plc_area: np.ndarray = np.frombuffer(self._plc_buf, dtype=layout.plc_dtype)[0]
         self.cell_area: np.ndarray = np.frombuffer(self._cell_buf, dtype=layout.cell_dtype)[0]
         self._server = Server(log=False)
         self._server.register_area(SrvArea.DB, db_plc, self._plc_buf)
         self._server.register_area(SrvArea.DB, db_cell, self._cell_buf)
+        self._server.register_area(SrvArea.DB, db_trig, self._trig_buf)
         self.port = 0
 
     def start(self, port: int = 0) -> int:
@@ -50,8 +55,10 @@ class SimS7Plc:
         """Hold both areas, so a scan and a client request never interleave mid-area."""
         self._server.lock_area(SrvArea.DB, self.db_plc)
         self._server.lock_area(SrvArea.DB, self.db_cell)
+        self._server.lock_area(SrvArea.DB, self.db_trig)
         try:
             yield
         finally:
+            self._server.unlock_area(SrvArea.DB, self.db_trig)
             self._server.unlock_area(SrvArea.DB, self.db_cell)
             self._server.unlock_area(SrvArea.DB, self.db_plc)

@@ -32,6 +32,7 @@ from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_dif
 from controller.core.fusion import FusionRule, fuse
 from controller.core.matcher import Match, Matcher, MatchKind
 from controller.core.packml import CellStateMachine, Command, CommandRefused, State
+from controller.core.pairing import PairKind, TriggerPairing
 from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
 
@@ -55,6 +56,8 @@ class CellPlan:
     #: Fastest the encoder can count (counts/s): a bigger step is not believed.
     max_counts_per_s: float = 100_000.0
     counts_per_mm: float = 10.0  # for messages in mm
+    #: With the PLC's trigger ring: the cell config's cameras in its order (the ring's indices).
+    trigger_cameras: tuple[str, ...] = ()
     #: Shortest distance between two parts at the sensor (counts): more parts are not believed.
     min_part_pitch: int = 1
     hold_on_unconfirmed_kick: bool = True
@@ -150,6 +153,12 @@ class CellCore:
         self._t_sample: float | None = None
         self._ambiguous: deque[bool] = deque(maxlen=200)
         self._outbox: list[Action] = []  # raised between PLC cycles, returned with the next one
+        self.pairing = (
+            TriggerPairing(plan.trigger_cameras, layout.ring_size) if plan.trigger_cameras else None
+        )
+        #: Frames waiting for their trigger record: (camera, counter, trigger time, frame, arrived).
+        self._waiting: list[tuple[str, int, float, Any, float]] = []
+        self._unpaired: deque[bool] = deque(maxlen=200)
         self._hold_pending = False
         self.epoch = 0
         self._cmd_seq: int | None = None
@@ -208,7 +217,9 @@ class CellCore:
             self.sm.command(Command.HOLD)
 
     # ---------------------------------------------------------------- PLC input
-    def on_plc_inputs(self, snap: np.void, now: float, round_trip: float = 0.0) -> list[Action]:
+    def on_plc_inputs(
+        self, snap: np.void, now: float, round_trip: float = 0.0, triggers: np.void | None = None
+    ) -> list[Action]:
         """Handle one snapshot of the whole PLC → cell area, read at `now`.
 
         `round_trip` is how long the read took: a slow one (the reading thread was stalled)
@@ -223,6 +234,8 @@ class CellCore:
         self._handle_command(int(hdr["cmd_seq"]), int(hdr["cmd_code"]))
         self._handle_recipe_request(int(hdr["recipe_seq"]), int(hdr["recipe_number"]), actions)
         self._register_parts(snap, parts, now, actions)
+        if triggers is not None and self.pairing is not None:
+            self._take_triggers(triggers, now, actions)
         self._handle_acks(snap, now)
         self._decide_overdue(now, actions)
         self._repeat_unacked(now, actions)
@@ -247,6 +260,7 @@ class CellCore:
             if step < -self.plan.match_tolerance or step > limit:
                 self.encoder.rebase(raw)  # positions go on from here: tracking stays monotonic
                 self.history.clear()
+                self._reset_pairing(now, actions)
                 self._t_encoder = now
                 self._untrusted(
                     AlarmCode.ENCODER_IMPLAUSIBLE,
@@ -320,6 +334,7 @@ class CellCore:
             self._finish(track, actions)
         self.epoch += 1
         self._cmd_seq = self._recipe_seq = None  # learnt again, never replayed
+        self._reset_pairing(now, actions)
 
     def raise_alarm(self, code: AlarmCode, text: str) -> list[Action]:
         """An alarm the owner saw (images not saved): shown everywhere, recorded once per episode."""
@@ -597,8 +612,13 @@ class CellCore:
         actions.append(RecordPart(track))
 
     # ------------------------------------------------------------------ frames
-    def on_frame(self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float) -> Action:
-        """A frame arrived; returns Infer for a matched one, DropFrame otherwise."""
+    def on_frame(
+        self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float
+    ) -> Action | None:
+        """A frame arrived; returns Infer for a matched one, DropFrame otherwise, or None while it
+        waits for the PLC's trigger record (its Infer or DropFrame comes with a later PLC cycle)."""
+        if self.pairing is not None:
+            return self._pair_by_trigger(camera, frame_counter, t_trigger, frame, now, now)
         found = self.history.locate(t_trigger)
         if found is None:
             self.counts["frame_before_encoder"] += 1
@@ -619,6 +639,73 @@ class CellCore:
         trace = self.undecided[m.part_id].views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = frame_counter, t_trigger, now
         return Infer(m.part_id, camera, frame)
+
+    # ---------------------------------------------------- pairing by trigger ring
+    def _take_triggers(self, area: np.void, now: float, actions: list[Action]) -> None:
+        assert self.pairing is not None
+        n_cams = max(len(self.pairing.cameras), 1)
+        travel = max(self.position - self._part_seq_pos, 0)
+        plausible = n_cams * (self.layout.ring_size + travel // max(self.plan.min_part_pitch, 1))
+        step = self.pairing.ingest(area, self.encoder.unwrap_past, plausible, now)
+        if step.event in (SeqEvent.JUMP, SeqEvent.BACK) and step.reads == 1:
+            self._untrusted(
+                AlarmCode.PART_DATA_INVALID,
+                f"trig_seq {step.event.value} to an implausible value",
+                now,
+                actions,
+            )
+        waiting, self._waiting = self._waiting, []
+        patience = max(0.05, 3.0 * self.plc_scan_s)
+        for cam, counter, t_trig, frame, arrived in waiting:
+            act = self._pair_by_trigger(cam, counter, t_trig, frame, arrived, now, patience)
+            if act is not None:
+                actions.append(act)
+
+    def _pair_by_trigger(
+        self, camera: str, counter: int, t_trigger: float, frame: Any, arrived: float, now: float,
+        patience: float = 0.05,
+    ) -> Action | None:  # fmt: skip
+        assert self.pairing is not None
+        found = self.history.locate(t_trigger)
+        pos, spread = found if found is not None else (None, 0.0)
+        p = self.pairing.pair(camera, counter, pos, self.plan.match_tolerance + spread)
+        if p.kind is PairKind.PENDING and now - arrived < patience:
+            self._waiting.append((camera, counter, t_trigger, frame, arrived))
+            return None
+        self._watch_unpaired(p.kind is not PairKind.PAIRED, camera, now)
+        if p.kind is not PairKind.PAIRED or p.part_id is None:
+            why = "no_trigger" if p.kind is PairKind.PENDING else p.kind.value
+            self.counts[f"{why}_frame:{camera}"] += 1
+            return DropFrame(frame, why)
+        track = self.undecided.get(p.part_id)
+        if track is None or camera not in track.views or track.views[camera].result is not None:
+            self.counts[f"late_frame:{camera}"] += 1
+            return DropFrame(frame, "late")
+        self.matcher.consume(camera, p.part_id)
+        trace = track.views[camera]
+        trace.frame_counter, trace.t_trigger, trace.t_frame = counter, t_trigger, arrived
+        return Infer(p.part_id, camera, frame)
+
+    def _watch_unpaired(self, unpaired: bool, camera: str, now: float) -> None:
+        self._unpaired.append(unpaired)
+        n = sum(self._unpaired)
+        code = AlarmCode.TRIGGER_PAIRING
+        if n >= 5 and n > 0.02 * len(self._unpaired) and code not in self.alarms:
+            assert self.pairing is not None
+            text = (
+                f"{n} of the last {len(self._unpaired)} frames did not pair with the PLC's trigger ring "
+                f"(last: camera {camera}; trig_seq {self.pairing.seq.value}; resyncs "
+                f"{sum(v for k, v in self.pairing.counts.items() if k.startswith('trigger_resync'))})"
+            )
+            self._alarm(code, text, self._outbox)
+
+    def _reset_pairing(self, now: float, actions: list[Action]) -> None:
+        if self.pairing is None:
+            return
+        self.pairing.reset()
+        for *_, frame, _arrived in self._waiting:
+            actions.append(DropFrame(frame, "pairing reset"))
+        self._waiting.clear()
 
     def _watch_ambiguity(self, m: Match, camera: str, spread: float, now: float) -> None:
         """Give up the views of parts an ambiguous frame could belong to; alarm when it is common."""
@@ -714,7 +801,8 @@ class CellCore:
     # ---------------------------------------------------------------- shutdown
     def decide_all(self, now: float) -> list[Action]:
         """Stopping: every undecided part becomes NO_DECISION; returns their verdict writes."""
-        actions: list[Action] = []
+        actions: list[Action] = [DropFrame(w[3], "stopping") for w in self._waiting]
+        self._waiting.clear()
         for track in list(self.undecided.values()):
             for cam, trace in track.views.items():
                 if trace.result is None:

@@ -102,6 +102,16 @@ class Matcher:
                     break
         return open_cams
 
+    def consume(self, camera: str, part_id: int) -> bool:
+        """The part's frame from `camera` was paired another way (trigger ring): served."""
+        fifo = self._fifo.get(camera)
+        for item in fifo or ():
+            if item[1] == part_id:
+                fifo.remove(item)  # type: ignore[union-attr]
+                self._decided[camera].append(item)
+                return True
+        return False
+
     def add_camera(self, camera: str) -> None:
         """Start expecting frames from `camera` too (a new recipe uses it)."""
         if camera not in self._fifo:

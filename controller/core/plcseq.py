@@ -45,6 +45,10 @@ class SequenceWatch:
         self._odd_reads = 0
         self._odd_since = 0.0
 
+    def relearn(self) -> None:
+        """Take the next read as the baseline, replaying nothing."""
+        self.value, self._odd, self._odd_reads = None, None, 0
+
     def follow_restart(self, raw: int) -> SeqStep:
         """The other sequence showed a PLC restart: this one counts from 0 too if it went back,
         else it goes on from `raw` (nothing replayed)."""

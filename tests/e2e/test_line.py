@@ -158,13 +158,17 @@ def test_link_drop_holds_the_cell_and_nothing_passes_without_a_verdict(tmp_path:
 
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
-def test_slow_plc_scan_at_4_m_s_never_pairs_a_frame_with_the_wrong_part(tmp_path: Path) -> None:
+@pytest.mark.parametrize("trigger_ring", [True, False], ids=["trigger-ring", "positions-only"])
+def test_slow_plc_scan_at_4_m_s_never_pairs_a_frame_with_the_wrong_part(
+    tmp_path: Path, trigger_ring: bool
+) -> None:
     """A line PLC with a 10 ms scan at 4 m/s (its encoder up to 40 mm stale), parts 27-73 mm
-    apart, two often crossing a station in one scan. Without trigger pairing the cell pairs
-    only what the measured uncertainty allows: no escapes beyond the model's, nothing lost."""
+    apart, two often crossing a station in one scan. With the trigger ring frames pair by
+    counter; without it the cell pairs only what the measured uncertainty allows. Either way:
+    no escapes beyond the model's, nothing lost or misrouted."""
     r = run(
         tmp_path, parts=240, cameras=3, parts_per_min=4800, belt_speed_mm_s=4000.0, plc_scan_ms=10.0,
-        plc_scan_jitter_ms=1.0, spacing_jitter=0.45,
+        plc_scan_jitter_ms=1.0, spacing_jitter=0.45, trigger_ring=trigger_ring,
     )  # fmt: skip
     print(json.dumps(r, indent=2))
     assert r["parts"] == 240 and r["lost"] == 0 and r["misrouted"] == 0

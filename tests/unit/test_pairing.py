@@ -20,10 +20,23 @@ CPM = 10  # counts per mm
 
 
 def run_line(
-    scan_s: float, speed_mm_s: float, pitch_mm: tuple[float, float], parts: int, seed: int = 3
+    scan_s: float,
+    speed_mm_s: float,
+    pitch_mm: tuple[float, float],
+    parts: int,
+    seed: int = 3,
+    trigger_ring: bool = False,
+    strays: tuple[int, ...] = (),
 ) -> tuple[list[tuple[int, int | None]], CellCore]:
-    """Returns (pairs: list of (true part, paired part or None), core)."""
+    """Returns (pairs: list of (true part, paired part or None), core).
+
+    With `trigger_ring` the PLC publishes each trigger at its scan and each frame carries its
+    camera's trigger counter (counting from 1000, so the cell must lock on); `strays` are part
+    ids after whose camera-a trigger a stray pulse (no part, unknown to the PLC) reaches camera a.
+    """
     plc = PlcImage()
+    layout = plc.layout
+    trig = np.zeros((), dtype=layout.trig_dtype)
     plan = CellPlan(
         cameras=("a", "b"),
         camera_offsets={"a": 150 * CPM, "b": 200 * CPM},
@@ -34,6 +47,7 @@ def run_line(
         match_tolerance=15 * CPM,
         max_counts_per_s=5000 * CPM,
         min_part_pitch=20 * CPM,
+        trigger_cameras=("a", "b") if trigger_ring else (),
     )
     core = CellCore(plan, plc.layout)
     core.inference_ready = True
@@ -43,10 +57,16 @@ def run_line(
     # Parts pass the sensor at these belt positions (counts after start); triggers follow exactly.
     regs = np.cumsum(rng.uniform(*pitch_mm, size=parts) * CPM).astype(int) + 1000
     triggers = sorted(
-        (int(r) + off, cam, pid)
-        for pid, r in enumerate(regs, start=1)
-        for cam, off in plan.camera_offsets.items()
+        [
+            (int(r) + off, cam, pid)
+            for pid, r in enumerate(regs, start=1)
+            for cam, off in plan.camera_offsets.items()
+        ]
+        + [(int(regs[pid - 1] + regs[pid]) // 2 + 1500, "a", 0) for pid in strays]  # half a pitch on
     )
+    cam_count = {"a": 999, "b": 999}  # the cameras' own trigger counters
+    plc_count = {"a": 0, "b": 0}  # the PLC's, per camera, from its start
+    unpublished: list[tuple[int, str, int]] = []
     t, t_scan, next_part, k = 0.0, -1.0, 0, 0
     frames: list[tuple[float, str, float, int]] = []  # (arrival, camera, trigger time, true part)
     pairs: list[tuple[int, int | None]] = []
@@ -68,18 +88,34 @@ def run_line(
                 next_part += 1
                 plc.add_part(next_part, start + int(regs[next_part - 1]))
             plc.area["header"]["heartbeat"] = (int(plc.area["header"]["heartbeat"]) + 1) & 0xFFFF
+            for pos, cam, pid in unpublished:  # the PLC's trigger ring, written at its scan
+                plc_count[cam] += 1
+                seq = int(trig["header"]["trig_seq"]) + 1
+                slot = trig["slots"][seq % layout.ring_size]
+                slot["camera"], slot["cam_seq"], slot["part_id"] = "ab".index(cam), plc_count[cam], pid
+                slot["encoder"] = (start + pos) % WRAP
+                trig["header"]["trig_seq"] = seq
+            unpublished.clear()
         snap = np.frombuffer(bytes(plc.buf), dtype=plc.layout.plc_dtype)[0]  # between scans: the same
-        core.on_plc_inputs(snap, t)
+        acts = core.on_plc_inputs(snap, t, triggers=trig.copy() if trigger_ring else None)
+        for act in acts:
+            if isinstance(act, Infer | DropFrame) and not isinstance(act.frame, str):
+                true = act.frame
+                pairs.append((true, act.part_id if isinstance(act, Infer) else None))
         while k < len(triggers) and triggers[k][0] <= belt(t):
             pos, cam, pid = triggers[k]
             t_trig = t0 + pos / speed
-            frames.append((t_trig + 0.002, cam, t_trig, pid))  # frames arrive 2 ms later
+            cam_count[cam] += 1
+            if pid:
+                unpublished.append((pos, cam, pid))
+            frames.append((t_trig + 0.002, cam, t_trig, pid, cam_count[cam]))  # frames arrive 2 ms later
             k += 1
         for f in [f for f in frames if f[0] <= t]:
             frames.remove(f)
-            act = core.on_frame(f[1], f[2], 0, None, t)
-            pairs.append((f[3], act.part_id if isinstance(act, Infer) else None))
-            assert isinstance(act, Infer | DropFrame)
+            act = core.on_frame(f[1], f[2], f[4], f[3], t)  # the frame object: its true part id
+            if act is not None:
+                pairs.append((f[3], act.part_id if isinstance(act, Infer) else None))
+                assert isinstance(act, Infer | DropFrame)
     return pairs, core
 
 
@@ -106,3 +142,31 @@ def test_ambiguous_frames_are_counted_and_alarmed_when_parts_are_too_close() -> 
     assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
     assert AlarmCode.FRAMES_AMBIGUOUS in core.alarms
     assert "scan" in core.alarms[AlarmCode.FRAMES_AMBIGUOUS]
+
+
+@pytest.mark.parametrize(
+    ("scan_s", "speed", "pitch"),
+    [(0.010, 4000.0, (27.5, 72.5)), (0.020, 4000.0, (20.0, 30.0))],
+    ids=["10ms-4m/s-crossing", "20ms-4m/s-too-close-for-positions"],
+)
+def test_trigger_ring_pairs_every_frame_exactly(
+    scan_s: float, speed: float, pitch: tuple[float, float]
+) -> None:
+    """With the PLC's trigger ring, frames pair by counter: exact even where positions cannot tell."""
+    pairs, core = run_line(scan_s, speed, pitch, parts=240, trigger_ring=True)
+    wrong = [(true, got) for true, got in pairs if got is not None and got != true]
+    assert not wrong, f"{len(wrong)} frames paired with the wrong part: {wrong[:5]}"
+    paired = sum(got is not None for _, got in pairs)
+    assert paired >= len(pairs) - 4, f"only {paired} of {len(pairs)} frames paired"  # the lock's first
+    assert AlarmCode.TRIGGER_PAIRING not in core.alarms
+
+
+def test_a_stray_trigger_pulse_breaks_the_lock_and_it_locks_again() -> None:
+    pairs, core = run_line(0.002, 1000.0, (45.0, 55.0), parts=120, trigger_ring=True, strays=(40, 80))
+    wrong = [(true, got) for true, got in pairs if got is not None and got != true and true != 0]
+    assert not wrong, wrong[:5]
+    assert all(got is None for true, got in pairs if true == 0), "a stray frame is never paired"
+    assert core.pairing is not None
+    assert core.pairing.counts["trigger_resync:a"] >= 2
+    late = [got for true, got in pairs if true > 90]
+    assert late and all(g is not None for g in late), "locked again after the stray pulse"
