@@ -163,10 +163,14 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     service = CellService(
         cell, recipe, opts.recipe.parent, link, {c.name: c for c in sim.cameras}, run_id, data_dir
     )
+    api = ControlApi(service, opts.socket or default_socket())
+    try:
+        await api.start()  # before the service runs: a refused socket leaves nothing running
+    except BaseException:
+        await asyncio.to_thread(sim.stop)
+        raise
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="cell-service")
-    api = ControlApi(service, opts.socket or default_socket())
-    await api.start()
     live = None
     if not opts.headless:
         from rich.console import Console

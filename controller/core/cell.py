@@ -151,6 +151,7 @@ class CellCore:
         self._sample_hb: int | None = None  # PLC heartbeat of the last encoder sample
         self.plc_scan_s = 0.0  # measured: time between new PLC data (EWMA)
         self._t_sample: float | None = None
+        self._samples = 0
         self._ambiguous: deque[bool] = deque(maxlen=200)
         self._outbox: list[Action] = []  # raised between PLC cycles, returned with the next one
         self.pairing = (
@@ -286,6 +287,9 @@ class CellCore:
             self.plc_scan_s = gap if self.plc_scan_s == 0.0 else 0.9 * self.plc_scan_s + 0.1 * gap
         self._t_sample = t_sample
         self.history.add(t_sample, self.position, half + round_trip / 2.0)
+        self._samples += 1
+        if self._samples == 200 and self.pairing is None:
+            self._check_pairing_margin(now)
 
     def _watch_sequences(
         self, part_seq: int, dispo_seq: int, now: float, actions: list[Action]
@@ -341,6 +345,22 @@ class CellCore:
         actions: list[Action] = []
         self._alarm(code, text, actions)
         return actions
+
+    def _check_pairing_margin(self, now: float) -> None:
+        """At start: say whether positions alone can tell the closest parts apart at this scan."""
+        found = self.history.locate(now)
+        if found is None:
+            return
+        cpm = self.plan.counts_per_mm
+        window = (self.plan.match_tolerance + found[1]) / cpm
+        pitch = self.plan.min_part_pitch / cpm
+        level = logging.WARNING if 2 * window > pitch else logging.INFO
+        log.log(
+            level,
+            "frame pairing by position: ±%.1f mm at %.2f m/s with a %.1f ms PLC scan; parts closer than "
+            "%.0f mm are rejected as ambiguous (min_part_pitch_mm %.0f)",
+            window, self.history.speed() / cpm / 1000, self.plc_scan_s * 1e3, 2 * window, pitch,
+        )  # fmt: skip
 
     def fault(self, code: AlarmCode, text: str, now: float) -> list[Action]:
         """Something the owner caught (an error handling PLC data): alarm, fail safe, hold."""
@@ -674,7 +694,8 @@ class CellCore:
             return None
         self._watch_unpaired(p.kind is not PairKind.PAIRED, camera, now)
         if p.kind is not PairKind.PAIRED or p.part_id is None:
-            why = "no_trigger" if p.kind is PairKind.PENDING else p.kind.value
+            # No trigger record ever came for it: a pulse the PLC did not fire (or a lost lock).
+            why = "ambiguous" if p.kind is PairKind.AMBIGUOUS else "extra"
             self.counts[f"{why}_frame:{camera}"] += 1
             return DropFrame(frame, why)
         track = self.undecided.get(p.part_id)

@@ -191,7 +191,12 @@ def test_a_full_disk_costs_no_record(tmp_path: Path) -> None:
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
     try:
-        res = run(disk, parts=400, cameras=3, parts_per_min=1500)
+        sock = tmp_path / "sock"
+        sock.mkdir(mode=0o750)
+        opts = DemoOptions(
+            parts=400, cameras=3, parts_per_min=1500, headless=True, data_dir=disk, socket=sock / "cell.sock"
+        )
+        res = asyncio.run(_demo(opts, disk))
         print(json.dumps(res, indent=2))
         assert res["lost"] == 0 and res["misrouted"] == 0 and res["passed_without_verdict"] == 0
         with sqlite3.connect(res["database"]) as db:  # type: ignore[arg-type]
