@@ -187,6 +187,7 @@ class OnnxRunner:
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._device = "cuda" if on_gpu else "cpu"
         self._device_id = gpu.device_id if on_gpu else 0
+        self._warmed = 0
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model, in its order (detectors and anomaly models have several).
@@ -205,13 +206,22 @@ class OnnxRunner:
         got: list[np.ndarray] = io.copy_outputs_to_cpu()
         return got
 
+    @property
+    def warmed(self) -> int:
+        """The largest batch size warmed so far (0: none)."""
+        return self._warmed
+
     def warm_up(self, max_batch: int) -> None:
         """Run every batch size the worker can form, so the first part does not pay for lazy
-        initialisation: on the GPU, cuDNN picks its algorithms per input shape at first use."""
+        initialisation: on the GPU, cuDNN picks its algorithms per input shape at first use (tens
+        to hundreds of ms per shape). Sizes already warmed are not run again."""
+        if max_batch <= self._warmed:
+            return
         shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
         sizes = range(1, max_batch + 1) if self.info.provider in GPU_PROVIDERS else (1, max_batch)
         for b in sorted(set(sizes)):
             self.run_all(np.zeros((b, *shape), dtype=np.float32))
+        self._warmed = max_batch
 
 
 def _model_input(path: Path) -> tuple[str, tuple[Any, ...]]:
