@@ -3,7 +3,9 @@
 Providers are taken in the configured order and probed quietly (onnxruntime-gpu logs loud
 errors while looking for CUDA on a machine without it); the first that really runs the model
 is kept and reported. On the CPU, intra-op threads are capped and spinning is off, so several
-sessions do not fight over the cores.
+sessions do not fight over the cores. With `fp16` on the CUDA provider (TensorRT builds its own
+FP16 engines) the model is converted to FP16 at load, inputs and outputs kept float32, and it is
+refused unless its outputs stay within the tolerance of FP32's on the validation batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,12 @@ DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUE
 
 
 class ModelLoadError(Exception):
-    """The model file is missing, unreadable, or not what the recipe says."""
+    """The model file is missing, unreadable, or not what the recipe says (or FP16 is refused)."""
+
+
+#: Largest difference from FP32 an FP16 model may show on the validation batch, unless the
+#: recipe sets its own (scores are 0-1: 0.02 cannot move a verdict except within 0.02 of a threshold).
+FP16_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,15 @@ class OnnxRunner:
         intra_threads: int | None = None,
         gpu: GpuOptions | None = None,
         io_binding: bool | None = None,
+        *,
+        fp16: bool | None = None,
+        fp16_tolerance: float = FP16_TOLERANCE,
+        validation: np.ndarray | None = None,
     ) -> None:
-        """`io_binding`: run through an IOBinding (default: on a GPU provider only)."""
+        """`io_binding`: run through an IOBinding (default: on a GPU provider only).
+        `fp16`: convert the model to FP16 at load (default: `gpu.fp16` on the CUDA provider);
+        `validation`: a ready NCHW float32 batch of validation images to check it against FP32 on
+        (default: seeded noise of the input's shape); over `fp16_tolerance` it is refused."""
         import onnxruntime as ort
 
         gpu = gpu or GpuOptions()
@@ -131,12 +146,16 @@ class OnnxRunner:
         threads = intra_threads or max(1, min(2, os.cpu_count() or 1))
         last_error = "no provider in the configured list is available"
         self.session: Any = None
+        self.fp16 = False
+        self.fp16_max_diff: float | None = None
         for prov in providers:
             if prov not in available:
                 continue
             if prov in GPU_PROVIDERS and not nvidia_device_present():
                 log.debug("skipping %s: no NVIDIA device", prov)
                 continue
+            half = fp16 if fp16 is not None else gpu.fp16 and prov == "CUDAExecutionProvider"
+            source = fp16_model(path) if half else str(path)
             so = ort.SessionOptions()
             so.log_severity_level = 4  # probe quietly; a failed GPU provider is reported once below
             so.intra_op_num_threads = threads
@@ -150,7 +169,7 @@ class OnnxRunner:
                 model_input = _model_input(path) if prov == "TensorrtExecutionProvider" else None
                 with quiet as noise:
                     sess = ort.InferenceSession(
-                        str(path),
+                        source,
                         sess_options=so,
                         providers=[(prov, gpu.provider_options(prov, model_input))],
                     )
@@ -159,7 +178,12 @@ class OnnxRunner:
                 log.warning("model %s: %s unusable, trying the next provider", path.name, prov)
                 continue
             if sess.get_providers()[0] == prov:
-                self.session = sess
+                self.session, self.fp16 = sess, half
+                if half:
+                    reference = ort.InferenceSession(
+                        str(path), sess_options=so, providers=[(prov, gpu.provider_options(prov))]
+                    )
+                    self.fp16_max_diff = _check_fp16(path, reference, sess, validation, fp16_tolerance)
                 break
             detail = next((ln for ln in noise if "rror" in ln), "")[:200]
             last_error = f"{prov} fell back to {sess.get_providers()[0]} {detail}".strip()
@@ -222,6 +246,53 @@ class OnnxRunner:
         for b in sorted(set(sizes)):
             self.run_all(np.zeros((b, *shape), dtype=np.float32))
         self._warmed = max_batch
+
+
+def fp16_model(path: Path) -> bytes:
+    """The model with FP16 weights and arithmetic and float32 inputs and outputs (Cast nodes at
+    the edges), serialised for onnxruntime. Raises ModelLoadError."""
+    try:
+        import onnx
+        from onnxconverter_common import float16
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"inference.fp16 on CUDA needs onnx and onnxconverter-common (pip install '.[gpu]'): {exc}"
+        ) from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # it warns for every weight it rounds into FP16's range
+            model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    except Exception as exc:  # onnx's and the converter's errors are untyped
+        raise ModelLoadError(f"model {path.name}: FP16 conversion failed: {str(exc)[:200]}") from exc
+    data: bytes = model.SerializeToString()
+    return data
+
+
+def _check_fp16(
+    path: Path, reference: Any, half: Any, validation: np.ndarray | None, tolerance: float
+) -> float:
+    """The largest difference between FP16's and FP32's outputs on the validation batch, which
+    must be finite and within `tolerance`. Raises ModelLoadError with the reason."""
+    inp = reference.get_inputs()[0]
+    if validation is None:
+        shape = [d if isinstance(d, int) else 4 if i == 0 else 1 for i, d in enumerate(inp.shape)]
+        validation = np.random.default_rng(16).normal(size=shape).astype(np.float32)
+        what = f"{shape[0]} seeded noise inputs (no validation images)"
+    else:
+        what = f"{len(validation)} validation images"
+    want = reference.run(None, {inp.name: validation})
+    got = half.run(None, {inp.name: validation})
+    worst = 0.0
+    for name, a, b in zip((o.name for o in reference.get_outputs()), want, got, strict=True):
+        diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+        if not np.isfinite(diff) or diff > tolerance:
+            raise ModelLoadError(
+                f"model {path.name}: FP16 refused: output {name!r} differs from FP32 by up to {diff:.4g} on "
+                f"{what} (tolerance {tolerance:g}); turn inference.fp16 off or raise model.fp16_tolerance"
+            )
+        worst = max(worst, diff)
+    log.info("model %s: FP16 within %.3g of FP32 on %s", path.name, worst, what)
+    return worst
 
 
 def _model_input(path: Path) -> tuple[str, tuple[Any, ...]]:
