@@ -85,6 +85,7 @@ class InferenceWorker:
         self._fill = 0  # the buffer being filled
         self._slots: list[Job] = []  # views reserved in it, in slot order
         self._writing = 0  # slots of it being written
+        self._waiting_for_space = 0  # preparing threads holding off until a buffer is free
         self._stopping = False  # no more views: preparing threads end once the queue is empty
         self._closed = False  # preparing threads ended: the running thread ends once idle
         n = prep_threads or default_prep_threads(runner.info.provider)
@@ -146,7 +147,10 @@ class InferenceWorker:
                 while not (jobs and len(self._slots) < self.max_batch):
                     if self._stopping and not jobs:
                         return
+                    full = bool(jobs)  # a view waits, the buffer is full: wait for the next one
+                    self._waiting_for_space += full
                     cv.wait()
+                    self._waiting_for_space -= full
                 job = jobs.popleft()
                 slots = self._slots
                 slot = buffers[self._fill][len(slots)]
@@ -178,7 +182,8 @@ class InferenceWorker:
                     cv.wait()
                 jobs, batch = self._slots, self._buffers[self._fill][: len(self._slots)]
                 self._slots, self._fill = [], self._fill ^ 1
-                self._prep_cv.notify_all()  # free slots again
+                if self._waiting_for_space:  # only those: idle ones would wake for nothing
+                    self._prep_cv.notify(self._waiting_for_space)
             outcomes = self._infer(jobs, batch)
             if outcomes:
                 self.sink(outcomes)
