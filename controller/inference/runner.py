@@ -212,6 +212,12 @@ class OnnxRunner:
         self._device = "cuda" if on_gpu else "cpu"
         self._device_id = gpu.device_id if on_gpu else 0
         self._warmed = 0
+        # On a GPU every batch runs at one shape, padded to the full batch: cuDNN 9 (through
+        # onnxruntime's CUDA provider) re-plans every convolution whenever the batch size differs
+        # from the previous run's, tens to hundreds of ms, even for sizes it has run before; a
+        # stream of parts with 4 cameras, whose batches vary, then falls behind at 100 parts/s.
+        # A padded batch of 8 costs a GPU little more than 4; on the CPU it costs double: no padding.
+        self.pad_to_batch = on_gpu
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model, in its order (detectors and anomaly models have several).
@@ -236,14 +242,15 @@ class OnnxRunner:
         return self._warmed
 
     def warm_up(self, max_batch: int) -> None:
-        """Run every batch size the worker can form, so the first part does not pay for lazy
-        initialisation: on the GPU, cuDNN picks its algorithms per input shape at first use (tens
-        to hundreds of ms per shape). Sizes already warmed are not run again."""
+        """Run the batch sizes the worker forms, so the first part does not pay for lazy
+        initialisation: on the GPU, cuDNN searches its algorithms for a shape at first use (tens
+        to hundreds of ms), and there the worker only runs full, padded batches. On the CPU: 1 and
+        a full batch. Done once per size."""
         if max_batch <= self._warmed:
             return
         shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
-        sizes = range(1, max_batch + 1) if self.info.provider in GPU_PROVIDERS else (1, max_batch)
-        for b in sorted(set(sizes)):
+        sizes = (max_batch, max_batch) if self.pad_to_batch else (1, max_batch)
+        for b in sizes:
             self.run_all(np.zeros((b, *shape), dtype=np.float32))
         self._warmed = max_batch
 

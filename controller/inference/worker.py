@@ -4,10 +4,12 @@ Views are queued (bounded) as they are matched. Preparing threads (`<name>-prep-
 view and write it into a reserved slot of the batch buffer being filled; the running thread
 (`<name>`) takes that buffer once every view that has arrived is in it (or it is full), runs it,
 and meanwhile the next views fill the other buffer. A batch never waits for views that have not
-arrived, and the views of one part, submitted together, run together in one call. Preprocessing
-overlaps the model; with several preparing threads (the default on a GPU, where the CPU work,
-not the model, limits the rate) it also runs on several cores: numpy releases the GIL in its
-loops. One lock guards the queue, the slots and the counts (one hand-off per view, not two).
+arrived, and the views of one part, submitted together, run together in one call. On a GPU every
+run has one shape, the full batch with its unused slots padded (`OnnxRunner.pad_to_batch`: cuDNN
+re-plans its convolutions whenever the batch size changes, which costs far more than the padding).
+Preprocessing overlaps the model; with several preparing threads (the default on a GPU, where the
+CPU work, not the model, limits the rate) it also runs on several cores: numpy releases the GIL in
+its loops. One lock guards the queue, the slots and the counts (one hand-off per view, not two).
 A full queue, a bad frame or a failed run becomes a failed view for the part, counted by cause.
 """
 
@@ -73,10 +75,12 @@ class InferenceWorker:
         self.runner, self.preprocess, self.adapter, self.sink = runner, preprocess, adapter, sink
         self.max_batch, self.queue_size = max_batch, queue_size
         ih, iw = preprocess.spec.input_hw
+        # Zeros, not garbage: a padded batch (GPU, `runner.pad_to_batch`) runs its unused slots too.
         self._buffers = (
-            np.empty((max_batch, 3, ih, iw), dtype=np.float32),
-            np.empty((max_batch, 3, ih, iw), dtype=np.float32),
+            np.zeros((max_batch, 3, ih, iw), dtype=np.float32),
+            np.zeros((max_batch, 3, ih, iw), dtype=np.float32),
         )
+        self._pad = bool(getattr(runner, "pad_to_batch", False))
         lock = threading.Lock()
         # Preparing threads wait here for a view and a free slot; the running thread for a batch.
         self._prep_cv = threading.Condition(lock)
@@ -180,7 +184,9 @@ class InferenceWorker:
                     if self._closed and not self._slots:
                         return
                     cv.wait()
-                jobs, batch = self._slots, self._buffers[self._fill][: len(self._slots)]
+                jobs, batch = self._slots, self._buffers[self._fill]
+                if not self._pad:
+                    batch = batch[: len(jobs)]
                 self._slots, self._fill = [], self._fill ^ 1
                 if self._waiting_for_space:  # only those: idle ones would wake for nothing
                     self._prep_cv.notify(self._waiting_for_space)
@@ -191,6 +197,8 @@ class InferenceWorker:
     def _infer(self, jobs: list[Job], batch: np.ndarray) -> list[Outcome]:
         try:
             outputs = self.runner.run_all(batch)
+            if len(batch) > len(jobs):  # padded: the unused slots' rows are dropped (views, no copy)
+                outputs = [out[: len(jobs)] for out in outputs]
             results = adapt_all(self.adapter, [j.frame.camera for j in jobs], outputs)
         except Exception as exc:  # any runtime failure is a failed view, never a lost part
             log.error("inference failed for %d views: %s", len(jobs), exc)

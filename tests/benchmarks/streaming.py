@@ -98,6 +98,7 @@ class _TimedRunner:
 
     def __init__(self, runner: OnnxRunner, probe: _Probe) -> None:
         self.runner, self.probe, self.info = runner, probe, runner.info
+        self.pad_to_batch = runner.pad_to_batch
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         t = time.perf_counter()

@@ -1,7 +1,7 @@
 """Benchmarks on the CUDA provider (skipped without one): FP16 (converted at load) against FP32 at
-the configured batch, and what the first run of each batch size costs a runner nobody warmed
-(cuDNN's per-shape algorithm search), which a worker now avoids by warming at start. Prints
-figures and writes .bench/gpu_runner.json; only asserts that the runs completed."""
+the configured batch, and what a change of batch size costs a warm runner (cuDNN re-plans its
+convolutions), which is why the worker pads every batch to one shape on a GPU. Prints figures and
+writes .bench/gpu_runner.json; only asserts that the runs completed."""
 
 from __future__ import annotations
 
@@ -84,22 +84,31 @@ def test_fp16_against_fp32_on_cuda() -> None:
     assert rows
 
 
-def test_first_run_of_each_batch_size_without_warm_up() -> None:
-    """The lead in the issue: a harness that never warmed its runner met each new batch size
-    mid-stream. Here: the first and the second run of every size on a fresh runner."""
+def test_a_change_of_batch_size_on_a_warm_runner() -> None:
+    """Why the worker pads on a GPU: every size run beforehand, then the same size again and again,
+    against two sizes taking turns (as a worker with 4 cameras and a batch of 8 formed them)."""
     rows: dict[str, Any] = {}
     for label, path, size in _models()[1:]:
         runner = _cuda(path)
-        first, second = [], []
-        for b in range(1, BATCH + 1):
-            x = np.zeros((b, 3, size, size), dtype=np.float32)
-            for out in (first, second):
+        x4 = np.zeros((4, 3, size, size), dtype=np.float32)
+        x8 = np.zeros((8, 3, size, size), dtype=np.float32)
+        for b in range(1, 9):
+            runner.run_all(np.zeros((b, 3, size, size), dtype=np.float32))
+        got: dict[str, float] = {}
+        for name, seq in (
+            ("b8 every run", [x8] * 12),
+            ("b4 every run", [x4] * 12),
+            ("b4, b8 in turn", [x4, x8] * 6),
+        ):
+            times = []
+            for x in seq:
                 t = time.perf_counter()
                 runner.run_all(x)
-                out.append(round((time.perf_counter() - t) * 1e3, 2))
-        rows[label] = {"first_ms": first, "second_ms": second}
-        print(f"\n{label}, fresh runner, batch 1..{BATCH}: first run ms {first}; second {second}", flush=True)
-    _save("first_run", rows)
+                times.append(time.perf_counter() - t)
+            got[name] = round(float(np.median(times[2:])) * 1e3, 2)
+        rows[label] = got
+        print(f"\n{label}, median ms per run after every size was run once: {got}", flush=True)
+    _save("batch_size_changes", rows)
     assert rows
 
 

@@ -37,6 +37,7 @@ def test_cuda_uses_io_binding_and_matches_the_cpu() -> None:
     cuda = _runner("CUDAExecutionProvider")
     cpu = OnnxRunner(MODEL, ("CPUExecutionProvider",))
     assert cuda.io_binding and not cpu.io_binding
+    assert cuda.pad_to_batch and not cpu.pad_to_batch
     x = _batch(8)
     (got,), (want,) = cuda.run_all(x), cpu.run_all(x)
     np.testing.assert_allclose(got, want, atol=1e-4)

@@ -278,3 +278,31 @@ def test_a_batch_adapts_as_its_views_one_by_one() -> None:
         adapt_all(adapter, cams, [np.array([[0.1, np.nan]] * 3, dtype=np.float32)])
     with pytest.raises(ValueError, match="views"):
         adapt_all(adapter, cams, [scores[:2]])
+
+
+def test_on_a_gpu_every_run_has_the_full_batchs_shape() -> None:
+    """cuDNN re-plans every convolution when the batch size changes: a runner that pads (GPU)
+    gets the whole buffer every time, and each view still gets its own row's result."""
+    padded = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    padded.pad_to_batch = True  # as on a GPU provider
+    shapes: list[int] = []
+    run_all = padded.run_all
+
+    def spy(batch: np.ndarray) -> list[np.ndarray]:
+        shapes.append(len(batch))
+        return run_all(batch)
+
+    padded.run_all = spy  # type: ignore[method-assign]
+    pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
+    adapter = MultiLabelAdapter(DEFECTS, {})
+    images = [render(700 + i, 0, (DEFECTS[i % len(DEFECTS)],) if i % 2 else ()) for i in range(11)]
+    slot = np.empty((1, 3, 64, 64), dtype=np.float32)
+    expected = []
+    for img in images:
+        pre(img, slot[0])
+        expected.append(adapter("top", [run_all(slot)[0][0]]).scores)
+    frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
+    args = {"runner": padded, "preprocess": pre, "adapter": adapter, "max_batch": 4}
+    got = _collect(args, frames, len(frames))
+    assert [got[i].scores for i in range(len(frames))] == expected
+    assert set(shapes) == {4}
