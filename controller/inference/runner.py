@@ -16,13 +16,14 @@ import json
 import logging
 import os
 import tempfile
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from controller.inference.transforms import TransformError, fp16_model, uint8_prologue
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,7 @@ class OnnxRunner:
         self.session: Any = None
         self.fp16 = False
         self.fp16_max_diff: float | None = None
+        self._remake: tuple[str | bytes, Any, list[tuple[str, dict[str, Any]]]] = ("", None, [])
         for prov in providers:
             if prov not in available:
                 continue
@@ -155,7 +157,7 @@ class OnnxRunner:
                 log.debug("skipping %s: no NVIDIA device", prov)
                 continue
             half = fp16 if fp16 is not None else gpu.fp16 and prov == "CUDAExecutionProvider"
-            source = fp16_model(path) if half else str(path)
+            source = _fp16_source(path) if half else str(path)
             so = ort.SessionOptions()
             so.log_severity_level = 4  # probe quietly; a failed GPU provider is reported once below
             so.intra_op_num_threads = threads
@@ -179,6 +181,7 @@ class OnnxRunner:
                 continue
             if sess.get_providers()[0] == prov:
                 self.session, self.fp16 = sess, half
+                self._remake = (source, so, [(prov, gpu.provider_options(prov, model_input))])
                 if half:
                     reference = ort.InferenceSession(
                         str(path), sess_options=so, providers=[(prov, gpu.provider_options(prov))]
@@ -211,13 +214,14 @@ class OnnxRunner:
         self.io_binding = on_gpu if io_binding is None else io_binding
         self._device = "cuda" if on_gpu else "cpu"
         self._device_id = gpu.device_id if on_gpu else 0
-        self._warmed = 0
+        self._warmed = self._warmed_u8 = 0
         # On a GPU every batch runs at one shape, padded to the full batch: cuDNN 9 (through
         # onnxruntime's CUDA provider) re-plans every convolution whenever the batch size differs
         # from the previous run's, tens to hundreds of ms, even for sizes it has run before; a
         # stream of parts with 4 cameras, whose batches vary, then falls behind at 100 parts/s.
         # A padded batch of 8 costs a GPU little more than 4; on the CPU it costs double: no padding.
         self.pad_to_batch = on_gpu
+        self._u8: tuple[Any, str, tuple[float, ...]] | None = None  # session, input, mean + std
 
     def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
         """Every output of the model, in its order (detectors and anomaly models have several).
@@ -225,14 +229,48 @@ class OnnxRunner:
         With IOBinding the batch is copied to the device once and each output read back once,
         instead of onnxruntime staging them through its own buffers.
         """
+        return self._run(self.session, self.info.input_name, batch)
+
+    def prepare_uint8(self, mean: Sequence[float], std: Sequence[float], *, force: bool = False) -> bool:
+        """On a GPU: a second session of the model that takes uint8 NHWC views and normalises them
+        itself (`run_uint8`), so the CPU copies each view instead of converting it, and a quarter
+        of the bytes cross to the device. False, and nothing built, on the CPU (there numpy's one
+        pass is as quick and the cores are onnxruntime's) or where the model cannot take it.
+        `force`: build it on the CPU too (tests). Blocking: a session build."""
+        key = (*mean, *std)
+        if self._u8 is not None and self._u8[2] == key:
+            return True
+        if not (self.pad_to_batch or force):
+            return False
+        import onnxruntime as ort
+
+        source, so, providers = self._remake
+        try:
+            model = uint8_prologue(source if isinstance(source, bytes) else Path(source), mean, std)
+        except TransformError as exc:
+            log.warning("model %s: views stay float32 on the CPU: %s", self.info.path.name, exc)
+            return False
+        sess = ort.InferenceSession(model, sess_options=so, providers=providers)
+        self._u8 = (sess, sess.get_inputs()[0].name, key)
+        self._warmed_u8 = 0
+        log.info("model %s: views cross to the device as uint8, normalised there", self.info.path.name)
+        return True
+
+    def run_uint8(self, batch: np.ndarray) -> list[np.ndarray]:
+        """`run_all` for a uint8 (N, H, W, 3) batch, through the session `prepare_uint8` built."""
+        if self._u8 is None:
+            raise RuntimeError("prepare_uint8 first")
+        return self._run(self._u8[0], self._u8[1], batch)
+
+    def _run(self, session: Any, input_name: str, batch: np.ndarray) -> list[np.ndarray]:
         if not self.io_binding:
-            outs: list[np.ndarray] = self.session.run(None, {self.info.input_name: batch})
+            outs: list[np.ndarray] = session.run(None, {input_name: batch})
             return outs
-        io = self.session.io_binding()
-        io.bind_cpu_input(self.info.input_name, batch)
+        io = session.io_binding()
+        io.bind_cpu_input(input_name, batch)
         for name in self.info.output_names:
             io.bind_output(name, self._device, self._device_id)
-        self.session.run_with_iobinding(io)
+        session.run_with_iobinding(io)
         got: list[np.ndarray] = io.copy_outputs_to_cpu()
         return got
 
@@ -245,34 +283,25 @@ class OnnxRunner:
         """Run the batch sizes the worker forms, so the first part does not pay for lazy
         initialisation: on the GPU, cuDNN searches its algorithms for a shape at first use (tens
         to hundreds of ms), and there the worker only runs full, padded batches. On the CPU: 1 and
-        a full batch. Done once per size."""
-        if max_batch <= self._warmed:
-            return
-        shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
+        a full batch. Done once per size, for the uint8 session too where there is one."""
         sizes = (max_batch, max_batch) if self.pad_to_batch else (1, max_batch)
-        for b in sizes:
-            self.run_all(np.zeros((b, *shape), dtype=np.float32))
-        self._warmed = max_batch
+        shape = [d if isinstance(d, int) else 1 for d in self.info.input_shape[1:]]
+        if max_batch > self._warmed:
+            for b in sizes:
+                self.run_all(np.zeros((b, *shape), dtype=np.float32))
+            self._warmed = max_batch
+        if self._u8 is not None and max_batch > self._warmed_u8:
+            hwc = (*shape[1:], shape[0])
+            for b in sizes:
+                self.run_uint8(np.zeros((b, *hwc), dtype=np.uint8))
+            self._warmed_u8 = max_batch
 
 
-def fp16_model(path: Path) -> bytes:
-    """The model with FP16 weights and arithmetic and float32 inputs and outputs (Cast nodes at
-    the edges), serialised for onnxruntime. Raises ModelLoadError."""
+def _fp16_source(path: Path) -> bytes:
     try:
-        import onnx
-        from onnxconverter_common import float16
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"inference.fp16 on CUDA needs onnx and onnxconverter-common (pip install '.[gpu]'): {exc}"
-        ) from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # it warns for every weight it rounds into FP16's range
-            model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
-    except Exception as exc:  # onnx's and the converter's errors are untyped
-        raise ModelLoadError(f"model {path.name}: FP16 conversion failed: {str(exc)[:200]}") from exc
-    data: bytes = model.SerializeToString()
-    return data
+        return fp16_model(path)
+    except TransformError as exc:
+        raise ModelLoadError(f"model {path.name}: inference.fp16 on CUDA: {exc}") from exc
 
 
 def _check_fp16(

@@ -7,9 +7,10 @@ and meanwhile the next views fill the other buffer. A batch never waits for view
 arrived, and the views of one part, submitted together, run together in one call. On a GPU every
 run has one shape, the full batch with its unused slots padded (`OnnxRunner.pad_to_batch`: cuDNN
 re-plans its convolutions whenever the batch size changes, which costs far more than the padding).
-Preprocessing overlaps the model; with several preparing threads (the default on a GPU, where the
-CPU work, not the model, limits the rate) it also runs on several cores: numpy releases the GIL in
-its loops. One lock guards the queue, the slots and the counts (one hand-off per view, not two).
+On a GPU, too, views go over as uint8 HWC and the model normalises them (`OnnxRunner.prepare_uint8`):
+the CPU copies a view instead of converting it, a quarter of the bytes cross to the device, and the
+preparing threads hold the GIL the running thread needs for far less time. Preprocessing overlaps
+the model. One lock guards the queue, the slots and the counts (one hand-off per view, not two).
 A full queue, a bad frame or a failed run becomes a failed view for the part, counted by cause.
 """
 
@@ -50,11 +51,12 @@ ResultSink = Callable[[list[Outcome]], None]
 
 
 def default_prep_threads(provider: str) -> int:
-    """On the CPU the cores belong to onnxruntime's own threads: one preparing thread. On a GPU
-    the CPU's preprocessing limits the rate: a quarter of the cores, at most four."""
+    """On the CPU the cores belong to onnxruntime's own threads: one preparing thread. On a GPU a
+    view is only copied (the model normalises it): two, so one view's copy overlaps the next's
+    hand-off; more would only contend for the GIL with the running thread."""
     if provider not in GPU_PROVIDERS:
         return 1
-    return max(1, min(4, (os.cpu_count() or 1) // 4))
+    return 2 if (os.cpu_count() or 1) >= 4 else 1
 
 
 class InferenceWorker:
@@ -75,12 +77,17 @@ class InferenceWorker:
         self.runner, self.preprocess, self.adapter, self.sink = runner, preprocess, adapter, sink
         self.max_batch, self.queue_size = max_batch, queue_size
         ih, iw = preprocess.spec.input_hw
+        self._pad = bool(getattr(runner, "pad_to_batch", False))
+        # On a GPU the views go over as uint8 HWC and the model normalises them (a session build).
+        self._u8 = self._pad and runner.prepare_uint8(preprocess.spec.mean, preprocess.spec.std)
+        shape, dtype = ((ih, iw, 3), np.uint8) if self._u8 else ((3, ih, iw), np.float32)
+        self._write = preprocess.to_uint8 if self._u8 else preprocess
+        self._run_batch = runner.run_uint8 if self._u8 else runner.run_all
         # Zeros, not garbage: a padded batch (GPU, `runner.pad_to_batch`) runs its unused slots too.
         self._buffers = (
-            np.zeros((max_batch, 3, ih, iw), dtype=np.float32),
-            np.zeros((max_batch, 3, ih, iw), dtype=np.float32),
+            np.zeros((max_batch, *shape), dtype=dtype),
+            np.zeros((max_batch, *shape), dtype=dtype),
         )
-        self._pad = bool(getattr(runner, "pad_to_batch", False))
         lock = threading.Lock()
         # Preparing threads wait here for a view and a free slot; the running thread for a batch.
         self._prep_cv = threading.Condition(lock)
@@ -162,7 +169,7 @@ class InferenceWorker:
                 self._writing += 1
             job.t_start = time.monotonic()
             try:
-                self.preprocess(job.frame.image, slot)
+                self._write(job.frame.image, slot)
                 bad = None
             except ValueError as exc:  # the slot runs with the batch (zeros); its result is dropped
                 job.bad, bad = True, exc
@@ -196,7 +203,7 @@ class InferenceWorker:
 
     def _infer(self, jobs: list[Job], batch: np.ndarray) -> list[Outcome]:
         try:
-            outputs = self.runner.run_all(batch)
+            outputs = self._run_batch(batch)
             if len(batch) > len(jobs):  # padded: the unused slots' rows are dropped (views, no copy)
                 outputs = [out[: len(jobs)] for out in outputs]
             results = adapt_all(self.adapter, [j.frame.camera for j in jobs], outputs)

@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner, fp16_model
+from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner
+from controller.inference.transforms import TransformError, fp16_model, uint8_prologue
 from controller.inference.validation import validation_batch
 from simulators.render import render
 
@@ -86,3 +87,17 @@ def test_fp16_without_the_converter_is_a_clear_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
     with pytest.raises(ModelLoadError, match=r"onnxconverter-common \(pip install"):
         OnnxRunner(MODEL, CPU, 1, fp16=True)
+
+
+def test_the_uint8_prologue_needs_one_float_nchw_input(tmp_path: Path) -> None:
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3, 8, 8])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 8, 8])
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "two.onnx")
+    with pytest.raises(TransformError, match="2 inputs"):
+        uint8_prologue(tmp_path / "two.onnx", (0.0,) * 3, (1.0,) * 3)
+    runner = OnnxRunner(tmp_path / "two.onnx", CPU, 1)
+    assert not runner.prepare_uint8((0.0,) * 3, (1.0,) * 3, force=True)  # stays on the float path

@@ -286,13 +286,13 @@ def test_on_a_gpu_every_run_has_the_full_batchs_shape() -> None:
     padded = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
     padded.pad_to_batch = True  # as on a GPU provider
     shapes: list[int] = []
-    run_all = padded.run_all
+    run_all, run = padded.run_all, padded._run
 
-    def spy(batch: np.ndarray) -> list[np.ndarray]:
+    def spy(session: object, name: str, batch: np.ndarray) -> list[np.ndarray]:
         shapes.append(len(batch))
-        return run_all(batch)
+        return run(session, name, batch)
 
-    padded.run_all = spy  # type: ignore[method-assign]
+    padded._run = spy  # type: ignore[method-assign]
     pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
     adapter = MultiLabelAdapter(DEFECTS, {})
     images = [render(700 + i, 0, (DEFECTS[i % len(DEFECTS)],) if i % 2 else ()) for i in range(11)]
@@ -303,6 +303,29 @@ def test_on_a_gpu_every_run_has_the_full_batchs_shape() -> None:
         expected.append(adapter("top", [run_all(slot)[0][0]]).scores)
     frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
     args = {"runner": padded, "preprocess": pre, "adapter": adapter, "max_batch": 4}
+    shapes.clear()
     got = _collect(args, frames, len(frames))
     assert [got[i].scores for i in range(len(frames))] == expected
-    assert set(shapes) == {4}
+    assert set(shapes) == {4} and len(shapes) >= 3  # warm-up, then 11 views in at least 3 runs
+
+
+def test_uint8_views_normalised_inside_the_model_match_numpys_preprocessing() -> None:
+    """On a GPU the CPU only crops and resizes a view into uint8 and the model normalises it:
+    the same numbers as the float path, ROI and resize included."""
+    spec = PreprocessSpec((96, 128), (64, 64), (16, 8, 96, 80), (120.0, 110.0, 100.0), (50.0, 60.0, 70.0))
+    pre = Preprocessor(spec)
+    runner = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    assert not runner.prepare_uint8(spec.mean, spec.std)  # not on the CPU, unless forced
+    assert runner.prepare_uint8(spec.mean, spec.std, force=True)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    f32 = np.empty((3, 3, 64, 64), dtype=np.float32)
+    u8 = np.empty((3, 64, 64, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        pre(img, f32[i])
+        pre.to_uint8(img, u8[i])
+    rows, cols = 8 + np.arange(64) * 80 // 64, 16 + np.arange(64) * 96 // 64  # nearest neighbour in the ROI
+    np.testing.assert_array_equal(u8[1], images[1][rows[:, None], cols[None, :]])
+    np.testing.assert_allclose(runner.run_uint8(u8)[0], runner.run_all(f32)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        pre.to_uint8(images[0][:50], u8[0])
