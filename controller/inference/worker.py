@@ -73,7 +73,8 @@ class InferenceWorker:
         name: str = "infer-0",
         prep_threads: int | None = None,
     ) -> None:
-        """`prep_threads`: preparing threads (default: `default_prep_threads` of the provider)."""
+        """Blocking (seconds on a GPU): it may build the runner's uint8 session and warms it.
+        `prep_threads`: preparing threads (default: `default_prep_threads` of the provider)."""
         self.runner, self.preprocess, self.adapter, self.sink = runner, preprocess, adapter, sink
         self.max_batch, self.queue_size = max_batch, queue_size
         ih, iw = preprocess.spec.input_hw
@@ -88,6 +89,9 @@ class InferenceWorker:
             np.zeros((max_batch, *shape), dtype=dtype),
             np.zeros((max_batch, *shape), dtype=dtype),
         )
+        # Every shape this worker runs, warmed here (blocking, like the load; a no-op if done), so
+        # `start` is quick on the control loop and no part pays for cuDNN's first-use search.
+        runner.warm_up(max_batch)
         lock = threading.Lock()
         # Preparing threads wait here for a view and a free slot; the running thread for a batch.
         self._prep_cv = threading.Condition(lock)
@@ -109,8 +113,7 @@ class InferenceWorker:
         self.views = 0
 
     def start(self) -> None:
-        """Warm the runner for every batch size this worker forms (a no-op if done), then start."""
-        self.runner.warm_up(self.max_batch)
+        """Start the threads (quick: the loading and warming were done at construction)."""
         for t in self._preps:
             t.start()
         self._thread.start()

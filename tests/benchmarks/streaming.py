@@ -106,6 +106,15 @@ class _TimedRunner:
         self.probe.run_s.append(time.perf_counter() - t)
         return out
 
+    def run_uint8(self, batch: np.ndarray) -> list[np.ndarray]:
+        t = time.perf_counter()
+        out = self.runner.run_uint8(batch)
+        self.probe.run_s.append(time.perf_counter() - t)
+        return out
+
+    def prepare_uint8(self, mean: Sequence[float], std: Sequence[float]) -> bool:
+        return self.runner.prepare_uint8(mean, std)
+
     def warm_up(self, max_batch: int) -> None:
         self.runner.warm_up(max_batch)
 

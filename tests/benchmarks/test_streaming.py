@@ -78,8 +78,11 @@ def device_input_p50_ms(runner: OnnxRunner, size: int, cams: int) -> float | Non
 
 
 def sweep(label: str, path: Path, size: int, cams: int) -> list[dict[str, Any]]:
+    # Raw onnxruntime and the worker get a session each: on a GPU a session re-plans its
+    # convolutions whenever the batch size changes, and raw runs groups of `cams`, the worker
+    # padded batches of `max(BATCH, cams)`; sharing one would charge each the other's shape.
     runner = OnnxRunner(path, PROVIDERS, gpu=None)
-    runner.warm_up(max(BATCH, cams))
+    worker_runner = OnnxRunner(path, PROVIDERS, gpu=None)
     capacity = 1.0 / group_seconds(runner, size, cams)  # parts/s raw onnxruntime keeps up with
     rates = sorted({round(capacity * s, 1) for s in SHARES} | ({100.0} if capacity > 110 else set()))
     dev = device_input_p50_ms(runner, size, cams)
@@ -87,7 +90,7 @@ def sweep(label: str, path: Path, size: int, cams: int) -> list[dict[str, Any]]:
     for rate in rates:
         parts = int(min(4000, max(20, rate * SECONDS)))
         raw = raw_stream(runner, size, cams, rate, parts)
-        got = worker_stream(runner, size, cams, rate, parts, max(BATCH, cams), probe_stages=True)
+        got = worker_stream(worker_runner, size, cams, rate, parts, max(BATCH, cams), probe_stages=True)
         budget = 2 * raw["p99_ms"] + 1.0
         row = {
             "model": label, "provider": runner.info.provider, "cameras": cams, "parts_per_s": rate,
