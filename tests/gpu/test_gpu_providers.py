@@ -77,6 +77,14 @@ def test_cuda_fp16_is_converted_at_load_and_stays_within_tolerance() -> None:
     (got,), (want,) = half.run_all(x), cpu.run_all(x)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, atol=2e-2)
+    # The worker's uint8 session (normalisation inside the model) on top of the FP16 model.
+    assert half.prepare_uint8((127.5,) * 3, (64.0,) * 3)
+    u8 = np.clip(x * 64.0 + 127.5, 0, 255).round().astype(np.uint8).transpose(0, 2, 3, 1).copy()
+    (got8,), (want8,) = (
+        half.run_uint8(u8),
+        cpu.run_all(((u8.transpose(0, 3, 1, 2) - 127.5) / 64.0).astype(np.float32)),
+    )
+    np.testing.assert_allclose(got8, want8, atol=2e-2)
     with pytest.raises(ModelLoadError, match="FP16 refused"):
         OnnxRunner(MODEL, ("CUDAExecutionProvider",), gpu=GpuOptions(fp16=True), fp16_tolerance=1e-7)
 
