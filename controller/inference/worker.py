@@ -188,6 +188,13 @@ class InferenceWorker:
 
     def _run_loop(self) -> None:
         cv = self._run_cv
+        if self._pad:
+            # onnxruntime's CUDA provider sets up cuDNN and cuBLAS for each thread that runs a
+            # session, at its first run: here, not with the first part. Buffer 1 is not filled yet.
+            try:
+                self._run_batch(self._buffers[1])
+            except Exception as exc:  # the first real batch will fail and report it per view
+                log.error("warm run on %s failed: %s", threading.current_thread().name, exc)
         while True:
             with cv:
                 while not self._batch_ready():

@@ -182,6 +182,11 @@ def worker_stream(
     sizes = [s for s in probe.batch_sizes if s]
     row: dict[str, Any] = pct(lat[np.isfinite(lat)]) | {
         "mean_batch": round(float(np.mean(sizes)), 2) if sizes else 0.0,
+        # The first part meets a worker just started: shown apart, to tell start-up from the stream.
+        "first_part_max_ms": round(float(np.nanmax(lat[:cams])) * 1e3, 3)
+        if np.isfinite(lat[:cams]).any()
+        else None,
+        "p99_after_first_part_ms": pct(lat[cams:][np.isfinite(lat[cams:])])["p99_ms"],
         "failed": int(probe.failed) + int(np.isnan(lat).sum()),
         "complete": ok,
         "behind": behind,

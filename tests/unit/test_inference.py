@@ -327,3 +327,25 @@ def test_uint8_views_normalised_inside_the_model_match_numpys_preprocessing() ->
     np.testing.assert_allclose(runner.run_uint8(u8)[0], runner.run_all(f32)[0], atol=1e-5)
     with pytest.raises(ValueError, match="expected"):
         pre.to_uint8(images[0][:50], u8[0])
+
+
+def test_on_a_gpu_the_running_thread_runs_once_before_the_first_view() -> None:
+    """The CUDA provider sets up per-thread state at a thread's first run: the worker's own
+    running thread pays for it at start, not the first part."""
+    runner = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    runner.pad_to_batch = True  # as on a GPU provider
+    seen: list[str] = []
+    run = runner._run
+
+    def spy(session: object, name: str, batch: np.ndarray) -> list[np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return run(session, name, batch)
+
+    w = InferenceWorker(
+        runner, Preprocessor(PreprocessSpec((64, 64), (64, 64))), MultiLabelAdapter(DEFECTS, {}),
+        lambda outcomes: None, max_batch=4, name="infer-7",
+    )  # fmt: skip
+    runner._run = spy  # type: ignore[method-assign]
+    w.start()
+    w.stop()
+    assert seen == ["infer-7"]
