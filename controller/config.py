@@ -121,7 +121,11 @@ class InferenceConfig(_Strict):
     queue_size: int = Field(64, ge=1, le=4096, description="views waiting for inference; more are overload")
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0 picks min(2, cores)")
     device_id: int = Field(0, ge=0, le=15, description="GPU used by the CUDA and TensorRT providers")
-    fp16: bool = Field(False, description="TensorRT: build FP16 engines (faster, needs re-validation)")
+    fp16: bool = Field(
+        False,
+        description="FP16: TensorRT builds FP16 engines; on CUDA the model is converted at load and refused "
+        "unless within the recipe's model.fp16_tolerance of FP32 on its validation images",
+    )
     trt_cache: str = Field(
         "var/trt-cache", description="TensorRT engine and timing cache folder (relative: the data folder)"
     )
@@ -240,6 +244,14 @@ class ModelConfig(_Strict):
     min_area_px: dict[str, float] = Field(
         default_factory=dict,
         description="detector, segmentation: smallest defect per class (px², model input)",
+    )
+    fp16_tolerance: float = Field(
+        0.02, gt=0, le=1, description="inference.fp16 on CUDA: largest output difference from FP32 allowed"
+    )
+    validation_images: str | None = Field(
+        None,
+        description="folder of camera images (PNG, JPEG) an FP16 model is checked on, relative to the "
+        "recipe's folder; none: seeded noise",
     )
 
     @model_validator(mode="after")

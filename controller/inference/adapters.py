@@ -30,6 +30,16 @@ class Adapter(Protocol):
     def __call__(self, camera: str, outputs: Sequence[np.ndarray]) -> ViewResult: ...
 
 
+def adapt_all(adapter: Adapter, cameras: Sequence[str], outputs: Sequence[np.ndarray]) -> list[ViewResult]:
+    """Every view of a batch (view k is row k of every output). An adapter with a `batch` method
+    reads the whole batch at once, which saves the per-view slicing on the hot path."""
+    batch = getattr(adapter, "batch", None)
+    if batch is not None:
+        got: list[ViewResult] = batch(cameras, outputs)
+        return got
+    return [adapter(cam, [out[k] for out in outputs]) for k, cam in enumerate(cameras)]
+
+
 def _finite(name: str, arr: np.ndarray, ndim: int) -> np.ndarray:
     if arr.ndim != ndim or not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: expected {ndim}-d finite output, got shape {arr.shape}")
@@ -77,9 +87,19 @@ class MultiLabelAdapter:
 
     def __call__(self, camera: str, outputs: Sequence[np.ndarray]) -> ViewResult:
         scores = outputs[0]
-        vals: list[float] = scores.tolist() if scores.ndim == 1 else []
+        return self._one(camera, scores.tolist() if scores.ndim == 1 else [], scores.shape)
+
+    def batch(self, cameras: Sequence[str], outputs: Sequence[np.ndarray]) -> list[ViewResult]:
+        """Every view of a batch: one conversion of the score matrix to Python floats."""
+        scores = outputs[0]
+        rows: list[list[float]] = scores.tolist() if scores.ndim == 2 else [[] for _ in cameras]
+        if len(rows) != len(cameras):
+            raise ValueError(f"model output {scores.shape} does not hold {len(cameras)} views")
+        return [self._one(cam, vals, scores.shape[1:]) for cam, vals in zip(cameras, rows, strict=True)]
+
+    def _one(self, camera: str, vals: list[float], shape: tuple[int, ...]) -> ViewResult:
         if len(vals) != len(self.class_names) or not all(map(math.isfinite, vals)):
-            raise ValueError(f"model output {scores.shape} is not {len(self.class_names)} finite scores")
+            raise ValueError(f"model output {shape} is not {len(self.class_names)} finite scores")
         names, th = self.class_names, self.thresholds
         over = tuple(names[i] for i, (v, t) in enumerate(zip(vals, th, strict=True)) if v >= t)
         rounded = tuple(round(v, 4) for v in vals)

@@ -2,7 +2,8 @@
 
 The resize is a nearest-neighbour gather through index maps computed once per recipe, and
 the normalisation writes into the batch buffer: one pass over the pixels, no temporaries
-that grow with the frame rate.
+that grow with the frame rate. On a GPU the view is only cropped and resized into a uint8 HWC
+slot (`to_uint8`: a copy, or a gather without temporaries) and the model normalises it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Preprocessor:
         self._rows = (y + (np.arange(ih) * rh) // ih).astype(np.intp)
         self._cols = (x + (np.arange(iw) * rw) // iw).astype(np.intp)
         self._identity = (x, y, rw, rh) == (0, 0, w, h) and (ih, iw) == (h, w)
+        # Pixel indices into the image seen as (h*w, 3), for the uint8 gather.
+        self._pixels = (self._rows[:, None] * w + self._cols[None, :]).reshape(-1)
         self._scale = (1.0 / np.asarray(spec.std, dtype=np.float32)).reshape(3, 1, 1)
         self._offset = (
             -np.asarray(spec.mean, dtype=np.float32) / np.asarray(spec.std, dtype=np.float32)
@@ -49,3 +52,12 @@ class Preprocessor:
         # One pass casts and scales (uint8 → float32 inside the multiply), one adds: memory-bound.
         np.multiply(src.transpose(2, 0, 1), self._scale, out=out, casting="unsafe")
         out += self._offset
+
+    def to_uint8(self, image: np.ndarray, out: np.ndarray) -> None:
+        """`image` HxWx3 uint8 → `out` (model h, w, 3) uint8: the ROI, resized; not normalised."""
+        if image.shape != (*self.spec.image_hw, 3) or image.dtype != np.uint8:
+            raise ValueError(f"frame {image.shape} {image.dtype}, expected {(*self.spec.image_hw, 3)} uint8")
+        if self._identity:
+            np.copyto(out, image)
+        else:
+            np.take(image.reshape(-1, 3), self._pixels, axis=0, out=out.reshape(-1, 3))

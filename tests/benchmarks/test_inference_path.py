@@ -1,6 +1,6 @@
-"""Benchmarks (make bench): raw onnxruntime against the controller's inference path, and the
-controller's own per-frame cost. They print figures and write .bench/inference.json; the only
-assertions are that the runs completed."""
+"""Benchmarks (make bench): raw onnxruntime against the controller's inference path (the demo,
+MobileNet-class and ResNet-18-class models), and the controller's own per-frame cost. They print
+figures and write .bench/inference.json; the only assertions are that the runs completed."""
 
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ from controller.core.encoder import EncoderHistory
 from controller.core.matcher import Matcher
 from controller.inference.adapters import MultiLabelAdapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import DEFAULT_PROVIDERS, OnnxRunner
+from controller.inference.runner import DEFAULT_PROVIDERS, GPU_PROVIDERS, OnnxRunner
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Frame
 from simulators.parts import DEFECTS
 from simulators.render import render
+from tests.benchmarks import resnet_like
 from tests.benchmarks.mobilenet_like import build
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,10 +95,20 @@ def test_inference_throughput_and_controller_cost() -> None:
     mobilenet = build(
         OUT / "mobilenet_like.onnx", width=float(os.environ.get("BENCH_MOBILENET_WIDTH", "0.6"))
     )
-    cases = (("demo", MODEL, 64, 400, 21), ("mobilenet-like", mobilenet, 224, 64, 7))
+    resnet = resnet_like.build(
+        OUT / "resnet18_like.onnx", width=float(os.environ.get("BENCH_RESNET_WIDTH", "1.0"))
+    )
+    cases = (
+        ("demo", MODEL, 64, 400, 21),
+        ("mobilenet-like", mobilenet, 224, 64, 7),
+        ("resnet18-like", resnet, 224, 64, 5),
+    )
     for label, path, size, n, rounds in cases:
         runner = OnnxRunner(path, PROVIDERS)
+        runner.warm_up(BATCH)
         print(f"\n{label}: {runner.info.provider}")
+        if runner.info.provider in GPU_PROVIDERS:
+            n *= 4  # windows of a few ms on a GPU: longer ones steady the medians
         pre = Preprocessor(PreprocessSpec((size, size), (size, size)))
         for b in (1, BATCH):
             batch = np.empty((b, 3, size, size), dtype=np.float32)

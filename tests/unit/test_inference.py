@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from controller.core.types import ReasonCode, ViewResult, ViewStatus
-from controller.inference.adapters import MultiLabelAdapter
+from controller.inference.adapters import MultiLabelAdapter, adapt_all
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
 from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner
 from controller.inference.worker import InferenceWorker, Outcome
@@ -198,3 +198,154 @@ def test_tensorrt_gets_one_profile_for_every_batch_size(tmp_path: Path) -> None:
     )
     assert gpu.provider_options("CUDAExecutionProvider") == {"device_id": 1}
     assert gpu.provider_options("CPUExecutionProvider") == {}
+
+
+class _GatedPreprocessor(Preprocessor):
+    """Holds the first view's preprocessing until the test opens the gate."""
+
+    def __init__(self, spec: PreprocessSpec) -> None:
+        super().__init__(spec)
+        self.gate = threading.Event()
+
+    def __call__(self, image: np.ndarray, out: np.ndarray) -> None:
+        assert self.gate.wait(10.0)
+        super().__call__(image, out)
+
+
+@pytest.mark.parametrize("prep_threads", [1, 3])
+def test_the_views_of_a_part_run_together(runner: OnnxRunner, prep_threads: int) -> None:
+    """Under a steady stream the cameras of one part hand their views over together: a batch
+    takes every view that has arrived, not just the first one written while the rest queue."""
+    sizes: list[int] = []
+    done = threading.Event()
+
+    def sink(outcomes: list[Outcome]) -> None:
+        sizes.append(len(outcomes))
+        if sum(sizes) == 4:
+            done.set()
+
+    pre = _GatedPreprocessor(PreprocessSpec((64, 64), (64, 64)))
+    w = InferenceWorker(
+        runner, pre, MultiLabelAdapter(DEFECTS, {}), sink, max_batch=8, prep_threads=prep_threads
+    )
+    w.start()
+    img = render(1, 0, ())
+    for i in range(4):
+        assert w.submit(i, Frame(f"cam{i}", i, 0.0, 0.0, img, lambda: None))
+    pre.gate.set()
+    assert done.wait(10.0)
+    w.stop()
+    assert sizes == [4] and w.batches == 1
+
+
+def test_several_preparing_threads_keep_each_result_with_its_view(runner: OnnxRunner) -> None:
+    pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
+    adapter = MultiLabelAdapter(DEFECTS, {})
+    images = [render(300 + i, 0, (DEFECTS[i % len(DEFECTS)],) if i % 2 else ()) for i in range(40)]
+    slot = np.empty((1, 3, 64, 64), dtype=np.float32)
+    expected = []
+    for img in images:
+        pre(img, slot[0])
+        expected.append(adapter("top", [runner.run_all(slot)[0][0]]).scores)
+    frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
+    frames[7] = Frame("top", 7, 0.0, 0.0, np.zeros((48, 64, 3), np.uint8), lambda: None)
+    args = {"runner": runner, "preprocess": pre, "adapter": adapter, "max_batch": 8, "prep_threads": 4}
+    got = _collect(args, frames, len(frames))
+    assert (got[7].status, got[7].cause) == (ViewStatus.FAILED, ReasonCode.BAD_FRAME)
+    assert [got[i].scores for i in range(len(frames)) if i != 7] == expected[:7] + expected[8:]
+
+
+def test_the_worker_warms_its_runner_before_the_first_view() -> None:
+    """A batch size met for the first time costs the GPU tens to hundreds of ms (cuDNN's search):
+    a worker never meets one, even when its runner was not warmed by whoever built it."""
+    fresh = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    assert fresh.warmed == 0
+    InferenceWorker(
+        fresh, Preprocessor(PreprocessSpec((64, 64), (64, 64))), MultiLabelAdapter(DEFECTS, {}),
+        lambda outcomes: None, max_batch=5,
+    )  # fmt: skip
+    assert fresh.warmed == 5  # at construction (off the control loop), not at start
+
+
+def test_a_batch_adapts_as_its_views_one_by_one() -> None:
+    adapter = MultiLabelAdapter(("scratch", "spot"), {"scratch": 0.5}, default=0.5, uncertain_band=0.1)
+    scores = np.array([[0.45, 0.1], [0.2, 0.1], [0.45, 0.9]], dtype=np.float32)
+    cams = ["a", "b", "c"]
+    assert adapt_all(adapter, cams, [scores]) == [adapter(c, [s]) for c, s in zip(cams, scores, strict=True)]
+    with pytest.raises(ValueError, match="finite"):
+        adapt_all(adapter, cams, [np.array([[0.1, np.nan]] * 3, dtype=np.float32)])
+    with pytest.raises(ValueError, match="views"):
+        adapt_all(adapter, cams, [scores[:2]])
+
+
+def test_on_a_gpu_every_run_has_the_full_batchs_shape() -> None:
+    """cuDNN re-plans every convolution when the batch size changes: a runner that pads (GPU)
+    gets the whole buffer every time, and each view still gets its own row's result."""
+    padded = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    padded.pad_to_batch = True  # as on a GPU provider
+    shapes: list[int] = []
+    run_all, run = padded.run_all, padded._run
+
+    def spy(session: object, name: str, batch: np.ndarray) -> list[np.ndarray]:
+        shapes.append(len(batch))
+        return run(session, name, batch)
+
+    padded._run = spy  # type: ignore[method-assign]
+    pre = Preprocessor(PreprocessSpec((64, 64), (64, 64)))
+    adapter = MultiLabelAdapter(DEFECTS, {})
+    images = [render(700 + i, 0, (DEFECTS[i % len(DEFECTS)],) if i % 2 else ()) for i in range(11)]
+    slot = np.empty((1, 3, 64, 64), dtype=np.float32)
+    expected = []
+    for img in images:
+        pre(img, slot[0])
+        expected.append(adapter("top", [run_all(slot)[0][0]]).scores)
+    frames = [Frame("top", i, 0.0, 0.0, img, lambda: None) for i, img in enumerate(images)]
+    args = {"runner": padded, "preprocess": pre, "adapter": adapter, "max_batch": 4}
+    shapes.clear()
+    got = _collect(args, frames, len(frames))
+    assert [got[i].scores for i in range(len(frames))] == expected
+    assert set(shapes) == {4} and len(shapes) >= 3  # warm-up, then 11 views in at least 3 runs
+
+
+def test_uint8_views_normalised_inside_the_model_match_numpys_preprocessing() -> None:
+    """On a GPU the CPU only crops and resizes a view into uint8 and the model normalises it:
+    the same numbers as the float path, ROI and resize included."""
+    spec = PreprocessSpec((96, 128), (64, 64), (16, 8, 96, 80), (120.0, 110.0, 100.0), (50.0, 60.0, 70.0))
+    pre = Preprocessor(spec)
+    runner = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    assert not runner.prepare_uint8(spec.mean, spec.std)  # not on the CPU, unless forced
+    assert runner.prepare_uint8(spec.mean, spec.std, force=True)
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(3)]
+    f32 = np.empty((3, 3, 64, 64), dtype=np.float32)
+    u8 = np.empty((3, 64, 64, 3), dtype=np.uint8)
+    for i, img in enumerate(images):
+        pre(img, f32[i])
+        pre.to_uint8(img, u8[i])
+    rows, cols = 8 + np.arange(64) * 80 // 64, 16 + np.arange(64) * 96 // 64  # nearest neighbour in the ROI
+    np.testing.assert_array_equal(u8[1], images[1][rows[:, None], cols[None, :]])
+    np.testing.assert_allclose(runner.run_uint8(u8)[0], runner.run_all(f32)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="expected"):
+        pre.to_uint8(images[0][:50], u8[0])
+
+
+def test_on_a_gpu_the_running_thread_runs_once_before_the_first_view() -> None:
+    """The CUDA provider sets up per-thread state at a thread's first run: the worker's own
+    running thread pays for it at start, not the first part."""
+    runner = OnnxRunner(MODEL, ("CPUExecutionProvider",), 1)
+    runner.pad_to_batch = True  # as on a GPU provider
+    seen: list[str] = []
+    run = runner._run
+
+    def spy(session: object, name: str, batch: np.ndarray) -> list[np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return run(session, name, batch)
+
+    w = InferenceWorker(
+        runner, Preprocessor(PreprocessSpec((64, 64), (64, 64))), MultiLabelAdapter(DEFECTS, {}),
+        lambda outcomes: None, max_batch=4, name="infer-7",
+    )  # fmt: skip
+    runner._run = spy  # type: ignore[method-assign]
+    w.start()
+    w.stop()
+    assert seen == ["infer-7"]
