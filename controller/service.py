@@ -48,7 +48,8 @@ from controller.core.packml import Command, State
 from controller.core.types import PartTrack, ViewResult, ViewStatus
 from controller.inference.adapters import make_adapter
 from controller.inference.preprocess import Preprocessor, PreprocessSpec
-from controller.inference.runner import GpuOptions, OnnxRunner
+from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner
+from controller.inference.validation import validation_batch
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Camera, CameraError, Frame, PlcLink
 from controller.recipes import RecipeIndex, check_recipe
@@ -224,10 +225,6 @@ class CellService:
         cell = self.cell
         inf = cell.inference
         gpu = GpuOptions(inf.device_id, inf.fp16, self._data_root / inf.trt_cache, inf.max_batch)
-        runner = OnnxRunner(
-            (recipe_dir / recipe.model.path).resolve(), tuple(inf.providers), inf.threads or None, gpu
-        )
-        runner.warm_up(inf.max_batch)
         spec = PreprocessSpec(
             (cell.cameras[0].height, cell.cameras[0].width),
             recipe.model.input_size,
@@ -235,6 +232,16 @@ class CellService:
             recipe.model.mean,
             recipe.model.std,
         )
+        validation = None
+        if inf.fp16 and recipe.model.validation_images:  # an FP16 model is checked on these
+            try:
+                validation = validation_batch(recipe_dir / recipe.model.validation_images, Preprocessor(spec))
+            except (ValueError, OSError) as exc:
+                raise ModelLoadError(f"recipe {recipe.name}: {exc}") from None
+        runner = OnnxRunner(
+            (recipe_dir / recipe.model.path).resolve(), tuple(inf.providers), inf.threads or None, gpu,
+            fp16_tolerance=recipe.model.fp16_tolerance, validation=validation,
+        )  # fmt: skip
         adapter = make_adapter(recipe, runner.info.output_names)
         gen = self._generation
         self._generation += 1
