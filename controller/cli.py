@@ -36,25 +36,20 @@ def _demo(args: argparse.Namespace) -> int:
         spacing_jitter=args.spacing_jitter,
         plc_scan_ms=args.plc_scan_ms,
         plc_scan_jitter_ms=args.plc_scan_jitter_ms,
-        plc_faults=tuple(args.plc_fault),
+        faults=tuple(args.fault),
     )
     return run_demo(opts)
 
 
-def _plc_fault(text: str) -> tuple[str, int, float]:
-    """NAME[=VALUE]@SECONDS, e.g. restart@10 or encoder_step=-20000@5."""
-    from simulators.line import PlcScan
+def _fault(text: str) -> str:
+    """TARGET[INDEX]:KIND[=VALUE]@SECONDS, checked here so a typo is a one-line usage error."""
+    from simulators.faults import Fault
 
-    head, at, when = text.partition("@")
-    name, _, value = head.partition("=")
-    if name not in PlcScan.FAULTS or not at:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected NAME[=VALUE]@SECONDS with NAME one of {', '.join(PlcScan.FAULTS)}"
-        )
     try:
-        return name, int(value or 0), float(when)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: VALUE must be an integer and SECONDS a number") from None
+        Fault.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -256,13 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--plc-scan-jitter-ms", type=float, default=None, help="± random variation of each scan")
     d.add_argument(
-        "--plc-fault",
-        type=_plc_fault,
+        "--fault",
+        type=_fault,
         action="append",
         default=[],
-        metavar="NAME[=VALUE]@SECONDS",
-        help="make the simulated PLC misbehave, e.g. restart@10, encoder_step=-20000@5, "
-        "part_seq_glitch=1000@8, bad_part_slot@6, unknown_disposition=99999@7 (repeatable)",
+        metavar="TARGET:KIND[=VALUE]@SECONDS",
+        help="inject a fault: plc:restart@10, plc:encoder_step=-20000@5, plc:freeze=2@8, plc:drop=1.5@6, "
+        "camera1:freeze=2@5, camera0:corrupt@7, disk:full=3@9, client:flood=5@4 (repeatable; the README "
+        "lists every kind)",
     )
     d.add_argument("--seed", type=int, default=None, help="simulation seed")
     d.add_argument(

@@ -56,8 +56,8 @@ class DemoOptions:
     spacing_jitter: float | None = None
     plc_scan_ms: float | None = None
     plc_scan_jitter_ms: float | None = None
-    #: (fault, value, seconds after start) for the simulated PLC: see `PlcScan.FAULTS`.
-    plc_faults: tuple[tuple[str, int, float], ...] = ()
+    #: Faults to inject, `TARGET[INDEX]:KIND[=VALUE]@SECONDS` (see `simulators.faults`).
+    faults: tuple[str, ...] = ()
 
 
 def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -115,6 +115,7 @@ Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 
 
 async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
+    from simulators.faults import FaultPlan, run_plan
     from simulators.launcher import PlcEndpoint, SimLine
     from simulators.scorer import load_records, score
 
@@ -201,7 +202,10 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
         t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
         scripted = asyncio.create_task(scenario(sim, service), name="scenario") if scenario else None
-        faults = asyncio.create_task(_plc_faults(sim, opts.plc_faults), name="plc-faults")
+        plan = FaultPlan.parse(opts.faults)
+        faults = asyncio.create_task(
+            run_plan(plan, sim, data_dir, opts.socket or default_socket()), name="fault-plan"
+        )
         try:
             while time.monotonic() < t_end and sim.done is None:
                 if live is not None:
@@ -241,15 +245,6 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         counters={k: v for k, v in sorted(service.core.counts.items()) if not k.startswith("verdict:")},
     )
     return result
-
-
-async def _plc_faults(sim: Any, faults: tuple[tuple[str, int, float], ...]) -> None:
-    """Inject the simulated PLC's faults at their times (seconds after the start)."""
-    t0 = time.monotonic()
-    for fault, value, at in sorted(faults, key=lambda f: f[2]):
-        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
-        log.warning("injecting PLC fault %s=%d", fault, value)
-        await asyncio.to_thread(sim.inject, fault, value)
 
 
 async def _run_out(sim: Any, lcfg: Any) -> None:

@@ -21,7 +21,7 @@ from multiprocessing.connection import Client, Connection, Listener
 import numpy as np
 
 from controller.interfaces import CameraStats, Frame
-from simulators.line import receive_triggers
+from simulators.line import CameraFault, receive_triggers
 from simulators.render import SIZE, render
 
 log = logging.getLogger(__name__)
@@ -78,21 +78,34 @@ def camera_rig_main(
     counters = [0] * len(outputs)
     buf = bytearray(FRAME_BYTES)
     image = np.frombuffer(buf, dtype=np.uint8, offset=HEADER.size).reshape(SIZE, SIZE, 3)
+    faults: dict[int, CameraFault] = {}
     for trig in receive_triggers(triggers):
+        if isinstance(trig, CameraFault):
+            faults[trig.camera] = trig
+            continue
+        fault = faults.get(trig.camera)
+        if fault is not None and time.monotonic() >= fault.until:
+            fault = faults.pop(trig.camera)  # over
+            fault = None
+        if fault is not None and fault.kind == "freeze":
+            continue  # the camera is hung: it does not even count the trigger
         counters[trig.camera] += 1
-        if drop_frames and rng.random() < drop_frames:
+        if (drop_frames and rng.random() < drop_frames) or (fault is not None and fault.kind == "drop"):
             continue  # exposed but lost on the way: the counter gap tells the receiver
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.value / 1000.0)  # a congested link: every camera's frames wait
         truth = trig.truth
         if truth is None:
             render(0, trig.camera, ("empty",), out=image)
         else:
             render(truth.seed, trig.camera, truth.visible(trig.camera), out=image)
         HEADER.pack_into(buf, 0, counters[trig.camera], trig.t, SIZE, SIZE)
+        out = buf if fault is None or fault.kind != "corrupt" else buf[: FRAME_BYTES // 2]
         if served is not None:
-            served.send(trig.camera, buf)
+            served.send(trig.camera, out)
             continue
         try:
-            pipes[trig.camera].send_bytes(buf)
+            pipes[trig.camera].send_bytes(out)
         except (BrokenPipeError, OSError):
             break
     if served is not None:

@@ -22,7 +22,7 @@ import numpy as np
 from controller.contract import area_layout
 from controller.interfaces import Camera
 from simulators.camera import SimCamera, camera_rig_main
-from simulators.line import LineConfig, Outcome, PlcScan, Trigger
+from simulators.line import CameraFault, LineConfig, Outcome, PlcScan, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +67,15 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
     done_sent = False
     infeed_closed = False
     restore_at: float | None = None
+    frozen_until = 0.0
     try:
         while True:
             now = time.monotonic()
             with plc.locked():
                 if not scan.feeding and not infeed_closed and scan.registered == 0 and scan.cell_inspecting:
                     scan.feeding = True
-                scan.step(now)
+                if now >= frozen_until:  # a frozen PLC serves its last scan's data and scans nothing
+                    scan.step(now)
             for trig in pending:
                 triggers.send(trig)
             pending.clear()
@@ -96,6 +98,14 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 elif msg[0] == "result":
                     with plc.locked():
                         ctl.send(("result", scan.request_result(msg[1], int(msg[2]))))
+                elif msg[0] == "freeze":
+                    frozen_until = time.monotonic() + float(msg[1])
+                    ctl.send(("frozen", msg[1]))
+                elif msg[0] == "camera_fault":
+                    _, k, kind, value = msg
+                    span = float(value) if kind in ("drop", "freeze") else 2.0
+                    triggers.send(CameraFault(int(k), str(kind), time.monotonic() + span, float(value)))
+                    ctl.send(("camera_faulted", k))
                 elif msg[0] == "fault":
                     with plc.locked():
                         scan.inject(msg[1], int(msg[2]))
@@ -252,6 +262,16 @@ class SimLine:
         if fault not in PlcScan.FAULTS:
             raise ValueError(f"unknown PLC fault {fault!r} (known: {', '.join(PlcScan.FAULTS)})")
         self._ask(("fault", fault, value), "faulted")
+
+    def freeze(self, seconds: float) -> None:
+        """The PLC stops scanning for `seconds` (its program halted): heartbeat and data stand still."""
+        self._ask(("freeze", seconds), "frozen")
+
+    def camera_fault(self, camera: int, kind: str, value: float) -> None:
+        """Camera `camera` misbehaves: drop/freeze for `value` s, delay by `value` ms or corrupt for 2 s."""
+        if kind not in ("drop", "delay", "corrupt", "freeze"):
+            raise ValueError(f"unknown camera fault {kind!r}")
+        self._ask(("camera_fault", camera, kind, value), "camera_faulted")
 
     def close_infeed(self) -> int:
         """Stop feeding new parts; returns how many were fed. Parts on the belt run out."""

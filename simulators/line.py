@@ -82,11 +82,22 @@ class Trigger:
     truth: PartTruth | None
 
 
-def receive_triggers(conn: Connection) -> Iterator[Trigger]:
-    """The line PLC's triggers from its pipe, until it sends None or the pipe closes."""
+@dataclass(frozen=True, slots=True)
+class CameraFault:
+    """A camera misbehaving from now until `until` (monotonic s): see `simulators.faults`."""
+
+    camera: int
+    kind: str  # drop, delay, corrupt, freeze
+    until: float
+    value: float = 0.0
+
+
+def receive_triggers(conn: Connection) -> Iterator[Trigger | CameraFault]:
+    """The line PLC's triggers (and injected camera faults) from its pipe, until it sends None
+    or the pipe closes."""
     while True:
         try:
-            trig: Trigger | None = conn.recv()
+            trig: Trigger | CameraFault | None = conn.recv()
         except (EOFError, OSError):
             return
         if trig is None:

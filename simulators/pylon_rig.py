@@ -94,6 +94,8 @@ class PylonRig:
 
     def _route(self, triggers: Connection) -> None:
         for trig in receive_triggers(triggers):
+            if not isinstance(trig, Trigger):
+                continue  # camera faults are the socket rig's; pylon's emulation has its own
             try:
                 self._queues[trig.camera].put_nowait(trig)
             except queue.Full:

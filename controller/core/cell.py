@@ -155,7 +155,9 @@ class CellCore:
         self._ambiguous: deque[bool] = deque(maxlen=200)
         self._outbox: list[Action] = []  # raised between PLC cycles, returned with the next one
         self.pairing = (
-            TriggerPairing(plan.trigger_cameras, layout.ring_size) if plan.trigger_cameras else None
+            TriggerPairing(plan.trigger_cameras, layout.ring_size, counts=self.counts)
+            if plan.trigger_cameras
+            else None
         )
         #: Frames waiting for their trigger record: (camera, counter, trigger time, frame, arrived).
         self._waiting: list[tuple[str, int, float, Any, float]] = []

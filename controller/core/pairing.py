@@ -44,7 +44,9 @@ class Pairing:
 class TriggerPairing:
     """Trigger records per camera (cell config order) and each camera's counter offset."""
 
-    def __init__(self, cameras: tuple[str, ...], ring_size: int, keep: int = 256) -> None:
+    def __init__(
+        self, cameras: tuple[str, ...], ring_size: int, keep: int = 256, counts: Counter[str] | None = None
+    ) -> None:
         self.cameras = cameras
         self.ring_size = ring_size
         self._keep = keep
@@ -52,7 +54,7 @@ class TriggerPairing:
         self._newest: dict[str, int] = dict.fromkeys(cameras, 0)
         self.offsets: dict[str, int | None] = dict.fromkeys(cameras)
         self.seq = SequenceWatch()
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = counts if counts is not None else Counter()
 
     def reset(self) -> None:
         """Forget every record and lock (PLC restart, encoder fault): pairing starts over."""

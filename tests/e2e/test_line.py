@@ -205,3 +205,18 @@ def test_a_full_disk_costs_no_record(tmp_path: Path) -> None:
         assert orphans == 0 or 42 in codes
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+def test_a_fault_plan_of_plc_and_camera_faults_keeps_the_invariants(tmp_path: Path) -> None:
+    """A frozen camera (its counter stops: the trigger-ring lock must follow), a corrupting one,
+    a delayed link, then a PLC that halts for 1.5 s (heartbeat alarm, hold): nothing lost,
+    nothing misrouted, nothing passed without an accepted verdict."""
+    faults = ("camera1:freeze=1@2", "camera0:corrupt@3", "camera2:delay=30@4", "plc:freeze=1.5@6")
+    r = run(tmp_path, parts=300, cameras=3, parts_per_min=1200, faults=faults)
+    print(json.dumps(r, indent=2))
+    assert r["lost"] == 0 and r["misrouted"] == 0 and r["passed_without_verdict"] == 0
+    counters = r["counters"]
+    assert counters.get("trigger_resync:left", 0) >= 1, counters  # type: ignore[union-attr]
+    assert r["no_decision"] > 0  # type: ignore[operator]
