@@ -34,10 +34,14 @@ class CameraConfig(_Strict):
     """One camera of the cell."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="angle name used by recipes")
-    driver: Literal["sim", "pylon"] = Field("sim", description="real (pylon) or simulated camera")
+    driver: Literal["socket", "sim", "pylon"] = Field(
+        "socket",
+        description="pylon: a Basler camera by serial; socket: frames streamed on a UNIX socket at "
+        "`address` (a simulated line, or a gateway); sim: the same as socket (older name)",
+    )
     serial: str = Field("", description="camera serial number (pylon)")
     address: str = Field(
-        "", description="sim driver: UNIX socket a simulated line serves this camera on (empty: in-process)"
+        "", description="socket driver: UNIX socket the frames are served on (empty: inside cellctl demo)"
     )
     station_mm: Mm = Field(description="trigger station, mm after the part sensor")
     width: int = Field(64, ge=8, le=16_384, description="image width (px), the sensor area read out")

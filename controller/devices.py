@@ -46,15 +46,15 @@ def make_cameras(cell: CellConfig, recipe: Recipe) -> dict[str, Camera]:
     cams: dict[str, Camera] = {}
     try:
         for c in cell.cameras:
-            if c.driver == "sim":
+            if c.driver in ("socket", "sim"):
                 if not c.address:
                     raise CameraError(
-                        f"camera {c.name}: a simulated camera needs the address of a simulated line "
+                        f"camera {c.name}: a socket camera needs the address it is served on "
                         "(cameras.address), or runs inside `cellctl demo`"
                     )
-                from simulators.camera import SimCamera
+                from drivers.socket_camera import SocketCamera
 
-                cams[c.name] = SimCamera(c.name, address=c.address)
+                cams[c.name] = SocketCamera(c.name, address=c.address, height=c.height, width=c.width)
                 continue
             from drivers.pylon_camera import PylonCamera
 

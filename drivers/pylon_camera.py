@@ -30,6 +30,7 @@ import numpy as np
 from pypylon import genicam, pylon
 
 from controller.interfaces import CameraError, CameraStats, Frame
+from drivers.frame_pool import FramePool
 
 __all__ = ["CameraError", "PylonCamera", "PylonSettings"]
 
@@ -104,8 +105,7 @@ class PylonCamera:
         self._on_frame: Callable[[Frame], None] | None = None
         shape = (settings.height, settings.width, 3) if "RGB" in settings.pixel_format else (
             settings.height, settings.width)  # fmt: skip
-        self._bufs = [np.empty(shape, dtype=np.uint8) for _ in range(max(2, settings.buffers * 2))]
-        self._free: deque[int] = deque(range(len(self._bufs)))
+        self._pool = FramePool(max(2, settings.buffers * 2), shape)
         self._last_id: int | None = None
         self._fired: deque[float] = deque(maxlen=64)  # software triggers not yet answered by a frame
         self._extra: dict[str, object] = {}  # nodes set after open, replayed on reopen
@@ -303,9 +303,6 @@ class PylonCamera:
             return
 
     # ------------------------------------------------------------------ frames
-    def _release(self, idx: int) -> Callable[[], None]:
-        return lambda: self._free.append(idx)
-
     def _grabbed(self, result: pylon.GrabResult) -> None:
         now = time.monotonic()
         if not result.GrabSucceeded():
@@ -332,18 +329,20 @@ class PylonCamera:
         fired = self._fired.popleft() if self._fired else None
         if t_trigger is None:  # the camera's own timestamp is best, then the fire time, then a guess
             t_trigger = fired if fired is not None else now - self.settings.trigger_latency_s
-        if not self._free:
+        idx = self._pool.take()
+        if idx is None:
             self.stats.underruns += 1
             return
-        idx = self._free.popleft()
-        out = self._bufs[idx]
+        out = self._pool.images[idx]
         with result.GetArrayZeroCopy() as view:
             if view.shape != out.shape:
                 self.stats.bad += 1
-                self._free.append(idx)
+                self._pool.give_back(idx)
                 return
             np.copyto(out, view)  # the one copy: pylon's buffer goes back to the camera now
         self.stats.frames += 1
         on_frame = self._on_frame
         if on_frame is not None:
-            on_frame(Frame(self.name, number, t_trigger, now, out, self._release(idx)))
+            on_frame(Frame(self.name, number, t_trigger, now, out, self._pool.releaser(idx)))
+        else:
+            self._pool.give_back(idx)

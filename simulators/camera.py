@@ -1,33 +1,28 @@
-"""Simulated cameras: a rig process renders triggered views; `SimCamera` receives them.
+"""Simulated cameras: a rig process renders each triggered view and streams it.
 
 The rig stands for the cameras' own electronics: it gets each hardware trigger (with the
-part in front of the lens), renders the view and streams it like a GigE camera would. The
-`SimCamera` receiver implements the controller's `Camera` interface: a named thread receives
-each frame straight into one of a fixed set of buffers (no per-frame allocation), counts
-frame-counter gaps as skipped frames and a lack of free buffers as underruns.
+part in front of the lens), renders the view and streams it like a GigE camera would, in the
+frame format `drivers.socket_camera.SocketCamera` receives (`FRAME_HEADER` and RGB bytes).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import struct
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Connection, Listener
 
 import numpy as np
 
-from controller.interfaces import CameraStats, Frame
+from drivers.socket_camera import FRAME_HEADER, frame_bytes
 from simulators.line import CameraFault, receive_triggers
 from simulators.render import SIZE, render
 
 log = logging.getLogger(__name__)
 
-HEADER = struct.Struct("<QdHH4x")  # frame counter, trigger time, height, width
-FRAME_BYTES = HEADER.size + SIZE * SIZE * 3
+HEADER = FRAME_HEADER
+FRAME_BYTES = frame_bytes(SIZE, SIZE)
 
 
 class _Served:
@@ -68,7 +63,7 @@ def camera_rig_main(
 ) -> None:
     """Process entry: render each trigger's view and send it on that camera's connection.
 
-    `outputs` are pipes to `SimCamera`s, or UNIX socket paths that `SimCamera`s connect to
+    `outputs` are pipes to `SocketCamera`s, or UNIX socket paths that `SocketCamera`s connect to
     from another process (the service under test).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
@@ -110,112 +105,3 @@ def camera_rig_main(
             break
     if served is not None:
         served.close()
-
-
-class SimCamera:
-    """Receives one simulated camera's frames into `buffers` preallocated buffers.
-
-    Either over a pipe from the rig (`conn`), or from a rig in another process through the
-    UNIX socket at `address`, connecting again with backoff whenever the stream breaks.
-    """
-
-    def __init__(
-        self, name: str, conn: Connection | None = None, buffers: int = 32, address: str | None = None
-    ) -> None:
-        if (conn is None) == (address is None):
-            raise ValueError("SimCamera needs a pipe or an address")
-        self.name = name
-        self.stats = CameraStats(connected=conn is not None)
-        self._conn = conn
-        self.address = address
-        self._bufs = [bytearray(FRAME_BYTES) for _ in range(buffers)]
-        self._images = [
-            np.frombuffer(b, dtype=np.uint8, offset=HEADER.size).reshape(SIZE, SIZE, 3) for b in self._bufs
-        ]
-        self._free: deque[int] = deque(range(buffers))
-        self._scratch = bytearray(FRAME_BYTES)
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._last_counter = 0
-
-    def start(self, on_frame: Callable[[Frame], None]) -> None:
-        self._thread = threading.Thread(
-            target=self._run, args=(on_frame,), name=f"cam-{self.name}", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self.address is not None and self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _release(self, idx: int) -> Callable[[], None]:
-        return lambda: self._free.append(idx)
-
-    def _connect(self) -> Connection | None:
-        """The stream from the rig; None when it is not there (a camera not plugged in)."""
-        if self._conn is not None:
-            return self._conn
-        assert self.address is not None
-        wait = 0.1
-        while not self._stop.is_set():
-            try:
-                self._conn = Client(self.address, family="AF_UNIX")
-            except OSError:
-                self._stop.wait(wait)
-                wait = min(wait * 2, 2.0)
-                continue
-            self.stats.connected = True
-            self._last_counter = 0
-            return self._conn
-        return None
-
-    def _lost(self) -> bool:
-        """The stream broke: from a pipe that is the end; from a socket, connect again."""
-        if self.address is None:
-            return True
-        if self.stats.connected:
-            self.stats.connected = False
-            self.stats.removals += 1
-            log.error("camera %s: stream from %s lost; connecting again", self.name, self.address)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        return False
-
-    def _run(self, on_frame: Callable[[Frame], None]) -> None:
-        while not self._stop.is_set():
-            conn = self._connect()
-            if conn is None:
-                break
-            idx = -1
-            try:
-                if not conn.poll(0.1):
-                    continue
-                idx = self._free.popleft() if self._free else -1
-                target = self._bufs[idx] if idx >= 0 else self._scratch
-                n = conn.recv_bytes_into(target)
-            except (EOFError, OSError):
-                if idx >= 0:
-                    self._free.append(idx)
-                if self._lost():
-                    break
-                continue
-            now = time.monotonic()
-            counter, t_trig, h, w = HEADER.unpack_from(target, 0)
-            gap = counter - self._last_counter - 1
-            if self._last_counter and gap > 0:
-                self.stats.skipped += gap
-            self._last_counter = counter
-            if idx < 0:
-                self.stats.underruns += 1
-                continue
-            if n != FRAME_BYTES or (h, w) != (SIZE, SIZE):
-                self.stats.bad += 1
-                self._free.append(idx)
-                continue
-            self.stats.frames += 1
-            on_frame(Frame(self.name, counter, t_trig, now, self._images[idx], self._release(idx)))

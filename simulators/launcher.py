@@ -21,7 +21,8 @@ import numpy as np
 
 from controller.contract import area_layout
 from controller.interfaces import Camera
-from simulators.camera import SimCamera, camera_rig_main
+from drivers.socket_camera import SocketCamera
+from simulators.camera import camera_rig_main
 from simulators.line import CameraFault, LineConfig, Outcome, PlcScan, Trigger
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,8 @@ class SimLine:
                 frame_pipes = [ctx.Pipe(duplex=False) for _ in self.camera_names]
                 outputs = [tx for _, tx in frame_pipes]
                 self.cameras = [
-                    SimCamera(name, rx) for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
+                    SocketCamera(name, rx)
+                    for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
                 ]
             rig = ctx.Process(
                 target=camera_rig_main,

@@ -66,7 +66,7 @@ def test_triggered_frames_carry_the_file_image_and_counters(camera: PylonCamera,
 def test_frames_not_released_run_out_of_buffers_and_are_counted(camera: PylonCamera) -> None:
     held: list[Frame] = []
     camera.start(held.append)  # never releases
-    n = len(camera._bufs) + 3
+    n = len(camera._pool.buffers) + 3
 
     def seen() -> int:
         return camera.stats.frames + camera.stats.underruns
@@ -76,8 +76,8 @@ def test_frames_not_released_run_out_of_buffers_and_are_counted(camera: PylonCam
         before = seen()
         assert camera.software_trigger()
         _wait(lambda before=before: seen() > before, timeout=0.5)  # type: ignore[misc]
-    assert camera.stats.frames == len(camera._bufs) == len(held)
-    assert camera.stats.underruns == n - len(camera._bufs)
+    assert camera.stats.frames == len(camera._pool.buffers) == len(held)
+    assert camera.stats.underruns == n - len(camera._pool.buffers)
 
 
 def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> bool:

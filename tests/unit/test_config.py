@@ -89,7 +89,9 @@ def test_pylon_cameras_need_a_serial_and_one_image_size(tmp_path: Path) -> None:
     text = (ROOT / "recipes/cells/demo-cell.yaml").read_text()
     p = tmp_path / "cell.yaml"
     p.write_text(
-        text.replace('{name: top,   driver: sim, serial: "SIM-0"', '{name: top,   driver: pylon, serial: ""')
+        text.replace(
+            '{name: top,   driver: socket, serial: "SIM-0"', '{name: top,   driver: pylon, serial: ""'
+        )
     )
     with pytest.raises(ConfigError, match="pylon cameras need a serial number: top"):
         load_cell_config(p)
