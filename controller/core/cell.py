@@ -144,7 +144,10 @@ class CellCore:
         self.inference_ready = False
         self._part_seq = SequenceWatch()
         self._dispo_seq = SequenceWatch()
-        self._part_base = 0  # parts up to this id were on the belt before the cell's first read
+        # Until the belt has moved this far, a disposition for a part the cell never saw is one
+        # registered before the cell's first read (or in a gap it could not read): counted only.
+        self._unknown_until: int | None = None
+        self._unknown_base = 0  # ... for ids up to this one
         self._part_seq_pos = 0  # belt position when part_seq last advanced
         self._t_encoder: float | None = None  # when the encoder value last changed
         self._t_read: float | None = None  # when the PLC area was last read
@@ -290,7 +293,7 @@ class CellCore:
         self._t_sample = t_sample
         self.history.add(t_sample, self.position, half + round_trip / 2.0)
         self._samples += 1
-        if self._samples == 200 and self.pairing is None:
+        if self._samples == 200:
             self._check_pairing_margin(now)
 
     def _watch_sequences(
@@ -300,8 +303,9 @@ class CellCore:
         travel = max(self.position - self._part_seq_pos, 0)
         parts = self._part_seq.step(part_seq, n + travel // max(self.plan.min_part_pitch, 1), now)
         dispos = self._dispo_seq.step(dispo_seq, n + len(self.parts), now)
-        if parts.event is SeqEvent.LEARNED:
-            self._part_base = parts.last
+        if parts.event in (SeqEvent.LEARNED, SeqEvent.ADOPTED):
+            self._unknown_until = self.position + 2 * self.plan.confirm_offset
+            self._unknown_base = (parts.first - 1) & 0xFFFFFFFF
         if parts.event in (SeqEvent.ADVANCED, SeqEvent.ADOPTED, SeqEvent.LEARNED, SeqEvent.RESTARTED):
             self._part_seq_pos = self.position
         for name, step, raw in (("part_seq", parts, part_seq), ("dispo_seq", dispos, dispo_seq)):
@@ -314,13 +318,15 @@ class CellCore:
                 )
             elif step.event is SeqEvent.ADOPTED:
                 log.warning("%s: the jump to %d lasted; counting goes on from there", name, raw)
+                self._alarm(code, f"{name} jumped to {raw} and stayed: counting goes on from there", actions)
         if SeqEvent.RESTARTED in (parts.event, dispos.event):
             self._plc_restarted(part_seq, dispo_seq, now, actions)
             if parts.event is not SeqEvent.RESTARTED:
                 parts = self._part_seq.follow_restart(part_seq)
             if dispos.event is not SeqEvent.RESTARTED:
                 dispos = self._dispo_seq.follow_restart(dispo_seq)
-            self._part_base = 0 if parts.event is SeqEvent.RESTARTED else parts.last
+            self._unknown_until = self.position + 2 * self.plan.confirm_offset
+            self._unknown_base = (parts.first - 1) & 0xFFFFFFFF
         return parts, dispos
 
     def _seq_value(self, name: str) -> int:
@@ -397,6 +403,7 @@ class CellCore:
         """The PLC link failed: alarm, and hold if inspecting (the PLC rejects parts meanwhile)."""
         actions: list[Action] = []
         self._alarm(AlarmCode.PLC_LINK_LOST, f"PLC link lost: {why}", actions)
+        self._reset_pairing(0.0, actions)  # frames waiting for trigger records: none will come now
         self._hold()
         if self.sm.state is State.HOLDING:
             self.sm.complete_acting()
@@ -481,21 +488,24 @@ class CellCore:
         return self._pending or self.plan
 
     def _register_parts(self, snap: np.void, step: SeqStep, now: float, actions: list[Action]) -> None:
-        if step.event not in (SeqEvent.ADVANCED, SeqEvent.RESTARTED) or step.last < step.first:
-            return  # learned, adopted or not believed: nothing to register from this read
+        new = (SeqEvent.ADVANCED, SeqEvent.RESTARTED, SeqEvent.ADOPTED)
+        if step.event not in new or step.last < step.first:
+            return  # learned or not believed: nothing to register from this read
         n = self.layout.ring_size
         first = max(step.first, step.last - n + 1)
         if first > step.first:
             lost = first - step.first
             self._alarm(AlarmCode.PART_RING_OVERRUN, f"part ring overrun: {lost} parts unseen", actions)
-            for pid in range(step.first, first):
+            for seq in range(step.first, first):
+                pid = seq & 0xFFFFFFFF
                 self._unseen_part(pid, ReasonCode.RING_OVERRUN, "part_ring_overrun", now, actions)
         parts = snap["parts"]
-        for pid in range(first, step.last + 1):
+        for seq in range(first, step.last + 1):
+            pid = seq & 0xFFFFFFFF  # ids are the PLC's 32-bit ones: they wrap with part_seq
             slot = parts[pid % n]
             slot_id, sensor_count = int(slot["part_id"]), int(slot["sensor_count"])
-            if slot_id != pid & 0xFFFFFFFF:
-                why = f"slot {pid % n} holds part id {slot_id}, expected {pid} (part_seq {step.last})"
+            if slot_id != pid:
+                why = f"slot {pid % n} holds part id {slot_id}, expected {pid} (part_seq {pid})"
             elif self.encoder.unwrap_past(sensor_count) > self.position + self.plan.match_tolerance:
                 why = f"part {pid} registered at encoder {sensor_count}, ahead of the belt"
             else:
@@ -592,12 +602,16 @@ class CellCore:
         pid = int(d["part_id"])
         track = self.parts.get(pid)
         if track is None:
-            if 0 < pid <= self._part_base:
+            before = signed_diff(pid, self._unknown_base) <= 0
+            if before and self._unknown_until is not None and self.position <= self._unknown_until:
                 self.counts["dispo_before_connect"] += 1  # on the belt before the cell's first read
             else:
                 why = f"disposition {k} is for part {pid}, which the cell does not track"
                 self._untrusted(AlarmCode.DISPO_DATA_INVALID, why, now, actions)
             return
+        if pid in self.undecided:  # reported before the cell judged it: not a report to believe
+            why = f"disposition {k} is for part {pid}, which has no verdict yet"
+            self._untrusted(AlarmCode.DISPO_DATA_INVALID, why, now, actions)
         flags = int(d["flags"])
         track.kicked = bool(flags & DISPO_KICKED)
         track.confirmed_removed = bool(flags & DISPO_CONFIRMED_REMOVED)
@@ -629,6 +643,7 @@ class CellCore:
             DispositionCause.LATE_VERDICT,
         ):
             self.counts[f"plc_reject:{DispositionCause(track.plc_cause).name.lower()}"] += 1
+        self.matcher.forget(track.part_id)
         del self.parts[track.part_id]
         self.undecided.pop(track.part_id, None)
         actions.append(RecordPart(track))
@@ -690,7 +705,8 @@ class CellCore:
         assert self.pairing is not None
         found = self.history.locate(t_trigger)
         pos, spread = found if found is not None else (None, 0.0)
-        p = self.pairing.pair(camera, counter, pos, self.plan.match_tolerance + spread)
+        band = self.plan.match_tolerance + spread
+        p = self.pairing.pair(camera, counter, pos, band)
         if p.kind is PairKind.PENDING and now - arrived < patience:
             self._waiting.append((camera, counter, t_trigger, frame, arrived))
             return None
@@ -700,6 +716,18 @@ class CellCore:
             why = "ambiguous" if p.kind is PairKind.AMBIGUOUS else "extra"
             self.counts[f"{why}_frame:{camera}"] += 1
             return DropFrame(frame, why)
+        others = [] if pos is None else [q for q in self.matcher.near(camera, pos, band) if q != p.part_id]
+        if others:
+            # Another part's trigger lies within this frame's uncertainty: a pulse lost or added
+            # on the wiring could not be told from the counter here, so the count is not trusted.
+            self.counts[f"ambiguous_frame:{camera}"] += 1
+            for q in (p.part_id, *others):
+                track = self.undecided.get(q)
+                if track is not None and camera in track.views and track.views[camera].result is None:
+                    track.views[camera].result = ViewResult(
+                        camera, ViewStatus.MISSING, cause=ReasonCode.FRAME_AMBIGUOUS
+                    )
+            return DropFrame(frame, "ambiguous")
         track = self.undecided.get(p.part_id)
         if track is None or camera not in track.views or track.views[camera].result is not None:
             self.counts[f"late_frame:{camera}"] += 1

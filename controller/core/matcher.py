@@ -102,6 +102,11 @@ class Matcher:
                     break
         return open_cams
 
+    def near(self, camera: str, position: int, window: float) -> list[int]:
+        """Parts whose trigger on `camera` (expected or served) lies within `window` of `position`."""
+        items = [*self._fifo.get(camera, ()), *self._decided.get(camera, ())]
+        return [pid for pos, pid in items if abs(pos - position) <= window]
+
     def consume(self, camera: str, part_id: int) -> bool:
         """The part's frame from `camera` was paired another way (trigger ring): served."""
         fifo = self._fifo.get(camera)

@@ -20,8 +20,8 @@ class SeqEvent(Enum):
     ADVANCED = "advanced"  # new entries first..last
     JUMP = "jump"  # moved further than plausible: ignored for now
     BACK = "back"  # went back: ignored for now
-    ADOPTED = "adopted"  # an odd value that lasted: the new baseline, entries before it unknown
-    RESTARTED = "restarted"  # back to a small value that lasted: the PLC counts from 0 again
+    ADOPTED = "adopted"  # a jump that lasted: entries first..last are new, the gap before unknown
+    RESTARTED = "restarted"  # a step back that lasted: ids are reused (new epoch); first..last new
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,7 @@ class SequenceWatch:
     def __init__(self) -> None:
         self.value: int | None = None
         self._odd: int | None = None
+        self._odd_first = 0
         self._odd_reads = 0
         self._odd_since = 0.0
 
@@ -77,12 +78,15 @@ class SequenceWatch:
         if self._odd is not None and 0 <= signed_diff(raw, self._odd) <= plausible:
             self._odd, self._odd_reads = raw, self._odd_reads + 1
         else:
-            self._odd, self._odd_reads, self._odd_since = raw, 1, now
+            self._odd, self._odd_first, self._odd_reads, self._odd_since = raw, raw, 1, now
         if now - self._odd_since < self.LASTING_S:
             return SeqStep(SeqEvent.BACK if d < 0 else SeqEvent.JUMP, reads=self._odd_reads)
         self._odd, self._odd_reads = None, 0
-        if d < 0 and raw <= plausible:  # counting from 0 again, as a PLC does after a restart
+        # Entries from the first odd value on were registered while the cell waited: new ones.
+        since_first = signed_diff(raw, self._odd_first)
+        if d < 0:  # went back and stayed: the PLC counts again (from 0 after a restart)
             self.value = raw
-            return SeqStep(SeqEvent.RESTARTED, 1, raw)
-        self.value = raw  # a preset or a lasting glitch: go on from here, replay nothing
-        return SeqStep(SeqEvent.ADOPTED, raw + 1, raw)
+            first = 1 if raw <= plausible else raw - since_first
+            return SeqStep(SeqEvent.RESTARTED, first, raw)
+        self.value += d
+        return SeqStep(SeqEvent.ADOPTED, self.value - since_first, self.value)

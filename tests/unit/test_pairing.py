@@ -27,12 +27,14 @@ def run_line(
     seed: int = 3,
     trigger_ring: bool = False,
     strays: tuple[int, ...] = (),
+    lost: tuple[int, ...] = (),
 ) -> tuple[list[tuple[int, int | None]], CellCore]:
     """Returns (pairs: list of (true part, paired part or None), core).
 
     With `trigger_ring` the PLC publishes each trigger at its scan and each frame carries its
     camera's trigger counter (counting from 1000, so the cell must lock on); `strays` are part
-    ids after whose camera-a trigger a stray pulse (no part, unknown to the PLC) reaches camera a.
+    ids after whose camera-a trigger a stray pulse (no part, unknown to the PLC) reaches camera a;
+    `lost` are part ids whose camera-a pulse never reaches the camera (no frame, not counted).
     """
     plc = PlcImage()
     layout = plc.layout
@@ -105,9 +107,12 @@ def run_line(
         while k < len(triggers) and triggers[k][0] <= belt(t):
             pos, cam, pid = triggers[k]
             t_trig = t0 + pos / speed
-            cam_count[cam] += 1
             if pid:
                 unpublished.append((pos, cam, pid))
+            if cam == "a" and pid in lost:
+                k += 1
+                continue
+            cam_count[cam] += 1
             frames.append((t_trig + 0.002, cam, t_trig, pid, cam_count[cam]))  # frames arrive 2 ms later
             k += 1
         for f in [f for f in frames if f[0] <= t]:
@@ -144,16 +149,9 @@ def test_ambiguous_frames_are_counted_and_alarmed_when_parts_are_too_close() -> 
     assert "scan" in core.alarms[AlarmCode.FRAMES_AMBIGUOUS]
 
 
-@pytest.mark.parametrize(
-    ("scan_s", "speed", "pitch"),
-    [(0.010, 4000.0, (27.5, 72.5)), (0.020, 4000.0, (20.0, 30.0))],
-    ids=["10ms-4m/s-crossing", "20ms-4m/s-too-close-for-positions"],
-)
-def test_trigger_ring_pairs_every_frame_exactly(
-    scan_s: float, speed: float, pitch: tuple[float, float]
-) -> None:
-    """With the PLC's trigger ring, frames pair by counter: exact even where positions cannot tell."""
-    pairs, core = run_line(scan_s, speed, pitch, parts=240, trigger_ring=True)
+def test_trigger_ring_pairs_every_frame_exactly() -> None:
+    """A 10 ms scan at 4 m/s, parts crossing a station in one scan: frames pair by counter."""
+    pairs, core = run_line(0.010, 4000.0, (27.5, 72.5), parts=240, trigger_ring=True)
     wrong = [(true, got) for true, got in pairs if got is not None and got != true]
     assert not wrong, f"{len(wrong)} frames paired with the wrong part: {wrong[:5]}"
     paired = sum(got is not None for _, got in pairs)
@@ -170,3 +168,28 @@ def test_a_stray_trigger_pulse_breaks_the_lock_and_it_locks_again() -> None:
     assert core.pairing.counts["trigger_resync:a"] >= 2
     late = [got for true, got in pairs if true > 90]
     assert late and all(g is not None for g in late), "locked again after the stray pulse"
+
+
+@pytest.mark.parametrize(
+    ("strays", "lost"), [((), ()), ((40, 80), ()), ((), (60,))], ids=["clean", "strays", "lost"]
+)
+def test_parts_too_close_for_positions_are_rejected_not_trusted_to_the_counter(
+    strays: tuple[int, ...], lost: tuple[int, ...]
+) -> None:
+    """Parts closer than the position uncertainty: a stray or lost pulse could not be told from
+    the counter, so such frames are rejected (ambiguous), never paired with the wrong part."""
+    pairs, core = run_line(
+        0.020, 4000.0, (20.0, 30.0), parts=200, trigger_ring=True, strays=strays, lost=lost
+    )
+    wrong = [(true, got) for true, got in pairs if got is not None and got != true]
+    assert not wrong, f"{len(wrong)} frames paired with the wrong part: {wrong[:5]}"
+    assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
+
+
+@pytest.mark.parametrize(("strays", "lost"), [((40, 80), ()), ((), (60,))], ids=["strays", "lost"])
+def test_a_stray_or_lost_pulse_never_shifts_the_pairing(
+    strays: tuple[int, ...], lost: tuple[int, ...]
+) -> None:
+    pairs, _ = run_line(0.002, 1000.0, (45.0, 55.0), parts=120, trigger_ring=True, strays=strays, lost=lost)
+    wrong = [(true, got) for true, got in pairs if got is not None and got != true and true != 0]
+    assert not wrong, wrong[:5]

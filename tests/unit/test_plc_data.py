@@ -215,3 +215,58 @@ def test_no_plc_data_raises_out_of_the_core(garbage: list[bytes], clean_cycles: 
     passed = [p for p in recorded if p.verdict is Verdict.PASS]
     assert all(p.part_id == 1 for p in passed), "nothing judged under untrusted data passes"
     assert any(isinstance(a, WriteVerdict) for a in rig.actions)
+
+
+def test_a_lasting_step_back_to_a_large_value_is_a_new_epoch_nothing_overwritten() -> None:
+    """part_seq 3 -> 1 and held (ids reused, but not a fresh PLC): the tracked parts are
+    recorded, the new ones live in a new epoch (was: adopted in the same epoch, parts replaced)."""
+    rig = in_flight_rig()
+    h = rig.plc.area["header"]
+    h["part_seq"] = 1
+    rig.run_until(rig.t + 0.3)
+    assert AlarmCode.PLC_RESTARTED in rig.core.alarms
+    rig.plc.add_part(2, rig.raw_at(rig.t))
+    rig.tick()
+    recs = records(rig)
+    assert {(0, 1), (0, 2), (0, 3)} <= set(recs)
+    assert rig.core.parts[2].epoch == 1
+
+
+def test_parts_registered_while_a_jump_is_doubted_are_tracked_once_it_lasts() -> None:
+    rig = in_flight_rig()
+    h = rig.plc.area["header"]
+    h["part_seq"] = 1100
+    rig.plc.add_part(1100, rig.raw_at(rig.t))
+    rig.tick()
+    for pid in range(1101, 1105):  # the PLC goes on registering while the cell doubts it
+        rig.plc.add_part(pid, rig.raw_at(rig.t))
+        rig.run_until(rig.t + 0.07)
+    assert set(range(1100, 1105)) <= set(rig.core.parts), sorted(rig.core.parts)
+
+
+def test_a_disposition_before_the_verdict_is_not_believed() -> None:
+    rig = in_flight_rig()
+    rig.plc.dispo(2, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
+    rig.tick()
+    assert_failed_safe(rig, AlarmCode.DISPO_DATA_INVALID, 2, 3)
+    rec = records(rig)[(0, 2)].part
+    assert rec.verdict is Verdict.NO_DECISION and rec.attempts == 1
+
+
+def test_part_ids_wrap_at_2_pow_32_like_the_plc_counter() -> None:
+    rig = Rig()
+    start = WRAP - 3
+    rig.plc.area["header"]["part_seq"] = start - 1
+    rig.execute()
+    ids = [(start + k) % WRAP for k in range(6)]  # ..., 2^32-1, 0, 1, 2
+    for k, pid in enumerate(ids):
+        rig.plc.add_part(pid, rig.raw_at(rig.t))
+        rig.run_until(rig.t + 0.06)
+    assert set(ids) <= set(rig.core.parts)
+    rig.run_until(rig.t + 0.5)  # past the decision point: every one decided
+    for pid in ids:
+        rig.plc.ack(pid, Verdict.NO_DECISION)
+        rig.plc.dispo(pid, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
+    rig.tick()
+    assert {pid for _, pid in records(rig)} >= set(ids)
+    assert AlarmCode.DISPO_DATA_INVALID not in rig.core.alarms and rig.core.counts["misroute"] == 0
