@@ -259,7 +259,7 @@ def test_part_ids_wrap_at_2_pow_32_like_the_plc_counter() -> None:
     rig.plc.area["header"]["part_seq"] = start - 1
     rig.execute()
     ids = [(start + k) % WRAP for k in range(6)]  # ..., 2^32-1, 0, 1, 2
-    for k, pid in enumerate(ids):
+    for pid in ids:
         rig.plc.add_part(pid, rig.raw_at(rig.t))
         rig.run_until(rig.t + 0.06)
     assert set(ids) <= set(rig.core.parts)
