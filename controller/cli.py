@@ -4,17 +4,65 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from controller.config import ConfigError
 
+#: The installed layout (README, "Running as a service"): what `recipe validate` and `recipe
+#: list` use when neither an option nor the environment (CELL_CONFIG, CELL_RECIPES) names one.
+INSTALLED_CELL = Path("/etc/inspection-cell/cell.yaml")
+INSTALLED_RECIPES = Path("/etc/inspection-cell/recipes")
+
+
+def configured_cell(given: Path | None) -> Path | None:
+    """The cell config: --cell, else $CELL_CONFIG, else the installed one; None if none is."""
+    if given is not None:
+        return given
+    env = os.environ.get("CELL_CONFIG")
+    if env:
+        return Path(env)
+    return INSTALLED_CELL if INSTALLED_CELL.is_file() else None
+
+
+def configured_recipes(given: Path | None, cell: Path | None = None) -> Path | None:
+    """The recipe folder: the option, else $CELL_RECIPES, else the folder above `cell`'s (as
+    `cellctl run` does; not for the installed cell), else the installed one; None if none is."""
+    if given is not None:
+        return given
+    env = os.environ.get("CELL_RECIPES")
+    if env:
+        return Path(env)
+    if cell is not None and cell != INSTALLED_CELL:
+        return cell.resolve().parent.parent
+    return INSTALLED_RECIPES if INSTALLED_RECIPES.is_dir() else None
+
+
+def _resolve(ref: str, folder: Path | None, who: str) -> Path | None:
+    """`ref` as a recipe file, or None after printing why not (one line)."""
+    from controller.recipes import RecipeLookupError, recipe_file
+
+    try:
+        return recipe_file(ref, folder)
+    except RecipeLookupError as exc:
+        print(f"cellctl {who}: {exc}", file=sys.stderr)
+        return None
+
 
 def _demo(args: argparse.Namespace) -> int:
     from controller.demo import DemoOptions, run_demo
+    from controller.recipes import folder_duplicates
 
     if args.headless and args.parts == 0:
         print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
+        return 2
+    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "demo --recipe")
+    if recipe is None:
+        return 2
+    dups = folder_duplicates(recipe.parent)
+    if dups:
+        print(f"cellctl demo: recipe folder {recipe.parent}: {'; '.join(dups)}", file=sys.stderr)
         return 2
     opts = DemoOptions(
         parts=args.parts,
@@ -24,7 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
         json=args.json,
         parts_per_min=args.ppm,
         cell=args.cell,
-        recipe=args.recipe,
+        recipe=recipe,
         data_dir=args.data_dir,
         drop_verdict_writes=args.drop_verdict_writes,
         drop_frames=args.drop_frames,
@@ -116,36 +164,75 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
-    from controller.config import load_cell_config
-    from controller.recipes import check_recipe
+    from controller.config import Problem, load_cell_config, load_recipe
+    from controller.recipes import check_recipe, identity_problems
 
-    cell = load_cell_config(args.cell)
+    cell_path = configured_cell(args.cell)
+    folder = configured_recipes(args.recipes, cell_path)
+    cell = load_cell_config(cell_path) if cell_path is not None else None
     failed = 0
-    for path in args.files:
-        checked = check_recipe(path, cell)
-        if checked.problems:
+    for ref in args.files:
+        path = _resolve(ref, folder, "recipe validate")
+        if path is None:
             failed += 1
-            for p in checked.problems:
-                print(p)
+            continue
+        problems: list[Problem]
+        p99 = None
+        if cell is not None:
+            checked = check_recipe(path, cell)
+            problems, p99 = list(checked.problems), checked.inference_p99_ms
         else:
-            lat = f", inference p99 {checked.inference_p99_ms:.1f} ms" if checked.inference_p99_ms else ""
-            print(f"{path}: valid for cell {cell.name}{lat}")
+            try:
+                load_recipe(path)
+                problems = []
+            except ConfigError as exc:
+                problems = exc.problems
+        problems += identity_problems(path)
+        if problems:
+            failed += 1
+            for p in problems:
+                print(p)
+        elif cell is not None:
+            lat = f", inference p99 {p99:.1f} ms" if p99 else ""
+            print(f"{path}: valid for cell {cell.name} ({cell_path}){lat}")
+        else:
+            print(f"{path}: the schema is valid; not checked against a cell")
+    if cell is None:
+        print(
+            "cellctl recipe validate: no cell config, so it cannot check the fields that depend on the "
+            f"cell (cameras, triggers, ROI, decision point, timing): give --cell FILE, set CELL_CONFIG or "
+            f"install {INSTALLED_CELL}",
+            file=sys.stderr,
+        )
+        return 1 if failed else 2
     return 1 if failed else 0
 
 
 def _recipe_activate(args: argparse.Namespace) -> int:
     from controller.api import ApiError, request
+    from controller.recipes import looks_like_path
 
+    name = args.name
+    if looks_like_path(name) and Path(name).exists():  # a file here: the service checks it is in its folder
+        name = str(Path(name).resolve())
     try:
-        reply = request(args.socket, {"op": "recipe_activate", "name": args.name}, timeout=60.0)
+        reply = request(args.socket, {"op": "recipe_activate", "name": name}, timeout=60.0)
     except ApiError as exc:
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
-        print(
-            f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
-            file=sys.stderr,
-        )
+        problems = reply.get("problems")
+        if reply.get("result") == "unknown_number":  # the PLC's word; a person asked by name
+            print(f"cellctl: recipe {args.name}: {reply.get('error')}", file=sys.stderr)
+        elif isinstance(problems, list) and len(problems) > 1:
+            print(f"cellctl: recipe {args.name} refused ({reply.get('result')}):", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+        else:
+            print(
+                f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
+                file=sys.stderr,
+            )
         return 1
     print(f"recipe {args.name}: active, {reply.get('detail')}")
     return 0
@@ -154,26 +241,48 @@ def _recipe_activate(args: argparse.Namespace) -> int:
 def _recipe_list(args: argparse.Namespace) -> int:
     from controller.recipes import list_recipes
 
-    rows = list_recipes(args.folder)
+    folder = args.folder or configured_recipes(None, configured_cell(None))
+    if folder is None:
+        print(
+            "cellctl recipe list: no recipe folder configured: give one (cellctl recipe list FOLDER), "
+            f"set CELL_RECIPES or install {INSTALLED_RECIPES}",
+            file=sys.stderr,
+        )
+        return 2
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        print(f"cellctl recipe list: {folder}: {what}", file=sys.stderr)
+        return 1
+    rows = list_recipes(folder)
     print(f"{'name':<24} {'number':>6}  {'hash':<12}  {'modified (UTC)':<20}  file")
+    dups: list[str] = []
     for r in rows:
         num = str(r.number) if r.number is not None else "-"
-        state = f"  INVALID: {r.error}" if r.error else ""
+        state = f"  INVALID: {r.error}" if r.error else "  DUPLICATE" if r.duplicate else ""
         print(f"{r.name:<24} {num:>6}  {r.hash or '-':<12}  {r.modified:<20}  {r.path.name}{state}")
-    return 0
+        for why in (r.duplicate or "").split("; "):
+            if why and why not in dups:
+                dups.append(why)
+    for why in dups:
+        print(f"cellctl recipe list: {why}", file=sys.stderr)
+    return 1 if dups else 0
 
 
 def _recipe_diff(args: argparse.Namespace) -> int:
     from controller.config import load_recipe
     from controller.recipes import diff_recipes
 
-    a, b = load_recipe(args.a), load_recipe(args.b)
+    folder = configured_recipes(args.recipes, configured_cell(None))
+    paths = [_resolve(ref, folder, "recipe diff") for ref in (args.a, args.b)]
+    if paths[0] is None or paths[1] is None:
+        return 2
+    a, b = load_recipe(paths[0]), load_recipe(paths[1])
     changes = diff_recipes(a, b)
     for field, va, vb in changes:
         print(f"{field}: {va!r} -> {vb!r}")
     if not changes:
         print("no differences")
-    return 0
+    return 1 if changes else 0
 
 
 def _recipe_schema(args: argparse.Namespace) -> int:
@@ -231,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the scored result as one JSON object")
     d.add_argument("--ppm", type=float, default=None, help="line speed in parts per minute")
     d.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML")
-    d.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="recipe YAML")
+    d.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE.stem,
+        help="recipe: a file, or a name or number in the folder above the cell config's",
+    )
     d.add_argument(
         "--data-dir", type=Path, default=None, help="where records go (default: a temporary folder)"
     )
@@ -275,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
     rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
-    rn.add_argument("--recipe", required=True, help="recipe name (or file) to start with")
+    rn.add_argument(
+        "--recipe", required=True, help="recipe to start with: a name or number in --recipes, or a file"
+    )
     rn.add_argument(
         "--recipes",
         type=Path,
@@ -310,19 +425,42 @@ def build_parser() -> argparse.ArgumentParser:
     rv = rs.add_parser(
         "validate", help="check recipes against the cell and their model; exit 1 if any is invalid"
     )
-    rv.add_argument("files", type=Path, nargs="+")
-    rv.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config the recipes are for")
+    rv.add_argument("files", nargs="+", metavar="RECIPE", help="recipe files, or names or numbers")
+    rv.add_argument(
+        "--cell",
+        type=Path,
+        default=None,
+        help=f"cell config the recipes are for (default: $CELL_CONFIG, else {INSTALLED_CELL}; "
+        "without one, only the schema is checked and the exit code is 2)",
+    )
+    rv.add_argument(
+        "--recipes",
+        type=Path,
+        default=None,
+        help="folder names and numbers are looked up in (default: $CELL_RECIPES, else the folder "
+        f"above the cell config's, else {INSTALLED_RECIPES})",
+    )
     rv.set_defaults(func=_recipe_validate)
     ra = rs.add_parser("activate", help="switch the running cell to a recipe (safe states, or between parts)")
-    ra.add_argument("name", help="recipe name (or file stem) in the service's recipe folder")
+    ra.add_argument("name", help="recipe name, number or file in the service's recipe folder")
     ra.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     ra.set_defaults(func=_recipe_activate)
     rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
-    rl.add_argument("folder", type=Path, nargs="?", default=DEFAULT_RECIPE.parent)
+    rl.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="recipe folder (default: $CELL_RECIPES, else the folder above $CELL_CONFIG's, "
+        f"else {INSTALLED_RECIPES})",
+    )
     rl.set_defaults(func=_recipe_list)
     rd = rs.add_parser("diff", help="what changed between two recipes, field by field")
-    rd.add_argument("a", type=Path)
-    rd.add_argument("b", type=Path)
+    rd.add_argument("a", metavar="RECIPE_A", help="a recipe file, or a name or number")
+    rd.add_argument("b", metavar="RECIPE_B", help="a recipe file, or a name or number")
+    rd.add_argument(
+        "--recipes", type=Path, default=None, help="folder names and numbers are looked up in (as validate)"
+    )
     rd.set_defaults(func=_recipe_diff)
     rsch = rs.add_parser("schema", help="print the recipe and cell config schema (Markdown)")
     rsch.set_defaults(func=_recipe_schema)

@@ -24,7 +24,7 @@ from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.devices import make_cameras, make_link
 from controller.inference.runner import ModelLoadError
 from controller.interfaces import CameraError
-from controller.recipes import check_recipe, find_recipe
+from controller.recipes import RecipeLookupError, check_recipe, folder_duplicates, recipe_file
 from controller.service import CellService
 from controller.systemd import Notifier, watchdog_interval
 
@@ -46,14 +46,19 @@ class StartupError(Exception):
 
 
 def recipe_path(name: str, folder: Path) -> Path:
-    """A recipe given as a file, or by name (file stem or `name:`) in `folder`."""
-    direct = Path(name)
-    if direct.suffix in (".yaml", ".yml") and direct.is_file():
-        return direct
-    found = find_recipe(folder, name)
-    if found is None:
-        raise StartupError(f"no recipe {name!r} in {folder}")
-    return found
+    """A recipe given as a file, or by name, number or file name in `folder`; refused when the
+    folder holds two recipes with one name or number (a PLC request could take either)."""
+    try:
+        path = recipe_file(name, folder)
+    except RecipeLookupError as exc:
+        raise StartupError(str(exc)) from None
+    for where in dict.fromkeys((folder, path.parent)):
+        dups = folder_duplicates(where) if where.is_dir() else []
+        if dups:
+            raise StartupError(
+                f"recipe folder {where}: {'; '.join(dups)} (give each its own name and number)"
+            )
+    return path
 
 
 def status_line(service: CellService) -> str:

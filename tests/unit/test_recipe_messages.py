@@ -134,3 +134,63 @@ def test_duplicate_key_has_its_line_in_the_prefix(tmp_path: Path, capsys: pytest
         f"{tmp_path / 'r.yaml'}:{second}: cameras.top: expected each key once, found duplicate key 'top' "
         f"(first at line {line})"
     ], lines
+
+
+def test_refusal_over_the_api_carries_every_problem_as_a_list(tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    from controller.api import ApiLimits, ControlApi
+    from controller.config import load_cell_config, load_recipe
+    from controller.service import CellService
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for p in (ROOT / "recipes").glob("*.yaml"):
+        shutil.copy(p, folder / p.name)
+    (folder / "models").symlink_to(ROOT / "recipes/models")
+    bad = (
+        (ROOT / "recipes/plate-4h.yaml")
+        .read_text()
+        .replace("name: plate-4h", "name: bad")
+        .replace("number: 1", "number: 9")
+        .replace("  spot: 0.5", "  spot: 1.5")
+        .replace("  crack: 0.5", "  dent: 0.5")
+        .replace("rule: any_fail", "rule: k_of_n\n  k: 5")
+    )
+    (folder / "bad.yaml").write_text(bad)
+    cell = load_cell_config(CELL)
+    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
+    cams = {c.name: SimpleNamespace(stats=SimpleNamespace(connected=True)) for c in cell.cameras}
+    svc = CellService(
+        cell, load_recipe(folder / "plate-4h.yaml"), folder, SimpleNamespace(), cams, "r", tmp_path / "d"
+    )  # type: ignore[arg-type]
+    svc.store.start({"cell": cell.name, "recipe": "plate-4h"})
+    sock = tmp_path / "api" / "cell.sock"
+
+    async def go() -> dict[str, object]:
+        api = ControlApi(svc, sock, ApiLimits(activate_per_s=100, activate_burst=100))
+        await api.start()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(json.dumps({"op": "recipe_activate", "name": "bad"}).encode() + b"\n")
+            line = await asyncio.wait_for(reader.readline(), 60)
+            writer.close()
+            return json.loads(line)  # type: ignore[no-any-return]
+        finally:
+            await api.stop()
+
+    try:
+        reply = asyncio.run(go())
+    finally:
+        for stack in svc.stacks.values():
+            if stack.worker.alive:
+                stack.worker.stop()
+        svc.store.close()
+    assert reply["ok"] is False and reply["result"] == "invalid", reply
+    problems = reply["problems"]
+    assert isinstance(problems, list) and len(problems) == 3, reply
+    assert all(p.startswith(str(folder / "bad.yaml")) and "; " not in p for p in problems), problems
+    assert isinstance(reply["error"], str) and "\n" not in reply["error"] and "(and 2 more)" in reply["error"]

@@ -21,7 +21,7 @@ CELL = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
 def validate(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     p = tmp_path / "r.yaml"
     p.write_text(text)
-    rc = main(["recipe", "validate", str(p)])
+    rc = main(["recipe", "validate", "--cell", str(ROOT / "recipes/cells/demo-cell.yaml"), str(p)])
     out = capsys.readouterr()
     assert "Traceback" not in out.out + out.err
     return rc, out.out + out.err
@@ -141,7 +141,7 @@ def test_list_and_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         main(
             ["recipe", "diff", str(ROOT / "recipes/plate-4h.yaml"), str(ROOT / "recipes/plate-4h-long.yaml")]
         )
-        == 0
+        == 1  # they differ, as diff(1) says
     )
     assert "reject.uncertain_band: 0.0 -> 0.1" in capsys.readouterr().out
 
