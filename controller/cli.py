@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from controller.config import ConfigError
 
@@ -14,6 +17,69 @@ from controller.config import ConfigError
 #: list` use when neither an option nor the environment (CELL_CONFIG, CELL_RECIPES) names one.
 INSTALLED_CELL = Path("/etc/inspection-cell/cell.yaml")
 INSTALLED_RECIPES = Path("/etc/inspection-cell/recipes")
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if not action.option_strings or "(default" in text or unset:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is refused in one line (`cellctl demo: --parts: expected …`), exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def _value(
+    what: str,
+    cast: Callable[[str], float],
+    lo: float | None = None,
+    hi: float | None = None,
+    above: bool = False,
+) -> Callable[[str], Any]:
+    """An option's type: `cast` of the text within lo..hi (over lo when `above`), finite."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = cast(text)
+        except ValueError:
+            v = math.nan
+        ok = math.isfinite(v) and (lo is None or (v > lo if above else v >= lo)) and (hi is None or v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return v
+
+    return parse
+
+
+def _share(hi: float = 0.5) -> Callable[[str], Any]:
+    return _value(f"a share from 0 to {hi:g}", float, 0.0, hi)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("inspection-cell-controller")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+#: Options of `cellctl demo` that pylon's emulated cameras cannot honour (they fire on software
+#: triggers the simulator sends, one per part): refused rather than ignored.
+NOT_WITH_PYLON = (("--drop-frames", "drop_frames"), ("--extra-triggers", "extra_triggers"))
 
 
 def configured_cell(given: Path | None) -> Path | None:
@@ -320,15 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     from controller.core.packml import Command
     from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
 
-    ap = argparse.ArgumentParser(prog="cellctl", description="Inspection cell controller.")
+    ap = _Parser(prog="cellctl", description="Inspection cell controller.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--version", action="version", version=f"cellctl {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
         "demo", help="run the simulated cell (S7 PLC simulator, simulated cameras, real model)"
     )
-    d.add_argument("--parts", type=int, default=0, help="stop after N parts (0: run until Ctrl-C)")
-    d.add_argument("--cameras", type=int, default=3, help="number of cameras (first K of the cell config)")
+    d.add_argument(
+        "--parts",
+        type=_value("a whole number ≥ 0", int, 0),
+        default=0,
+        help="stop after N parts (0: run until Ctrl-C)",
+    )
+    d.add_argument(
+        "--cameras",
+        type=_value("a whole number from 1 to 16", int, 1, 16),
+        default=3,
+        help="number of cameras (first K of the cell config)",
+    )
     d.add_argument(
         "--cameras-from",
         choices=("sim", "pylon-emulation"),
@@ -338,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--headless", action="store_true", help="no live console")
     d.add_argument("--json", action="store_true", help="print the scored result as one JSON object")
-    d.add_argument("--ppm", type=float, default=None, help="line speed in parts per minute")
+    d.add_argument(
+        "--ppm",
+        type=_value("parts per minute over 0, up to 20000", float, 0.0, 20_000, above=True),
+        default=None,
+        help="line speed in parts per minute (default: the cell config's simulation)",
+    )
     d.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML")
     d.add_argument(
         "--recipe",
@@ -349,25 +431,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=None, help="where records go (default: a temporary folder)"
     )
     d.add_argument(
-        "--drop-verdict-writes", type=float, default=None, help="share of verdict writes the PLC loses"
+        "--drop-verdict-writes",
+        type=_share(),
+        default=None,
+        help="share of verdict writes the PLC loses (default: the cell config's simulation)",
     )
     d.add_argument(
-        "--drop-frames", type=float, default=None, help="share of frames lost between camera and host"
+        "--drop-frames",
+        type=_share(),
+        default=None,
+        help="share of frames lost between camera and host (default: the cell config's; not with "
+        "pylon-emulation)",
     )
-    d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
-    d.add_argument("--belt-speed", type=float, default=None, help="belt speed in mm/s (default: cell config)")
+    d.add_argument(
+        "--extra-triggers",
+        type=_share(),
+        default=None,
+        help="stray trigger pulses per part (default: the cell config's; not with pylon-emulation)",
+    )
+    d.add_argument(
+        "--belt-speed",
+        type=_value("a speed in mm/s over 0, up to 10000", float, 0.0, 10_000, above=True),
+        default=None,
+        help="belt speed in mm/s (default: cell config)",
+    )
     d.add_argument(
         "--no-trigger-ring",
         action="store_true",
         help="pair frames by encoder position only, as with a PLC that publishes no trigger ring",
     )
     d.add_argument(
-        "--spacing-jitter", type=float, default=None, help="± share of the pitch between parts (0..0.5)"
+        "--spacing-jitter",
+        type=_value("a share from 0 to 0.49", float, 0.0, 0.49),
+        default=None,
+        help="± share of the pitch between parts (default: the cell config's)",
     )
     d.add_argument(
-        "--plc-scan-ms", type=float, default=None, help="the simulated PLC's scan time (default 1)"
+        "--plc-scan-ms",
+        type=_value("a time in ms from 0.5 to 100", float, 0.5, 100),
+        default=None,
+        help="the simulated PLC's scan time (default: the cell config's, 1)",
     )
-    d.add_argument("--plc-scan-jitter-ms", type=float, default=None, help="± random variation of each scan")
+    d.add_argument(
+        "--plc-scan-jitter-ms",
+        type=_value("a time in ms from 0 to 50", float, 0.0, 50),
+        default=None,
+        help="± random variation of each scan (default: the cell config's, 0)",
+    )
     d.add_argument(
         "--plc-fault",
         type=_plc_fault,
@@ -377,14 +487,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="make the simulated PLC misbehave, e.g. restart@10, encoder_step=-20000@5, "
         "part_seq_glitch=1000@8, bad_part_slot@6, unknown_disposition=99999@7 (repeatable)",
     )
-    d.add_argument("--seed", type=int, default=None, help="simulation seed")
+    d.add_argument(
+        "--seed",
+        type=_value("a whole number", int),
+        default=None,
+        help="simulation seed (default: the cell config's)",
+    )
     d.add_argument(
         "--socket",
         type=Path,
         default=None,
         help="control socket (default: CELLCTL_SOCKET or a per-user folder)",
     )
-    d.set_defaults(func=_demo)
+    d.set_defaults(func=_demo, parser=d)
 
     rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
     rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
@@ -402,7 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--socket", type=Path, default=default_socket(), help="control socket to serve")
     rn.add_argument(
-        "--drain-timeout", type=float, default=10.0, help="on SIGTERM, seconds to finish parts in flight"
+        "--drain-timeout",
+        type=_value("seconds from 0 to 3600", float, 0.0, 3600),
+        default=10.0,
+        help="on SIGTERM, seconds to finish parts in flight",
     )
     rn.set_defaults(func=_run)
 
@@ -474,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is _demo and args.cameras_from == "pylon-emulation":
+        for option, field in NOT_WITH_PYLON:
+            if getattr(args, field) is not None:
+                args.parser.error(
+                    f"{option} does not apply to --cameras-from pylon-emulation (the simulator fires one "
+                    "software trigger per part and pylon's emulated cameras lose no frames)"
+                )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
