@@ -367,20 +367,50 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        bad: list[tuple[Loc, str, str]] = []
-        known = ("anomaly",) if self.model.kind == "anomaly" else self.model.class_names
-        for cls, v in self.thresholds.items():
-            if cls not in known:
-                bad.append((("thresholds", cls), f"a class of the model ({', '.join(known)})", repr(cls)))
-            elif not 0.0 < v <= 1.0:
-                bad.append((("thresholds", cls), "a threshold in (0, 1]", f"{v:g}"))
-        if self.fusion.rule == "k_of_n" and self.fusion.k > len(self.cameras):
-            bad.append(
-                (("fusion", "k"), f"at most the recipe's {len(self.cameras)} cameras", str(self.fusion.k))
-            )
+        m, f = self.model, self.fusion
+        bad = _recipe_rules(m.kind, m.class_names, self.thresholds, f.rule, f.k, len(self.cameras))
         if bad:
             raise Invalid(bad)
         return self
+
+
+def _recipe_rules(
+    kind: object, class_names: object, thresholds: object, rule: object, k: object, n_cameras: int | None
+) -> list[tuple[Loc, str, str]]:
+    """The recipe's cross-field rules, on validated values or, when other fields failed, on
+    whatever raw values have the right type (a rule whose inputs do not is skipped), so a
+    file's problems come in one run."""
+    bad: list[tuple[Loc, str, str]] = []
+    names = (
+        class_names
+        if isinstance(class_names, list | tuple) and all(isinstance(c, str) for c in class_names)
+        else None
+    )
+    known = ("anomaly",) if kind == "anomaly" else names
+    for cls, v in (thresholds or {}).items() if isinstance(thresholds, dict) else ():
+        if known is not None and cls not in known:
+            bad.append((("thresholds", cls), f"a class of the model ({', '.join(known)})", repr(cls)))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and not 0.0 < v <= 1.0:
+            bad.append((("thresholds", cls), "a threshold in (0, 1]", f"{v:g}"))
+    if rule == "k_of_n" and isinstance(k, int) and n_cameras is not None and k > n_cameras:
+        bad.append((("fusion", "k"), f"at most the recipe's {n_cameras} cameras", str(k)))
+    return bad
+
+
+def _raw_recipe_rules(data: dict[str, Any]) -> list[tuple[Loc, str, str]]:
+    """`_recipe_rules` on a recipe's raw mapping (its fields failed validation)."""
+    raw_model, raw_fusion = data.get("model"), data.get("fusion")
+    model: dict[str, Any] = raw_model if isinstance(raw_model, dict) else {}
+    fusion: dict[str, Any] = raw_fusion if isinstance(raw_fusion, dict) else {}
+    cameras = data.get("cameras")
+    return _recipe_rules(
+        model.get("kind", "multilabel_classifier"),
+        model.get("class_names"),
+        data.get("thresholds"),
+        fusion.get("rule"),
+        fusion.get("k"),
+        len(cameras) if isinstance(cameras, dict) else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -548,7 +578,15 @@ def _load(path: Path, model: type[_M]) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(path, exc, model)) from None
+        problems = _problems(path, exc, model)
+        if model.__name__ == "Recipe":  # the cross-field rules too, not only after a second run
+            lines = key_lines(path)
+            seen = {p.field for p in problems}
+            for loc, expected, found in _raw_recipe_rules(data):
+                field = ".".join(map(str, loc))
+                if field not in seen:
+                    problems.append(Problem(str(path), lines.get(loc), field, expected, found))
+        raise ConfigError(problems) from None
 
 
 def _yaml_problem(path: Path, text: str) -> Problem:

@@ -90,6 +90,17 @@ def test_all_problems_in_one_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert any(f": {field}: expected" in ln for ln in lines), (field, lines)
 
 
+def test_cross_field_problems_come_with_field_problems_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD.replace("gain_db: 0.0", "gain_db: 99").replace("  spot: 0.5", "  spot: 1.5")
+    text = text.replace("  crack: 0.5", "  dent: 0.5").replace("rule: any_fail", "rule: k_of_n\n  k: 5")
+    rc, lines = validate(tmp_path, text, capsys)
+    assert rc == 1
+    for field in ("cameras.top.gain_db", "thresholds.spot", "thresholds.dent", "fusion.k"):
+        assert any(f": {field}: expected" in ln for ln in lines), (field, lines)
+
+
 def test_model_cross_checks_point_at_their_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = GOOD.replace("  kind: multilabel_classifier", "  kind: classifier\n  good_classes: [fine]")
     rc, lines = validate(tmp_path, text, capsys)
