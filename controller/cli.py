@@ -231,12 +231,13 @@ def _command(args: argparse.Namespace) -> int:
 
 def _recipe_validate(args: argparse.Namespace) -> int:
     from controller.config import Problem, load_cell_config, load_recipe
-    from controller.recipes import check_recipe, identity_problems
+    from controller.recipes import RecipeIndex, check_recipe, identity_problems
 
     cell_path = configured_cell(args.cell)
     folder = configured_recipes(args.recipes, cell_path)
     cell = load_cell_config(cell_path) if cell_path is not None else None
     failed = 0
+    indexes: dict[Path, RecipeIndex] = {}  # one per folder: each file parsed once for the identity check
     for ref in args.files:
         path = _resolve(ref, folder, "recipe validate")
         if path is None:
@@ -253,7 +254,8 @@ def _recipe_validate(args: argparse.Namespace) -> int:
                 problems = []
             except ConfigError as exc:
                 problems = exc.problems
-        problems += identity_problems(path)
+        index = indexes.setdefault(path.parent, RecipeIndex(path.parent))
+        problems += identity_problems(path, index)
         if problems:
             failed += 1
             for p in problems:

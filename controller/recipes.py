@@ -202,20 +202,22 @@ def find_recipe(folder: Path, name: str | None = None, number: int | None = None
     return RecipeIndex(folder).find(name, number)
 
 
-def identity_problems(path: Path) -> list[Problem]:
+def identity_problems(path: Path, index: RecipeIndex | None = None) -> list[Problem]:
     """A recipe whose `name` or `number` another file in its folder has: one problem per field,
-    naming both files (the PLC asks by number, the API by name: each must be one file)."""
+    naming both files (the PLC asks by number, the API by name: each must be one file). Pass
+    the folder's `index` when checking many files of one folder (each is parsed once)."""
     try:
         recipe = load_recipe(path)
     except ConfigError:
         return []  # its own problems say enough
     me = path.resolve()
     lines = key_lines(path)
+    entries = (index or RecipeIndex(path.parent)).entries()
     out: list[Problem] = []
     for field, value in (("name", recipe.name), ("number", recipe.number)):
         others = [
             p
-            for p, name, number in RecipeIndex(path.parent).entries()
+            for p, name, number in entries
             if p.resolve() != me and (name if field == "name" else number) == value
         ]
         if others:
