@@ -137,3 +137,34 @@ def test_recipe_diff_exits_like_diff(tmp_path: Path, capsys: pytest.CaptureFixtu
     shutil.copy(a, tmp_path / "same.yaml")
     assert main(["recipe", "diff", str(a), str(tmp_path / "same.yaml")]) == 0
     assert "no differences" in capsys.readouterr().out
+
+
+def test_readme_recipe_commands_exit_as_documented(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The `cellctl recipe` lines of the README's usage block run from a clone, as written."""
+    import glob
+    import shlex
+
+    import controller.cli as cli
+
+    for var in ("CELL_CONFIG", "CELL_RECIPES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cli, "INSTALLED_CELL", tmp_path / "none.yaml")
+    monkeypatch.setattr(cli, "INSTALLED_RECIPES", tmp_path / "none")
+    monkeypatch.chdir(ROOT)
+    usage = (ROOT / "README.md").read_text().split("## Using it", 1)[1].split("```sh", 1)[1].split("```")[0]
+    lines = [ln for ln in usage.splitlines() if ln.startswith(".venv/bin/cellctl recipe ")]
+    expected = {"validate": 0, "list": 0, "diff": 1}  # diff: the two shipped recipes differ
+    ran = set()
+    for ln in lines:
+        words = shlex.split(ln.split("  #", 1)[0])[1:]
+        if words[1] not in expected:
+            continue  # activate needs the running service
+        args = [m for w in words for m in (sorted(glob.glob(w)) if "*" in w else [w])]
+        rc = main(args)
+        out = capsys.readouterr()
+        assert rc == expected[words[1]], (ln, out)
+        assert "Traceback" not in out.out + out.err
+        ran.add(words[1])
+    assert ran == set(expected), lines
