@@ -546,7 +546,9 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if get_origin(m) is dict:  # `part` is a name (a camera's, say): the value's model
             m = _model_of(get_args(m)[1])
             continue
-        if isinstance(part, int) or not (isinstance(m, type) and issubclass(m, BaseModel)):
+        if isinstance(part, int):  # an item of a list of models (the cell's cameras)
+            continue
+        if not (isinstance(m, type) and issubclass(m, BaseModel)):
             return []
         field = m.model_fields.get(part)
         if field is None:

@@ -135,6 +135,19 @@ def test_file_level_problems_are_clean_one_liners(
     assert "(top)" not in lines[0] and "expected valid YAML" not in lines[0], lines
 
 
+def test_did_you_mean_in_a_cell_config_camera(tmp_path: Path) -> None:
+    from controller.config import ConfigError, load_cell_config
+
+    p = tmp_path / "cell.yaml"
+    p.write_text(CELL.read_text().replace('SIM-1", station_mm', 'SIM-1", statoin_mm'))
+    with pytest.raises(ConfigError) as e:
+        load_cell_config(p)
+    assert any(
+        "cameras.1.statoin_mm: expected a known key (did you mean 'station_mm'?)" in str(pr)
+        for pr in e.value.problems
+    ), e.value
+
+
 def test_duplicate_key_has_its_line_in_the_prefix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = GOOD.replace("  right: {", "  top: {")
     rc, lines = validate(tmp_path, text, capsys)
