@@ -256,3 +256,47 @@ def test_list_uses_the_configured_folder_or_says_none_is(
     monkeypatch.setenv("CELL_RECIPES", str(folder))
     rc, out = run(["recipe", "list"], capsys)
     assert rc == 0 and "only" in out and "plate-4h" not in out, out
+
+
+def test_cli_activate_says_did_you_mean_and_lists_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller.api import ApiLimits, ControlApi
+    from controller.service import CellService
+
+    bad = GOOD.replace("name: plate-4h", "name: bad").replace("number: 1", "number: 9")
+    bad = bad.replace("  spot: 0.5", "  spot: 1.5").replace("rule: any_fail", "rule: k_of_n\n  k: 5")
+    folder = folder_with(tmp_path, bad=bad)
+    cell = load_cell_config(CELL)
+    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
+    cams = {c.name: SimpleNamespace(stats=SimpleNamespace(connected=True)) for c in cell.cameras}
+    svc = CellService(
+        cell, load_recipe(folder / "plate-4h.yaml"), folder, SimpleNamespace(), cams, "r", tmp_path / "d"
+    )  # type: ignore[arg-type]
+    svc.store.start({"cell": cell.name, "recipe": "plate-4h"})
+    sock = tmp_path / "api" / "cell.sock"
+
+    async def go() -> list[int]:
+        api = ControlApi(svc, sock, ApiLimits(activate_per_s=100, activate_burst=100))
+        await api.start()
+        try:
+            return [
+                await asyncio.to_thread(main, ["recipe", "activate", name, "--socket", str(sock)])
+                for name in ("plate4h-long", "bad")
+            ]
+        finally:
+            await api.stop()
+
+    try:
+        codes = asyncio.run(go())
+    finally:
+        for stack in svc.stacks.values():
+            if stack.worker.alive:
+                stack.worker.stop()
+        svc.store.close()
+    err = capsys.readouterr().err.splitlines()
+    assert codes == [1, 1]
+    assert err[0].startswith("cellctl: recipe plate4h-long: no recipe 'plate4h-long'"), err
+    assert "did you mean 'plate-4h-long'?" in err[0] and "unknown_number" not in err[0], err
+    assert err[1] == "cellctl: recipe bad refused (invalid):", err
+    assert len(err) == 4 and all(ln.startswith(f"  {folder / 'bad.yaml'}:") for ln in err[2:]), err
