@@ -42,7 +42,12 @@ class RunOptions:
 
 
 class StartupError(Exception):
-    """The service cannot start; the message says what to fix."""
+    """The service cannot start; the message says what to fix, `details` (logged one a line)
+    every problem behind it."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 def recipe_path(name: str, folder: Path) -> Path:
@@ -78,7 +83,11 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
     path = recipe_path(opts.recipe, recipe_dir)
     checked = await asyncio.to_thread(check_recipe, path, cell, False)
     if checked.recipe is None:
-        raise StartupError("recipe is invalid:\n" + "\n".join(str(p) for p in checked.problems))
+        n = len(checked.problems)
+        raise StartupError(
+            f"recipe {path} is invalid ({n} problem{'s' if n != 1 else ''}):",
+            [str(p) for p in checked.problems],
+        )
     recipe = checked.recipe
     notifier = Notifier.from_env()
     notifier.notify(STATUS=f"opening cameras and loading {recipe.name}")
@@ -173,4 +182,6 @@ def run_service(opts: RunOptions) -> int:
         return 1
     except (StartupError, CameraError, ModelLoadError, RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        for line in getattr(exc, "details", ()):
+            log.error("  %s", line)
         return 1

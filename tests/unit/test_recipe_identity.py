@@ -300,3 +300,20 @@ def test_cli_activate_says_did_you_mean_and_lists_every_problem(
     assert "did you mean 'plate-4h-long'?" in err[0] and "unknown_number" not in err[0], err
     assert err[1] == "cellctl: recipe bad refused (invalid):", err
     assert len(err) == 4 and all(ln.startswith(f"  {folder / 'bad.yaml'}:") for ln in err[2:]), err
+
+
+def test_start_up_logs_every_problem_of_an_invalid_recipe_on_its_own_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from controller.daemon import RunOptions, run_service
+
+    bad = GOOD.replace("name: plate-4h", "name: bad").replace("number: 1", "number: 9")
+    bad = bad.replace("  top:   {", "  rear:  {").replace("  left:  {", "  back:  {")
+    folder = folder_with(tmp_path, bad=bad)
+    opts = RunOptions(CELL, "bad", folder, tmp_path / "data", tmp_path / "run" / "cell.sock")
+    with caplog.at_level(logging.INFO):
+        assert run_service(opts) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors[0] == f"cannot start: recipe {folder / 'bad.yaml'} is invalid (2 problems):", errors
+    assert ["cameras.rear" in errors[1], "cameras.back" in errors[2]] == [True, True], errors
+    assert all("\n" not in e for e in errors), errors
