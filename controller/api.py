@@ -2,7 +2,8 @@
 
 Requests: {"op": "status"}, {"op": "command", "command": "hold"} and
 {"op": "recipe_activate", "name": ...}. Replies carry "ok" and, when refused, "error" with the
-reason; every request gets one reply line, a malformed one too. The server runs on the
+reason (one line); a refused recipe also "problems", every problem as a list of lines. Every
+request gets one reply line, a malformed one too. The server runs on the
 service's loop, so a command is applied between two events, never in the middle of one.
 
 It is built so that no client can hurt the line (`ApiLimits`): connections accepted at a
@@ -348,8 +349,18 @@ class ControlApi:
                 )
             result, reason = await self.service.activate_recipe("api", name=name)
             ok = result.name == "ACTIVE"
+            if ok:
+                return _line({"ok": True, "result": "active", "detail": reason})
+            # A refusal: "error" is one line; "problems" every problem, one string each.
+            problems = reason.splitlines() or [""]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             return _line(
-                {"ok": ok, "result": result.name.lower(), **({"detail": reason} if ok else {"error": reason})}
+                {
+                    "ok": False,
+                    "result": result.name.lower(),
+                    "error": problems[0] + more,
+                    "problems": problems,
+                }
             )
         return _error(f"unknown op {_short(op)} (known: status, command, recipe_activate)")
 

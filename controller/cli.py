@@ -4,17 +4,131 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from controller.config import ConfigError
+
+#: The installed layout (README, "Running as a service"): what `recipe validate` and `recipe
+#: list` use when neither an option nor the environment (CELL_CONFIG, CELL_RECIPES) names one.
+INSTALLED_CELL = Path("/etc/inspection-cell/cell.yaml")
+INSTALLED_RECIPES = Path("/etc/inspection-cell/recipes")
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        if not action.option_strings or "(default" in text or unset:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """A bad command line is refused in one line (`cellctl demo: --parts: expected …`), exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+
+
+def _value(
+    what: str,
+    cast: Callable[[str], float],
+    lo: float | None = None,
+    hi: float | None = None,
+    above: bool = False,
+) -> Callable[[str], Any]:
+    """An option's type: `cast` of the text within lo..hi (over lo when `above`), finite."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = cast(text)
+        except ValueError:
+            v = math.nan
+        ok = math.isfinite(v) and (lo is None or (v > lo if above else v >= lo)) and (hi is None or v <= hi)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, found {text!r}")
+        return v
+
+    return parse
+
+
+def _share(hi: float = 0.5) -> Callable[[str], Any]:
+    return _value(f"a share from 0 to {hi:g}", float, 0.0, hi)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("inspection-cell-controller")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+#: Options of `cellctl demo` that pylon's emulated cameras cannot honour (they fire on software
+#: triggers the simulator sends, one per part): refused rather than ignored.
+NOT_WITH_PYLON = (("--drop-frames", "drop_frames"), ("--extra-triggers", "extra_triggers"))
+
+
+def configured_cell(given: Path | None) -> Path | None:
+    """The cell config: --cell, else $CELL_CONFIG, else the installed one; None if none is."""
+    if given is not None:
+        return given
+    env = os.environ.get("CELL_CONFIG")
+    if env:
+        return Path(env)
+    return INSTALLED_CELL if INSTALLED_CELL.is_file() else None
+
+
+def configured_recipes(given: Path | None, cell: Path | None = None) -> Path | None:
+    """The recipe folder: the option, else $CELL_RECIPES, else the folder above `cell`'s (as
+    `cellctl run` does; not for the installed cell), else the installed one; None if none is."""
+    if given is not None:
+        return given
+    env = os.environ.get("CELL_RECIPES")
+    if env:
+        return Path(env)
+    if cell is not None and cell != INSTALLED_CELL:
+        return cell.resolve().parent.parent
+    return INSTALLED_RECIPES if INSTALLED_RECIPES.is_dir() else None
+
+
+def _resolve(ref: str, folder: Path | None, who: str) -> Path | None:
+    """`ref` as a recipe file, or None after printing why not (one line)."""
+    from controller.recipes import RecipeLookupError, recipe_file
+
+    try:
+        return recipe_file(ref, folder)
+    except RecipeLookupError as exc:
+        print(f"cellctl {who}: {exc}", file=sys.stderr)
+        return None
 
 
 def _demo(args: argparse.Namespace) -> int:
     from controller.demo import DemoOptions, run_demo
+    from controller.recipes import folder_duplicates
 
     if args.headless and args.parts == 0:
         print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
+        return 2
+    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "demo --recipe")
+    if recipe is None:
+        return 2
+    dups = folder_duplicates(recipe.parent)
+    if dups:
+        print(f"cellctl demo: recipe folder {recipe.parent}: {'; '.join(dups)}", file=sys.stderr)
         return 2
     opts = DemoOptions(
         parts=args.parts,
@@ -24,7 +138,7 @@ def _demo(args: argparse.Namespace) -> int:
         json=args.json,
         parts_per_min=args.ppm,
         cell=args.cell,
-        recipe=args.recipe,
+        recipe=recipe,
         data_dir=args.data_dir,
         drop_verdict_writes=args.drop_verdict_writes,
         drop_frames=args.drop_frames,
@@ -111,36 +225,77 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _recipe_validate(args: argparse.Namespace) -> int:
-    from controller.config import load_cell_config
-    from controller.recipes import check_recipe
+    from controller.config import Problem, load_cell_config, load_recipe
+    from controller.recipes import RecipeIndex, check_recipe, identity_problems
 
-    cell = load_cell_config(args.cell)
+    cell_path = configured_cell(args.cell)
+    folder = configured_recipes(args.recipes, cell_path)
+    cell = load_cell_config(cell_path) if cell_path is not None else None
     failed = 0
-    for path in args.files:
-        checked = check_recipe(path, cell)
-        if checked.problems:
+    indexes: dict[Path, RecipeIndex] = {}  # one per folder: each file parsed once for the identity check
+    for ref in args.files:
+        path = _resolve(ref, folder, "recipe validate")
+        if path is None:
             failed += 1
-            for p in checked.problems:
-                print(p)
+            continue
+        problems: list[Problem]
+        p99 = None
+        if cell is not None:
+            checked = check_recipe(path, cell)
+            problems, p99 = list(checked.problems), checked.inference_p99_ms
         else:
-            lat = f", inference p99 {checked.inference_p99_ms:.1f} ms" if checked.inference_p99_ms else ""
-            print(f"{path}: valid for cell {cell.name}{lat}")
+            try:
+                load_recipe(path)
+                problems = []
+            except ConfigError as exc:
+                problems = exc.problems
+        index = indexes.setdefault(path.parent, RecipeIndex(path.parent))
+        problems += identity_problems(path, index)
+        if problems:
+            failed += 1
+            for p in problems:
+                print(p)
+        elif cell is not None:
+            lat = f", inference p99 {p99:.1f} ms" if p99 else ""
+            print(f"{path}: valid for cell {cell.name} ({cell_path}){lat}")
+        else:
+            print(f"{path}: the schema is valid; not checked against a cell")
+    if cell is None:
+        print(
+            "cellctl recipe validate: no cell config, so it cannot check the fields that depend on the "
+            f"cell (cameras, triggers, ROI, decision point, timing): give --cell FILE, set CELL_CONFIG or "
+            f"install {INSTALLED_CELL}",
+            file=sys.stderr,
+        )
+        return 1 if failed else 2
     return 1 if failed else 0
 
 
 def _recipe_activate(args: argparse.Namespace) -> int:
     from controller.api import ApiError, request
+    from controller.recipes import looks_like_path
 
+    name = args.name
+    if looks_like_path(name) and Path(name).exists():  # a file here: the service checks it is in its folder
+        name = str(Path(name).resolve())
     try:
-        reply = request(args.socket, {"op": "recipe_activate", "name": args.name}, timeout=60.0)
+        reply = request(args.socket, {"op": "recipe_activate", "name": name}, timeout=60.0)
     except ApiError as exc:
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
-        print(
-            f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
-            file=sys.stderr,
-        )
+        problems = reply.get("problems")
+        if reply.get("result") == "unknown_number":  # the PLC's word; a person asked by name
+            print(f"cellctl: recipe {args.name}: {reply.get('error')}", file=sys.stderr)
+        elif isinstance(problems, list) and len(problems) > 1:
+            print(f"cellctl: recipe {args.name} refused ({reply.get('result')}):", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+        else:
+            print(
+                f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
+                file=sys.stderr,
+            )
         return 1
     print(f"recipe {args.name}: active, {reply.get('detail')}")
     return 0
@@ -149,26 +304,48 @@ def _recipe_activate(args: argparse.Namespace) -> int:
 def _recipe_list(args: argparse.Namespace) -> int:
     from controller.recipes import list_recipes
 
-    rows = list_recipes(args.folder)
+    folder = args.folder or configured_recipes(None, configured_cell(None))
+    if folder is None:
+        print(
+            "cellctl recipe list: no recipe folder configured: give one (cellctl recipe list FOLDER), "
+            f"set CELL_RECIPES or install {INSTALLED_RECIPES}",
+            file=sys.stderr,
+        )
+        return 2
+    if not folder.is_dir():
+        what = "not a folder" if folder.exists() else "no such folder"
+        print(f"cellctl recipe list: {folder}: {what}", file=sys.stderr)
+        return 1
+    rows = list_recipes(folder)
     print(f"{'name':<24} {'number':>6}  {'hash':<12}  {'modified (UTC)':<20}  file")
+    dups: list[str] = []
     for r in rows:
         num = str(r.number) if r.number is not None else "-"
-        state = f"  INVALID: {r.error}" if r.error else ""
+        state = f"  INVALID: {r.error}" if r.error else "  DUPLICATE" if r.duplicate else ""
         print(f"{r.name:<24} {num:>6}  {r.hash or '-':<12}  {r.modified:<20}  {r.path.name}{state}")
-    return 0
+        for why in (r.duplicate or "").split("; "):
+            if why and why not in dups:
+                dups.append(why)
+    for why in dups:
+        print(f"cellctl recipe list: {why}", file=sys.stderr)
+    return 1 if dups else 0
 
 
 def _recipe_diff(args: argparse.Namespace) -> int:
     from controller.config import load_recipe
     from controller.recipes import diff_recipes
 
-    a, b = load_recipe(args.a), load_recipe(args.b)
+    folder = configured_recipes(args.recipes, configured_cell(None))
+    paths = [_resolve(ref, folder, "recipe diff") for ref in (args.a, args.b)]
+    if paths[0] is None or paths[1] is None:
+        return 2
+    a, b = load_recipe(paths[0]), load_recipe(paths[1])
     changes = diff_recipes(a, b)
     for field, va, vb in changes:
         print(f"{field}: {va!r} -> {vb!r}")
     if not changes:
         print("no differences")
-    return 0
+    return 1 if changes else 0
 
 
 def _recipe_schema(args: argparse.Namespace) -> int:
@@ -206,15 +383,26 @@ def build_parser() -> argparse.ArgumentParser:
     from controller.core.packml import Command
     from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
 
-    ap = argparse.ArgumentParser(prog="cellctl", description="Inspection cell controller.")
+    ap = _Parser(prog="cellctl", description="Inspection cell controller.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--version", action="version", version=f"cellctl {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
         "demo", help="run the simulated cell (S7 PLC simulator, simulated cameras, real model)"
     )
-    d.add_argument("--parts", type=int, default=0, help="stop after N parts (0: run until Ctrl-C)")
-    d.add_argument("--cameras", type=int, default=3, help="number of cameras (first K of the cell config)")
+    d.add_argument(
+        "--parts",
+        type=_value("a whole number ≥ 0", int, 0),
+        default=0,
+        help="stop after N parts (0: run until Ctrl-C)",
+    )
+    d.add_argument(
+        "--cameras",
+        type=_value("a whole number from 1 to 16", int, 1, 16),
+        default=3,
+        help="number of cameras (first K of the cell config)",
+    )
     d.add_argument(
         "--cameras-from",
         choices=("sim", "pylon-emulation"),
@@ -224,32 +412,69 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--headless", action="store_true", help="no live console")
     d.add_argument("--json", action="store_true", help="print the scored result as one JSON object")
-    d.add_argument("--ppm", type=float, default=None, help="line speed in parts per minute")
+    d.add_argument(
+        "--ppm",
+        type=_value("parts per minute over 0, up to 20000", float, 0.0, 20_000, above=True),
+        default=None,
+        help="line speed in parts per minute (default: the cell config's simulation)",
+    )
     d.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML")
-    d.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="recipe YAML")
+    d.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE.stem,
+        help="recipe: a file, or a name or number in the folder above the cell config's",
+    )
     d.add_argument(
         "--data-dir", type=Path, default=None, help="where records go (default: a temporary folder)"
     )
     d.add_argument(
-        "--drop-verdict-writes", type=float, default=None, help="share of verdict writes the PLC loses"
+        "--drop-verdict-writes",
+        type=_share(),
+        default=None,
+        help="share of verdict writes the PLC loses (default: the cell config's simulation)",
     )
     d.add_argument(
-        "--drop-frames", type=float, default=None, help="share of frames lost between camera and host"
+        "--drop-frames",
+        type=_share(),
+        default=None,
+        help="share of frames lost between camera and host (default: the cell config's; not with "
+        "pylon-emulation)",
     )
-    d.add_argument("--extra-triggers", type=float, default=None, help="stray trigger pulses per part")
-    d.add_argument("--belt-speed", type=float, default=None, help="belt speed in mm/s (default: cell config)")
+    d.add_argument(
+        "--extra-triggers",
+        type=_share(),
+        default=None,
+        help="stray trigger pulses per part (default: the cell config's; not with pylon-emulation)",
+    )
+    d.add_argument(
+        "--belt-speed",
+        type=_value("a speed in mm/s over 0, up to 10000", float, 0.0, 10_000, above=True),
+        default=None,
+        help="belt speed in mm/s (default: cell config)",
+    )
     d.add_argument(
         "--no-trigger-ring",
         action="store_true",
         help="pair frames by encoder position only, as with a PLC that publishes no trigger ring",
     )
     d.add_argument(
-        "--spacing-jitter", type=float, default=None, help="± share of the pitch between parts (0..0.5)"
+        "--spacing-jitter",
+        type=_value("a share from 0 to 0.49", float, 0.0, 0.49),
+        default=None,
+        help="± share of the pitch between parts (default: the cell config's)",
     )
     d.add_argument(
-        "--plc-scan-ms", type=float, default=None, help="the simulated PLC's scan time (default 1)"
+        "--plc-scan-ms",
+        type=_value("a time in ms from 0.5 to 100", float, 0.5, 100),
+        default=None,
+        help="the simulated PLC's scan time (default: the cell config's, 1)",
     )
-    d.add_argument("--plc-scan-jitter-ms", type=float, default=None, help="± random variation of each scan")
+    d.add_argument(
+        "--plc-scan-jitter-ms",
+        type=_value("a time in ms from 0 to 50", float, 0.0, 50),
+        default=None,
+        help="± random variation of each scan (default: the cell config's, 0)",
+    )
     d.add_argument(
         "--fault",
         type=_fault,
@@ -260,18 +485,25 @@ def build_parser() -> argparse.ArgumentParser:
         "camera1:freeze=2@5, camera0:corrupt@7, disk:full=3@9, client:flood=5@4 (repeatable; the README "
         "lists every kind)",
     )
-    d.add_argument("--seed", type=int, default=None, help="simulation seed")
+    d.add_argument(
+        "--seed",
+        type=_value("a whole number", int),
+        default=None,
+        help="simulation seed (default: the cell config's)",
+    )
     d.add_argument(
         "--socket",
         type=Path,
         default=None,
         help="control socket (default: CELLCTL_SOCKET or a per-user folder)",
     )
-    d.set_defaults(func=_demo)
+    d.set_defaults(func=_demo, parser=d)
 
     rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
     rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
-    rn.add_argument("--recipe", required=True, help="recipe name (or file) to start with")
+    rn.add_argument(
+        "--recipe", required=True, help="recipe to start with: a name or number in --recipes, or a file"
+    )
     rn.add_argument(
         "--recipes",
         type=Path,
@@ -283,7 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rn.add_argument("--socket", type=Path, default=default_socket(), help="control socket to serve")
     rn.add_argument(
-        "--drain-timeout", type=float, default=10.0, help="on SIGTERM, seconds to finish parts in flight"
+        "--drain-timeout",
+        type=_value("seconds from 0 to 3600", float, 0.0, 3600),
+        default=10.0,
+        help="on SIGTERM, seconds to finish parts in flight",
     )
     rn.set_defaults(func=_run)
 
@@ -306,19 +541,42 @@ def build_parser() -> argparse.ArgumentParser:
     rv = rs.add_parser(
         "validate", help="check recipes against the cell and their model; exit 1 if any is invalid"
     )
-    rv.add_argument("files", type=Path, nargs="+")
-    rv.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config the recipes are for")
+    rv.add_argument("files", nargs="+", metavar="RECIPE", help="recipe files, or names or numbers")
+    rv.add_argument(
+        "--cell",
+        type=Path,
+        default=None,
+        help=f"cell config the recipes are for (default: $CELL_CONFIG, else {INSTALLED_CELL}; "
+        "without one, only the schema is checked and the exit code is 2)",
+    )
+    rv.add_argument(
+        "--recipes",
+        type=Path,
+        default=None,
+        help="folder names and numbers are looked up in (default: $CELL_RECIPES, else the folder "
+        f"above the cell config's, else {INSTALLED_RECIPES})",
+    )
     rv.set_defaults(func=_recipe_validate)
     ra = rs.add_parser("activate", help="switch the running cell to a recipe (safe states, or between parts)")
-    ra.add_argument("name", help="recipe name (or file stem) in the service's recipe folder")
+    ra.add_argument("name", help="recipe name, number or file in the service's recipe folder")
     ra.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     ra.set_defaults(func=_recipe_activate)
     rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
-    rl.add_argument("folder", type=Path, nargs="?", default=DEFAULT_RECIPE.parent)
+    rl.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="recipe folder (default: $CELL_RECIPES, else the folder above $CELL_CONFIG's, "
+        f"else {INSTALLED_RECIPES})",
+    )
     rl.set_defaults(func=_recipe_list)
     rd = rs.add_parser("diff", help="what changed between two recipes, field by field")
-    rd.add_argument("a", type=Path)
-    rd.add_argument("b", type=Path)
+    rd.add_argument("a", metavar="RECIPE_A", help="a recipe file, or a name or number")
+    rd.add_argument("b", metavar="RECIPE_B", help="a recipe file, or a name or number")
+    rd.add_argument(
+        "--recipes", type=Path, default=None, help="folder names and numbers are looked up in (as validate)"
+    )
     rd.set_defaults(func=_recipe_diff)
     rsch = rs.add_parser("schema", help="print the recipe and cell config schema (Markdown)")
     rsch.set_defaults(func=_recipe_schema)
@@ -332,6 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.func is _demo and args.cameras_from == "pylon-emulation":
+        for option, field in NOT_WITH_PYLON:
+            if getattr(args, field) is not None:
+                args.parser.error(
+                    f"{option} does not apply to --cameras-from pylon-emulation (the simulator fires one "
+                    "software trigger per part and pylon's emulated cameras lose no frames)"
+                )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",

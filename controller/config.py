@@ -10,15 +10,29 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from controller.yamlio import YamlError, key_lines, load_yaml
+from controller.yamlio import YamlError, key_lines, key_path_at, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)
+
+Loc = tuple[str | int, ...]
+
+
+class Invalid(ValueError):
+    """What a cross-field check found, every item at once: (field path within the model that
+    raises it, expected, found). `_problems` turns each into a Problem at its own line."""
+
+    def __init__(self, items: list[tuple[Loc, str, str]]) -> None:
+        super().__init__(
+            "; ".join(f"{'.'.join(map(str, loc))}: expected {e}, found {f}" for loc, e, f in items)
+        )
+        self.items = items
 
 
 class _Strict(BaseModel):
@@ -184,30 +198,47 @@ class CellConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> CellConfig:
+        bad: list[tuple[Loc, str, str]] = []
         if self.simulation.belt_speed_mm_s > self.max_belt_speed_mm_s:
-            raise ValueError(
-                f"simulation.belt_speed_mm_s {self.simulation.belt_speed_mm_s:g} is faster than "
-                f"max_belt_speed_mm_s {self.max_belt_speed_mm_s:g}: raise max_belt_speed_mm_s"
+            bad.append(
+                (
+                    ("simulation", "belt_speed_mm_s"),
+                    f"at most max_belt_speed_mm_s ({self.max_belt_speed_mm_s:g}; raise it for a faster belt)",
+                    f"{self.simulation.belt_speed_mm_s:g}",
+                )
             )
         if self.plc.protocol == "modbus" and self.plc.ring_size > 8:
-            raise ValueError("plc.ring_size must be at most 8 for Modbus: one read holds 125 registers")
-        names = [c.name for c in self.cameras]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"duplicate camera names: {', '.join(dup)}")
+            bad.append(
+                (
+                    ("plc", "ring_size"),
+                    "at most 8 for Modbus (one read holds 125 registers)",
+                    str(self.plc.ring_size),
+                )
+            )
+        seen: set[str] = set()
+        for i, c in enumerate(self.cameras):
+            if c.name in seen:
+                bad.append((("cameras", i, "name"), "a name no other camera of the cell has", repr(c.name)))
+            seen.add(c.name)
+            if c.driver == "pylon" and not c.serial:
+                bad.append((("cameras", i, "serial"), f"a serial number for pylon camera {c.name}", "none"))
         sizes = {(c.width, c.height) for c in self.cameras}
         if len(sizes) > 1:
-            raise ValueError(f"all cameras must give one image size: views are batched (got {sorted(sizes)})")
-        missing = [c.name for c in self.cameras if c.driver == "pylon" and not c.serial]
-        if missing:
-            raise ValueError(f"pylon cameras need a serial number: {', '.join(missing)}")
+            found = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
+            bad.append((("cameras",), "one image size for all cameras (views are batched)", found))
         s = self.stations
         last_cam = max(c.station_mm for c in self.cameras)
         if not last_cam < s.decision_mm <= s.deadline_mm < s.reject_mm <= s.confirm_mm:
-            raise ValueError(
-                "stations must be ordered: last camera < decision <= deadline < reject <= confirm "
-                f"(got {last_cam}, {s.decision_mm}, {s.deadline_mm}, {s.reject_mm}, {s.confirm_mm})"
+            bad.append(
+                (
+                    ("stations",),
+                    "stations in order: last camera < decision <= deadline < reject <= confirm",
+                    ", ".join(f"{v:g}" for v in (last_cam, *(s.decision_mm, s.deadline_mm, s.reject_mm)))
+                    + f", {s.confirm_mm:g} mm",
+                )
             )
+        if bad:
+            raise Invalid(bad)
         return self
 
     def camera(self, name: str) -> CameraConfig:
@@ -260,14 +291,20 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _check_kind(self) -> ModelConfig:
-        unknown = sorted(set(self.good_classes) - set(self.class_names))
-        if unknown:
-            raise ValueError(f"good_classes not in class_names: {', '.join(unknown)}")
-        unknown = sorted(set(self.min_area_px) - set(self.class_names))
-        if unknown:
-            raise ValueError(f"min_area_px for classes not in class_names: {', '.join(unknown)}")
+        bad: list[tuple[Loc, str, str]] = []
+        classes = f"one of class_names ({', '.join(self.class_names)})"
+        bad += [(("good_classes",), classes, repr(c)) for c in self.good_classes if c not in self.class_names]
+        bad += [(("min_area_px", c), classes, repr(c)) for c in self.min_area_px if c not in self.class_names]
         if self.kind == "anomaly" and not self.norm_max > self.norm_min:
-            raise ValueError("anomaly: norm_max must be greater than norm_min")
+            bad.append(
+                (
+                    ("norm_max",),
+                    f"more than norm_min ({self.norm_min:g}) for an anomaly model",
+                    f"{self.norm_max:g}",
+                )
+            )
+        if bad:
+            raise Invalid(bad)
         return self
 
 
@@ -334,21 +371,56 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
-        known = {"anomaly"} if self.model.kind == "anomaly" else set(self.model.class_names)
-        unknown = sorted(set(self.thresholds) - known)
-        if unknown:
-            raise ValueError(f"thresholds for classes the model does not have: {', '.join(unknown)}")
-        bad = [f"{k}={v}" for k, v in self.thresholds.items() if not 0.0 < v <= 1.0]
+        m, f = self.model, self.fusion
+        bad = _recipe_rules(m.kind, m.class_names, self.thresholds, f.rule, f.k, len(self.cameras))
         if bad:
-            raise ValueError(f"thresholds must be in (0, 1]: {', '.join(bad)}")
-        if self.fusion.rule == "k_of_n" and self.fusion.k > len(self.cameras):
-            raise ValueError(f"fusion.k = {self.fusion.k} is more than the {len(self.cameras)} cameras")
+            raise Invalid(bad)
         return self
+
+
+def _recipe_rules(
+    kind: object, class_names: object, thresholds: object, rule: object, k: object, n_cameras: int | None
+) -> list[tuple[Loc, str, str]]:
+    """The recipe's cross-field rules, on validated values or, when other fields failed, on
+    whatever raw values have the right type (a rule whose inputs do not is skipped), so a
+    file's problems come in one run."""
+    bad: list[tuple[Loc, str, str]] = []
+    names = (
+        class_names
+        if isinstance(class_names, list | tuple) and all(isinstance(c, str) for c in class_names)
+        else None
+    )
+    known = ("anomaly",) if kind == "anomaly" else names
+    for cls, v in (thresholds or {}).items() if isinstance(thresholds, dict) else ():
+        if known is not None and cls not in known:
+            bad.append((("thresholds", cls), f"a class of the model ({', '.join(known)})", repr(cls)))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and not 0.0 < v <= 1.0:
+            bad.append((("thresholds", cls), "a threshold in (0, 1]", f"{v:g}"))
+    if rule == "k_of_n" and isinstance(k, int) and n_cameras is not None and k > n_cameras:
+        bad.append((("fusion", "k"), f"at most the recipe's {n_cameras} cameras", str(k)))
+    return bad
+
+
+def _raw_recipe_rules(data: dict[str, Any]) -> list[tuple[Loc, str, str]]:
+    """`_recipe_rules` on a recipe's raw mapping (its fields failed validation)."""
+    raw_model, raw_fusion = data.get("model"), data.get("fusion")
+    model: dict[str, Any] = raw_model if isinstance(raw_model, dict) else {}
+    fusion: dict[str, Any] = raw_fusion if isinstance(raw_fusion, dict) else {}
+    cameras = data.get("cameras")
+    return _recipe_rules(
+        model.get("kind", "multilabel_classifier"),
+        model.get("class_names"),
+        data.get("thresholds"),
+        fusion.get("rule"),
+        fusion.get("k"),
+        len(cameras) if isinstance(cameras, dict) else None,
+    )
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a file."""
+    """One thing wrong with a file: `file:line: field: expected …, found …`. Without `expected`
+    it is a plain statement about the file (`file: no such file`)."""
 
     file: str
     line: int | None
@@ -358,7 +430,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        text = f"{where}: {self.field or '(top)'}: expected {self.expected}, found {self.found}"
+        field = f"{self.field}: " if self.field else ""
+        what = f"expected {self.expected}, found {self.found}" if self.expected else self.found
+        text = f"{where}: {field}{what}"
         # One line, whatever a file's keys and values hold: control characters are escaped.
         return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
@@ -371,63 +445,173 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def _show(value: Any) -> str:
+    """A value as a problem's `found`: short, never a whole mapping dumped."""
+    if isinstance(value, dict):
+        keys = ", ".join(str(k) for k in list(value)[:4]) + (", …" if len(value) > 4 else "")
+        return f"a mapping ({keys})" if value else "an empty mapping"
+    if isinstance(value, list | tuple):
+        return f"a list of {len(value)}" if len(value) > 4 else repr(list(value))[:80]
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+#: Our words for what the validation library's error types expect (ctx values filled in).
+_EXPECTED = {
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "string_pattern_mismatch": "text matching {pattern}",
+    "string_too_short": "text of at least {min_length} characters",
+    "string_too_long": "text of at most {max_length} characters",
+    "greater_than_equal": "at least {ge}",
+    "greater_than": "more than {gt}",
+    "less_than_equal": "at most {le}",
+    "less_than": "less than {lt}",
+    "too_short": "at least {min_length} item(s)",
+    "too_long": "at most {max_length} item(s)",
+    "tuple_type": "a list",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping of fields",
+    "model_attributes_type": "a mapping of fields",
+    "missing": "a value (required)",
+}
+
+
 def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
     lines = key_lines(path)
-    out: list[Problem] = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        line = None
+
+    def at(loc: Loc) -> int | None:
         for n in range(len(loc), -1, -1):
             if loc[:n] in lines:
-                line = lines[loc[:n]]
-                break
-        expected = err["msg"]
-        found = repr(err.get("input"))[:80]
-        if err["type"] == "extra_forbidden":
-            parent = _field_names(model, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), parent, n=1)
+                return lines[loc[:n]]
+        return None
+
+    out: list[Problem] = []
+    for err in exc.errors():
+        loc: Loc = tuple(err["loc"])
+        kind, ctx = err["type"], err.get("ctx") or {}
+        found = _show(err.get("input"))
+        if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
+            for sub, expected, what in ctx["error"].items:
+                full = (*loc, *sub)
+                out.append(Problem(str(path), at(full), ".".join(map(str, full)), expected, what))
+            continue
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _field_names(model, loc[:-1]), n=1, cutoff=0.6)
             expected = "a known key" + (f" (did you mean {close[0]!r}?)" if close else "")
             found = f"unknown key {loc[-1]!r}"
-        elif err["type"] == "missing":
-            found = "nothing"
-            expected = "a value (required)"
-        out.append(Problem(str(path), line, ".".join(str(x) for x in loc), expected, found))
+        elif kind == "missing":
+            expected, found = _EXPECTED[kind], "nothing"
+        elif kind == "literal_error":
+            expected = "one of " + str(ctx.get("expected", "")).replace("' or '", "', '")
+        elif kind in _EXPECTED:
+            expected = _EXPECTED[kind].format(
+                **{k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
+            )
+        elif kind == "value_error":
+            expected = str(ctx.get("error", err["msg"]))
+        else:  # a kind not foreseen: the library's text, without its own phrasing
+            expected = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+        out.append(Problem(str(path), at(loc), ".".join(map(str, loc)), expected, found))
     return out
 
 
+def _model_of(ann: Any) -> Any:
+    """The model or mapping a (possibly optional) annotation holds, else None."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    if get_origin(ann) is dict:
+        return ann
+    for arg in get_args(ann):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` (nested models, and the values of name → model mappings)."""
     m: Any = model
     for part in loc:
-        if isinstance(part, int):
+        if get_origin(m) is dict:  # `part` is a name (a camera's, say): the value's model
+            m = _model_of(get_args(m)[1])
             continue
-        field = m.model_fields.get(part) if hasattr(m, "model_fields") else None
+        if isinstance(part, int):  # an item of a list of models (the cell's cameras)
+            continue
+        if not (isinstance(m, type) and issubclass(m, BaseModel)):
+            return []
+        field = m.model_fields.get(part)
         if field is None:
             return []
-        ann = field.annotation
-        for arg in getattr(ann, "__args__", ()) or (ann,):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                m = arg
-                break
-        else:
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                m = ann
-    return list(getattr(m, "model_fields", {}))
+        m = _model_of(field.annotation)
+    return list(m.model_fields) if isinstance(m, type) and issubclass(m, BaseModel) else []
+
+
+_KIND = {"Recipe": "recipe", "CellConfig": "cell config"}
 
 
 def _load(path: Path, model: type[_M]) -> _M:
+    kind = _KIND.get(model.__name__, model.__name__)
     try:
         data = load_yaml(path)
     except YamlError as exc:
-        found = str(exc).removeprefix(f"{path}: ")
-        line, _, rest = found.partition(": ")
-        at = int(line[5:]) if line.startswith("line ") and line[5:].isdigit() else None
-        raise ConfigError([Problem(str(path), at, "", "valid YAML", rest if at else found)]) from None
+        raise ConfigError([_yaml_problem(path, str(exc).removeprefix(f"{path}: "))]) from None
+    if data is None:
+        raise ConfigError([Problem(str(path), None, "", f"a {kind} (a mapping of fields)", "an empty file")])
     if not isinstance(data, dict):
-        raise ConfigError([Problem(str(path), 1, "", "a mapping", type(data).__name__)])
+        found = f"{type(data).__name__} {_show(data)}"
+        raise ConfigError([Problem(str(path), 1, "", f"a {kind} (a mapping of fields)", found)])
+    if model.__name__ == "Recipe" and {"stations", "encoder"} & set(data) and "model" not in data:
+        raise ConfigError(
+            [Problem(str(path), None, "", "", "a cell config, not a recipe (give it as --cell)")]
+        )
+    if model.__name__ == "CellConfig" and "model" in data and "stations" not in data:
+        raise ConfigError([Problem(str(path), None, "", "", "a recipe, not a cell config")])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(path, exc, model)) from None
+        problems = _problems(path, exc, model)
+        if model.__name__ == "Recipe":  # the cross-field rules too, not only after a second run
+            lines = key_lines(path)
+            seen = {p.field for p in problems}
+            for loc, expected, found in _raw_recipe_rules(data):
+                field = ".".join(map(str, loc))
+                if field not in seen:
+                    problems.append(Problem(str(path), lines.get(loc), field, expected, found))
+        raise ConfigError(problems) from None
+
+
+def _yaml_problem(path: Path, text: str) -> Problem:
+    """A YamlError's text (`line N: what`, or `what`) as one Problem with the line in its prefix."""
+    head, _, rest = text.partition(": ")
+    line = int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else None
+    if line is None:
+        return Problem(str(path), None, "", "", text)
+    dup = re.fullmatch(r"duplicate key (.+) \(first at line (\d+)\)", rest)
+    if dup:
+        field = ".".join(map(str, key_path_at(path, line, dup.group(1)))) or dup.group(1)
+        return Problem(
+            str(path),
+            line,
+            field,
+            "each key once",
+            f"duplicate key {dup.group(1)} (first at line {dup.group(2)})",
+        )
+    return Problem(str(path), line, "", "valid YAML", rest)
 
 
 def load_cell_config(path: Path) -> CellConfig:

@@ -24,7 +24,7 @@ from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.devices import make_cameras, make_link
 from controller.inference.runner import ModelLoadError
 from controller.interfaces import CameraError
-from controller.recipes import check_recipe, find_recipe
+from controller.recipes import RecipeLookupError, check_recipe, folder_duplicates, recipe_file
 from controller.service import CellService
 from controller.systemd import Notifier, watchdog_interval
 
@@ -42,18 +42,28 @@ class RunOptions:
 
 
 class StartupError(Exception):
-    """The service cannot start; the message says what to fix."""
+    """The service cannot start; the message says what to fix, `details` (logged one a line)
+    every problem behind it."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 def recipe_path(name: str, folder: Path) -> Path:
-    """A recipe given as a file, or by name (file stem or `name:`) in `folder`."""
-    direct = Path(name)
-    if direct.suffix in (".yaml", ".yml") and direct.is_file():
-        return direct
-    found = find_recipe(folder, name)
-    if found is None:
-        raise StartupError(f"no recipe {name!r} in {folder}")
-    return found
+    """A recipe given as a file, or by name, number or file name in `folder`; refused when the
+    folder holds two recipes with one name or number (a PLC request could take either)."""
+    try:
+        path = recipe_file(name, folder)
+    except RecipeLookupError as exc:
+        raise StartupError(str(exc)) from None
+    for where in dict.fromkeys((folder, path.parent)):
+        dups = folder_duplicates(where) if where.is_dir() else []
+        if dups:
+            raise StartupError(
+                f"recipe folder {where}: {'; '.join(dups)} (give each its own name and number)"
+            )
+    return path
 
 
 def status_line(service: CellService) -> str:
@@ -73,7 +83,11 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
     path = recipe_path(opts.recipe, recipe_dir)
     checked = await asyncio.to_thread(check_recipe, path, cell, False)
     if checked.recipe is None:
-        raise StartupError("recipe is invalid:\n" + "\n".join(str(p) for p in checked.problems))
+        n = len(checked.problems)
+        raise StartupError(
+            f"recipe {path} is invalid ({n} problem{'s' if n != 1 else ''}):",
+            [str(p) for p in checked.problems],
+        )
     recipe = checked.recipe
     notifier = Notifier.from_env()
     notifier.notify(STATUS=f"opening cameras and loading {recipe.name}")
@@ -168,4 +182,6 @@ def run_service(opts: RunOptions) -> int:
         return 1
     except (StartupError, CameraError, ModelLoadError, RuntimeError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        for line in getattr(exc, "details", ()):
+            log.error("  %s", line)
         return 1

@@ -8,6 +8,7 @@ the cell's top belt speed must cover the model's measured latency.
 
 from __future__ import annotations
 
+import difflib
 import json
 import threading
 import time
@@ -54,10 +55,33 @@ def _line(lines: dict[tuple[str | int, ...], int], *loc: str | int) -> int | Non
 MAX_RECIPE_FILES = 1000
 
 
+class RecipeLookupError(Exception):
+    """A recipe reference that names no recipe, or more than one; the message (one line) says
+    which files and, for a typo, what was meant and which recipes there are. `unknown` tells a
+    reference that matched nothing from an ambiguous one."""
+
+    def __init__(self, message: str, unknown: bool) -> None:
+        super().__init__(message)
+        self.unknown = unknown
+
+
+def _files(paths: list[Path]) -> str:
+    names = [p.name for p in paths]
+    return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def looks_like_path(ref: str) -> bool:
+    """A recipe reference that is a file (`a.yaml`, `dir/a`) rather than a name or number."""
+    return "/" in ref or ref.endswith((".yaml", ".yml"))
+
+
 class RecipeIndex:
     """The recipes of one folder by name and number, each file parsed again only when its
     modification time or size changed. Blocking (stat and parse): call it from a worker thread,
-    never on the control loop. Thread-safe; a file that cannot be parsed is found by its stem."""
+    never on the control loop. Thread-safe; a file that cannot be parsed is found by its stem.
+
+    A name or number that two files share is an error wherever a recipe is looked up: the
+    recipe a PLC asks for by number must be exactly one file."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -89,23 +113,154 @@ class RecipeIndex:
             del self._entries[gone]
         return out
 
-    def find(self, name: str | None = None, number: int | None = None) -> Path | None:
-        """The recipe file with this name (file stem or `name:`) or number."""
+    def entries(self) -> list[tuple[Path, str | None, int | None]]:
+        """(file, name, number) of every `*.yaml` file; name and number None when it cannot load."""
         with self._lock:
-            entries = self._refresh()
-        for p, rname, rnumber in entries:
-            if rname is None:
-                if name is not None and p.stem == name:
-                    return p
-                continue
-            if (name is not None and name in (rname, p.stem)) or (number is not None and rnumber == number):
-                return p
-        return None
+            return self._refresh()
+
+    @staticmethod
+    def _clashes(entries: list[tuple[Path, str | None, int | None]]) -> dict[Path, list[str]]:
+        """For each file that shares its name or number with another: why, naming all of them."""
+        by: dict[tuple[str, str | int], list[Path]] = {}
+        for p, name, number in entries:
+            if name is not None:
+                by.setdefault(("name", name), []).append(p)
+            if number is not None:
+                by.setdefault(("number", number), []).append(p)
+        out: dict[Path, list[str]] = {}
+        for (what, value), paths in by.items():
+            if len(paths) > 1:
+                shown = repr(value) if what == "name" else str(value)
+                for p in paths:
+                    out.setdefault(p, []).append(f"recipe {what} {shown} is in both {_files(paths)}")
+        return out
+
+    def duplicates(self) -> dict[Path, list[str]]:
+        """Every file whose name or number another file of the folder has, with the reasons."""
+        return self._clashes(self.entries())
+
+    def catalogue(self, entries: list[tuple[Path, str | None, int | None]] | None = None) -> str:
+        """`name (number), …` of the folder's recipes, by number, for a message."""
+        rows = sorted((n, r) for _, r, n in (entries or self.entries()) if r is not None and n is not None)
+        shown = ", ".join(f"{r} ({n})" for n, r in rows[:20])
+        return (shown + (f", … {len(rows) - 20} more" if len(rows) > 20 else "")) or "none"
+
+    def resolve(self, ref: str | None = None, number: int | None = None) -> Path:
+        """The one recipe file `ref` names, by `name:`, file stem, file name, path inside the
+        folder, or number (digits), or the one with `number`. Raises RecipeLookupError when none
+        matches (with a did-you-mean and the recipes there are) or the recipe is ambiguous (its
+        name or number is another file's too; both files named)."""
+        entries = self.entries()
+        matches: list[Path] = []
+        if ref is not None and looks_like_path(ref):
+            given = Path(ref)
+            if given.is_absolute() or given.parent != Path("."):
+                try:
+                    inside = given.parent.resolve() == self.folder.resolve()
+                except OSError:
+                    inside = False
+                if not inside:
+                    raise RecipeLookupError(f"{ref} is not in the recipe folder {self.folder}", unknown=True)
+            stem = given.stem if given.suffix in (".yaml", ".yml") else given.name
+            matches = [p for p, _, _ in entries if p.stem == stem]
+        elif ref is not None:
+            num = int(ref) if ref.isdigit() and len(ref) < 8 else None
+            matches = [p for p, name, n in entries if ref in (name, p.stem) or (num is not None and n == num)]
+        elif number is not None:
+            matches = [p for p, _, n in entries if n == number]
+        wanted = repr(ref) if ref is not None else f"number {number}"
+        if not matches:
+            candidates = sorted({p.stem for p, _, _ in entries} | {r for _, r, _ in entries if r})
+            close = difflib.get_close_matches(ref, candidates, n=1, cutoff=0.6) if ref else []
+            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeLookupError(
+                f"no recipe {wanted} in {self.folder}{mean}; recipes: {self.catalogue(entries)}", unknown=True
+            )
+        if len(matches) > 1:
+            raise RecipeLookupError(
+                f"recipe {wanted} is ambiguous: {_files(matches)} both match", unknown=False
+            )
+        clash = self._clashes(entries).get(matches[0])
+        if clash:
+            raise RecipeLookupError(
+                f"recipe {wanted} is ambiguous: {'; '.join(clash)} (give each its own name and number)",
+                unknown=False,
+            )
+        return matches[0]
+
+    def find(self, name: str | None = None, number: int | None = None) -> Path | None:
+        """The recipe file with this name (file stem or `name:`) or number; None if there is
+        none or it is ambiguous (`resolve` says why)."""
+        try:
+            return self.resolve(name, number)
+        except RecipeLookupError:
+            return None
 
 
 def find_recipe(folder: Path, name: str | None = None, number: int | None = None) -> Path | None:
     """The recipe file in `folder` with this name (file stem or `name:`) or number."""
     return RecipeIndex(folder).find(name, number)
+
+
+def identity_problems(path: Path, index: RecipeIndex | None = None) -> list[Problem]:
+    """A recipe whose `name` or `number` another file in its folder has: one problem per field,
+    naming both files (the PLC asks by number, the API by name: each must be one file). Pass
+    the folder's `index` when checking many files of one folder (each is parsed once)."""
+    try:
+        recipe = load_recipe(path)
+    except ConfigError:
+        return []  # its own problems say enough
+    me = path.resolve()
+    lines = key_lines(path)
+    entries = (index or RecipeIndex(path.parent)).entries()
+    out: list[Problem] = []
+    for field, value in (("name", recipe.name), ("number", recipe.number)):
+        others = [
+            p
+            for p, name, number in entries
+            if p.resolve() != me and (name if field == "name" else number) == value
+        ]
+        if others:
+            shown = repr(value) if field == "name" else str(value)
+            out.append(
+                Problem(
+                    str(path),
+                    lines.get((field,)),
+                    field,
+                    f"a {field} no other recipe in {path.parent} has",
+                    f"{shown}, as in {_files(others)} (two files, one recipe {field})",
+                )
+            )
+    return out
+
+
+def recipe_file(ref: str, folder: Path | None) -> Path:
+    """A recipe given on the command line: a path (`x.yaml`, `dir/x`) as given when it exists or
+    names a folder (loading it says what is wrong), else a name, number or file name looked up
+    in `folder`. Raises RecipeLookupError with a one-line reason."""
+    given = Path(ref)
+    if given.is_dir() or (
+        looks_like_path(ref) and (given.exists() or given.is_symlink() or given.parent != Path("."))
+    ):
+        return given  # loading it says what is wrong with it (a folder, no such file, ...)
+    if folder is None:
+        if looks_like_path(ref):
+            return given
+        raise RecipeLookupError(
+            f"no recipe folder to look {ref!r} up in: give a file, --recipes FOLDER or set CELL_RECIPES",
+            unknown=True,
+        )
+    if not folder.is_dir():
+        raise RecipeLookupError(f"no recipe {ref!r}: the recipe folder {folder} does not exist", unknown=True)
+    return RecipeIndex(folder).resolve(ref)
+
+
+def folder_duplicates(folder: Path) -> list[str]:
+    """Each name or number that several recipe files of `folder` share, once, naming the files."""
+    seen: list[str] = []
+    for reasons in RecipeIndex(folder).duplicates().values():
+        seen += [r for r in reasons if r not in seen]
+    return seen
 
 
 def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
@@ -221,11 +376,15 @@ class Listed:
     hash: str
     modified: str
     error: str | None
+    duplicate: str | None = None
 
 
 def list_recipes(folder: Path) -> list[Listed]:
-    """Every recipe file in `folder` (not its subfolders), valid or not."""
+    """Every recipe file in `folder` (not its subfolders), valid or not, by number (files that
+    cannot load last, by file name); `duplicate` says which other files share a name or number."""
     out: list[Listed] = []
+    index = RecipeIndex(folder)
+    clashes = index.duplicates()
     for p in sorted(folder.glob("*.yaml")):
         try:
             mtime = datetime.fromtimestamp(p.stat().st_mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -236,7 +395,9 @@ def list_recipes(folder: Path) -> list[Listed]:
         except ConfigError as exc:
             out.append(Listed(p, p.stem, None, "", mtime, f"{len(exc.problems)} problem(s)"))
             continue
-        out.append(Listed(p, r.name, r.number, content_hash(r)[:12], mtime, None))
+        dup = "; ".join(clashes[p]) if p in clashes else None
+        out.append(Listed(p, r.name, r.number, content_hash(r)[:12], mtime, None, dup))
+    out.sort(key=lambda r: (r.number is None, r.number or 0, r.path.name))
     return out
 
 

@@ -52,10 +52,13 @@ from controller.inference.runner import GpuOptions, ModelLoadError, OnnxRunner
 from controller.inference.validation import validation_batch
 from controller.inference.worker import InferenceWorker, Outcome
 from controller.interfaces import Camera, CameraError, Frame, PlcLink
-from controller.recipes import RecipeIndex, check_recipe
+from controller.recipes import RecipeIndex, RecipeLookupError, check_recipe
 from controller.records import PartRecord, RecordStore
 
 log = logging.getLogger(__name__)
+
+#: A refused recipe's reason carries at most this many problems, one a line (API: a JSON list).
+MAX_REFUSAL_PROBLEMS = 50
 
 
 @dataclass
@@ -261,7 +264,9 @@ class CellService:
     async def activate_recipe(
         self, source: str, name: str | None = None, number: int | None = None
     ) -> tuple[RecipeResult, str]:
-        """Validate, load and warm a recipe, then switch to it; the active one stays on any failure."""
+        """Validate, load and warm a recipe, then switch to it; the active one stays on any failure.
+        `name` is a name, number (digits) or file name in the recipe folder. The reason of a
+        refusal holds one problem a line."""
         wanted = name if name is not None else f"number {number}"
         old = self.active
         result, reason, to_hash, new = RecipeResult.NONE, "", "", None
@@ -269,8 +274,10 @@ class CellService:
             result, reason = RecipeResult.BUSY, "another changeover is in progress"
         elif (why := self.core.recipe_refusal()) is not None:
             result, reason = RecipeResult.NOT_SAFE, why
-        elif (path := await asyncio.to_thread(self._recipes.find, name, number)) is None:  # off the loop
-            result, reason = RecipeResult.UNKNOWN_NUMBER, f"no recipe {wanted} in {self.recipe_dir}"
+        elif isinstance(path := await asyncio.to_thread(self._lookup, name, number), RecipeLookupError):
+            # none (with a did-you-mean and the recipes there are), or two files with its name or number
+            result = RecipeResult.UNKNOWN_NUMBER if path.unknown else RecipeResult.INVALID
+            reason = str(path)
         elif self._changing:  # another one started while this one looked its file up
             result, reason = RecipeResult.BUSY, "another changeover is in progress"
         else:
@@ -280,8 +287,9 @@ class CellService:
                 missing = [
                     c for c in (checked.recipe.cameras if checked.recipe else ()) if c not in self.cameras
                 ]
-                if checked.problems or checked.recipe is None:
-                    result, reason = RecipeResult.INVALID, "; ".join(str(p) for p in checked.problems[:3])
+                if checked.problems or checked.recipe is None:  # one problem a line, every one
+                    result = RecipeResult.INVALID
+                    reason = "\n".join(str(p) for p in checked.problems[:MAX_REFUSAL_PROBLEMS])
                 elif missing:
                     result, reason = RecipeResult.INVALID, f"cameras {missing} are not running in this cell"
                 else:
@@ -312,8 +320,18 @@ class CellService:
             result.name, reason,
         )  # fmt: skip
         level = logging.INFO if result is RecipeResult.ACTIVE else logging.WARNING
-        log.log(level, "recipe %s from %s: %s %s", wanted, source, result.name, reason)
+        head, *more = reason.splitlines() or [""]
+        log.log(level, "recipe %s from %s: %s %s", wanted, source, result.name, head)
+        for line in more:
+            log.log(level, "recipe %s from %s:   %s", wanted, source, line)
         return result, reason
+
+    def _lookup(self, name: str | None, number: int | None) -> Path | RecipeLookupError:
+        """The one recipe file asked for, or why there is none (blocking: a worker thread)."""
+        try:
+            return self._recipes.resolve(name, number)
+        except RecipeLookupError as exc:
+            return exc
 
     def _apply_camera_settings(self, recipe: Recipe) -> None:
         """Exposure and gain of the recipe, on cameras that take them (Basler; not the simulated ones)."""

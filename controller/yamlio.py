@@ -76,10 +76,16 @@ def read_text(path: Path, max_bytes: int = MAX_BYTES) -> str:
     """The UTF-8 text of a regular file of at most `max_bytes`. Raises YamlError naming `path`."""
     try:
         st = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise YamlError(
+                f"{path}: cannot read: a link to {path.readlink()}, which does not exist"
+            ) from None
+        raise YamlError(f"{path}: no such file") from None
     except OSError as exc:
         raise YamlError(f"{path}: cannot read: {exc.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
-        raise YamlError(f"{path}: a directory, not a file")
+        raise YamlError(f"{path}: a folder (directory), not a file")
     if not stat.S_ISREG(st.st_mode):
         raise YamlError(f"{path}: not a regular file")
     if st.st_size > max_bytes:
@@ -145,3 +151,29 @@ def key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
     if root is not None:
         walk(root, ())
     return lines
+
+
+def key_path_at(path: Path, line: int, key: str) -> tuple[str | int, ...]:
+    """The field path of mapping key `key` (as written, or its repr) on `line` (1-based); () if
+    none. For naming a duplicate key, which the strict loader refuses before a path is known."""
+    found: tuple[str | int, ...] = ()
+
+    def walk(node: yaml.Node, at: tuple[str | int, ...]) -> None:
+        nonlocal found
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                here = (*at, str(k.value))
+                if k.start_mark.line + 1 == line and key in (str(k.value), repr(k.value)):
+                    found = here
+                walk(v, here)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*at, i))
+
+    try:
+        root = yaml.compose(read_text(path), Loader=_NoAliasComposer)
+    except (YamlError, yaml.YAMLError, ValueError, RecursionError):
+        return found
+    if root is not None:
+        walk(root, ())
+    return found

@@ -69,7 +69,7 @@ def test_validate_any_file_gives_one_line_and_exit_1(
 ) -> None:
     path = tmp_path / "r.yaml"
     make(path)
-    rc = main(["recipe", "validate", str(path)])
+    rc = main(["recipe", "validate", "--cell", str(ROOT / "recipes/cells/demo-cell.yaml"), str(path)])
     out = capsys.readouterr()
     text = out.out + out.err
     assert rc == 1, text
@@ -325,13 +325,13 @@ def test_recipe_index_parses_a_file_only_when_it_changed(
 
 def test_changeover_looks_recipes_up_off_the_loop(service: Any) -> None:
     threads: list[str] = []
-    real = service._recipes.find
+    real = service._recipes.resolve
 
-    def find(name: str | None = None, number: int | None = None) -> Path | None:
+    def resolve(name: str | None = None, number: int | None = None) -> Path:
         threads.append(threading.current_thread().name)
         return real(name, number)
 
-    service._recipes.find = find
+    service._recipes.resolve = resolve
 
     async def go() -> None:
         await service.activate_recipe("api", name="nope")

@@ -1,0 +1,170 @@
+"""Issue 15, items 7 and 10: options are checked, help shows defaults, and the recipe commands
+exit as their Unix namesakes do."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = (ROOT / "recipes/plate-4h.yaml").read_text()
+
+
+@pytest.fixture
+def demo_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """`cellctl demo` never really starts here: the options it would run with are recorded."""
+    import controller.demo as demo
+
+    calls: list[Any] = []
+
+    def fake(opts: Any) -> int:
+        calls.append(opts)
+        return 0
+
+    monkeypatch.setattr(demo, "run_demo", fake)
+    return calls
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused command line prints; it must exit 2 and start nothing."""
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    assert e.value.code == 2, (args, out)
+    lines = (out.out + out.err).strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--parts", "-5"], "--parts: expected a whole number ≥ 0, found '-5'"),
+        (["--parts", "many"], "--parts: expected a whole number ≥ 0, found 'many'"),
+        (["--drop-frames", "1.5"], "--drop-frames: expected a share from 0 to 0.5, found '1.5'"),
+        (["--drop-verdict-writes", "-0.1"], "--drop-verdict-writes: expected a share from 0 to 0.5"),
+        (["--extra-triggers", "nan"], "--extra-triggers: expected a share from 0 to 0.5"),
+        (["--ppm", "0"], "--ppm: expected parts per minute over 0, up to 20000, found '0'"),
+        (["--belt-speed", "-1"], "--belt-speed: expected"),
+        (["--cameras", "0"], "--cameras: expected a whole number from 1 to 16, found '0'"),
+        (["--spacing-jitter", "0.7"], "--spacing-jitter: expected"),
+        (["--plc-scan-ms", "0"], "--plc-scan-ms: expected"),
+    ],
+)
+def test_bad_demo_options_are_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], demo_calls: list[Any], args: list[str], says: str
+) -> None:
+    line = refused(["demo", "--headless", *args], capsys)
+    assert says in line, line
+    assert line.startswith("cellctl demo: "), line
+    assert not demo_calls
+
+
+@pytest.mark.parametrize("option", ["--drop-frames", "--extra-triggers"])
+def test_options_that_do_not_apply_to_pylon_emulation_are_refused(
+    capsys: pytest.CaptureFixture[str], demo_calls: list[Any], option: str
+) -> None:
+    line = refused(["demo", "--cameras-from", "pylon-emulation", option, "0.1"], capsys)
+    assert option in line and "pylon-emulation" in line, line
+    assert not demo_calls
+
+
+def test_good_options_still_run(demo_calls: list[Any]) -> None:
+    assert main(["demo", "--headless", "--parts", "5", "--drop-frames", "0.5", "--ppm", "600"]) == 0
+    (opts,) = demo_calls
+    assert opts.parts == 5 and opts.drop_frames == 0.5 and opts.parts_per_min == 600
+
+
+def test_run_refuses_a_negative_drain_timeout(capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(["run", "--cell", "c.yaml", "--recipe", "x", "--drain-timeout", "-1"], capsys)
+    assert "--drain-timeout: expected" in line, line
+
+
+def test_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "number of cameras (first K of the cell config) (default: 3)" in text, text
+    assert "(default: plate-4h)" in text, text
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 10" in text, text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cellctl {version('inspection-cell-controller')}"
+
+
+# ---------------------------------------------------------------------------------- item 10
+def test_recipe_list_is_sorted_by_number(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "models").symlink_to(ROOT / "recipes/models")
+    for stem, number in (("a-first", 5), ("b-second", 2), ("c-third", 1)):
+        (folder / f"{stem}.yaml").write_text(
+            GOOD.replace("name: plate-4h", f"name: {stem}").replace("number: 1", f"number: {number}")
+        )
+    (folder / "0-broken.yaml").write_text("name: [")
+    assert main(["recipe", "list", str(folder)]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [r.split()[0] for r in rows] == ["c-third", "b-second", "a-first", "0-broken"], rows
+
+
+def test_recipe_list_on_a_missing_folder_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["recipe", "list", str(tmp_path / "nowhere")])
+    out = capsys.readouterr()
+    assert rc == 1 and out.out == "", out
+    assert out.err.strip() == f"cellctl recipe list: {tmp_path / 'nowhere'}: no such folder"
+
+
+def test_recipe_diff_exits_like_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = ROOT / "recipes/plate-4h.yaml", ROOT / "recipes/plate-4h-long.yaml"
+    assert main(["recipe", "diff", str(a), str(b)]) == 1
+    shutil.copy(a, tmp_path / "same.yaml")
+    assert main(["recipe", "diff", str(a), str(tmp_path / "same.yaml")]) == 0
+    assert "no differences" in capsys.readouterr().out
+
+
+def test_readme_recipe_commands_exit_as_documented(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The `cellctl recipe` lines of the README's usage block run from a clone, as written."""
+    import glob
+    import shlex
+
+    import controller.cli as cli
+
+    for var in ("CELL_CONFIG", "CELL_RECIPES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cli, "INSTALLED_CELL", tmp_path / "none.yaml")
+    monkeypatch.setattr(cli, "INSTALLED_RECIPES", tmp_path / "none")
+    monkeypatch.chdir(ROOT)
+    usage = (ROOT / "README.md").read_text().split("## Using it", 1)[1].split("```sh", 1)[1].split("```")[0]
+    lines = [ln for ln in usage.splitlines() if ln.startswith(".venv/bin/cellctl recipe ")]
+    expected = {"validate": 0, "list": 0, "diff": 1}  # diff: the two shipped recipes differ
+    ran = set()
+    for ln in lines:
+        words = shlex.split(ln.split("  #", 1)[0])[1:]
+        if words[1] not in expected:
+            continue  # activate needs the running service
+        args = [m for w in words for m in (sorted(glob.glob(w)) if "*" in w else [w])]
+        rc = main(args)
+        out = capsys.readouterr()
+        assert rc == expected[words[1]], (ln, out)
+        assert "Traceback" not in out.out + out.err
+        ran.add(words[1])
+    assert ran == set(expected), lines
