@@ -263,8 +263,8 @@ ALARMS: tuple[tuple[AlarmCode, str, str, str, str], ...] = (
      "Hold; parts in flight rejected; every tracked part recorded without a disposition; "
      "counting resumes from the PLC's new values", "Reset, Clear or Unhold"),
     (AlarmCode.PART_DATA_INVALID, "part ring data invalid",
-     "a slot not holding the part part_seq announces, or part_seq jumping further than parts "
-     "can have passed the sensor (min_part_pitch_mm)",
+     "a slot not holding the part part_seq announces, or part_seq (or the trigger ring's "
+     "trig_seq) jumping further than parts can have passed the sensor (min_part_pitch_mm)",
      "Hold; parts in flight rejected; an implausible jump is ignored unless it lasts 0.25 s",
      "Reset, Clear or Unhold"),
     (AlarmCode.DISPO_DATA_INVALID, "disposition data invalid",

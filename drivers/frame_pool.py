@@ -30,8 +30,17 @@ class FramePool:
         self._free.append(index)
 
     def releaser(self, index: int) -> Callable[[], None]:
-        """What the frame's `release()` calls: the buffer goes back to the pool."""
-        return lambda: self._free.append(index)
+        """What the frame's `release()` calls: the buffer goes back to the pool, once (a second
+        call would hand one buffer to two frames)."""
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._free.append(index)
+
+        return release
 
     @property
     def free(self) -> int:

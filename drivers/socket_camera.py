@@ -133,16 +133,17 @@ class SocketCamera:
                 continue
             now = time.monotonic()
             counter, t_trig, h, w = FRAME_HEADER.unpack_from(target, 0)
+            if n != self._bytes or (h, w) != (self.height, self.width):
+                self.stats.bad += 1  # its header is not to be trusted either
+                if idx >= 0:
+                    self._pool.give_back(idx)
+                continue
             gap = counter - self._last_counter - 1
             if self._last_counter and gap > 0:
                 self.stats.skipped += gap
             self._last_counter = counter
             if idx < 0:
                 self.stats.underruns += 1
-                continue
-            if n != self._bytes or (h, w) != (self.height, self.width):
-                self.stats.bad += 1
-                self._pool.give_back(idx)
                 continue
             self.stats.frames += 1
             on_frame(Frame(self.name, counter, t_trig, now, self._pool.images[idx], self._pool.releaser(idx)))

@@ -40,3 +40,15 @@ def test_bad_frames_are_counted_and_the_stream_goes_on(tmp_path: Path) -> None:
     assert [f.counter for f in got] == [1, 4]
     assert cam.stats.bad == 2
     assert got[0].image.shape == (8, 8, 3)
+
+
+def test_a_frame_buffer_goes_back_once_however_often_it_is_released() -> None:
+    from drivers.frame_pool import FramePool
+
+    pool = FramePool(2, (4, 4, 3))
+    idx = pool.take()
+    assert idx is not None
+    release = pool.releaser(idx)
+    release()
+    release()
+    assert pool.free == 2
