@@ -155,3 +155,32 @@ def test_a_verdict_journal_that_cannot_be_written_passes_no_part(
     with sqlite3.connect(r["database"]) as con:
         codes = {c for (c,) in con.execute("SELECT code FROM alarms")}
     assert 41 in codes
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(180)
+def test_sighup_stops_the_cell_cleanly_like_sigterm(tmp_path: Path, line: tuple[SimLine, Path]) -> None:
+    """A hang-up (the terminal of a `cellctl run` started by hand closes) drains and flushes
+    like SIGTERM, instead of killing the cell where it stands."""
+    sim, cell_file = line
+    sock = tmp_path / "cell.sock"
+    notify = Notifications(tmp_path / "notify.sock")
+    proc = start_service(tmp_path, cell_file, notify)
+    try:
+        notify.wait_for("READY", 60.0)
+        assert request(sock, {"op": "command", "command": "reset"})["ok"]
+        time.sleep(0.2)
+        assert request(sock, {"op": "command", "command": "start"})["ok"]
+        deadline = time.monotonic() + 30
+        while sim.status()[2] < 30:
+            assert time.monotonic() < deadline, "the line never fed parts"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        proc.wait(timeout=30)
+    finally:
+        _stop(proc, signal.SIGKILL)
+        notify.close()
+    out = (tmp_path / "service.log").read_text()
+    assert proc.returncode == 0, out[-2000:]
+    assert "stopping: draining" in out and "Traceback" not in out
+    assert not list((tmp_path / "data" / "var" / "journal").glob("*.jsonl")), "every journaled part recorded"
