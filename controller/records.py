@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -395,28 +396,43 @@ class RecordStore:
         self._pruned_at = time.monotonic()
         if self.journal is None:
             return
+        done = []
         for path in self.journal.closed_segments():
             try:
                 entries, _ = read_segment(path) if path.exists() else ([], 0)
                 keys: dict[str, set[int]] = {}
                 for e in entries:
                     keys.setdefault(str(e["run_id"]), set()).add(int(e["part_id"]))
-                for run_id, ids in keys.items():
-                    lo, hi = min(ids), max(ids)
-                    have = {
-                        r[0]
-                        for r in db.execute(
-                            "SELECT part_id FROM parts WHERE run_id = ? AND part_id BETWEEN ? AND ?",
-                            (run_id, lo, hi),
-                        )
-                    }
-                    if not ids <= have:
-                        break
-                else:
-                    path.unlink(missing_ok=True)
-                    self.journal.forget(path)
+                if all(ids <= self._have(db, run_id, ids) for run_id, ids in keys.items()):
+                    done.append(path)
             except (OSError, sqlite3.Error) as exc:
                 log.warning("verdict journal %s: not pruned: %s", path.name, exc)
+        if not done:
+            return
+        try:
+            # WAL with synchronous=NORMAL survives a crash of the process, not of the machine,
+            # until the WAL is synced: sync it before the journal lines go.
+            for f in (Path(f"{self.database}-wal"), self.database):
+                if f.exists():
+                    fd = os.open(f, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        except OSError as exc:
+            log.warning("verdict journal: records not synced, nothing pruned: %s", exc)
+            return
+        for path in done:
+            path.unlink(missing_ok=True)
+            self.journal.forget(path)
+
+    @staticmethod
+    def _have(db: sqlite3.Connection, run_id: str, ids: set[int]) -> set[int]:
+        rows = db.execute(
+            "SELECT part_id FROM parts WHERE run_id = ? AND part_id BETWEEN ? AND ?",
+            (run_id, min(ids), max(ids)),
+        )
+        return {r[0] for r in rows}
 
     def _save_images(
         self, segment: str, part_id: int, images: dict[str, np.ndarray]
