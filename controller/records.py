@@ -122,6 +122,7 @@ class RecordStore:
         self.database, self.images_dir, self.run_id = database, images, run_id
         self.journal = VerdictJournal(journal, run_id) if journal is not None else None
         self.replayed = 0  # rows recovered from a crashed run's journal at start
+        self._room_wanted = False  # the journal ran out of disk: the oldest images go first
         self._pruned_at = 0.0
         database.parent.mkdir(parents=True, exist_ok=True)
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=queue_size)
@@ -189,6 +190,10 @@ class RecordStore:
     def put_alarm(self, code: int, text: str) -> None:
         self._put(("alarm", (code, text, _utc())))
 
+    def make_room(self) -> None:
+        """The disk is full (the verdict journal found out): the writer deletes the oldest images."""
+        self.disk_full = self._room_wanted = True
+
     def _put(self, item: tuple[str, Any]) -> None:
         try:
             self._queue.put_nowait(item)
@@ -236,6 +241,9 @@ class RecordStore:
                         break
                 done = any(it is None for it in items)
                 pending += [it for it in items if it is not None and it[0]]
+            if self._room_wanted:
+                self._room_wanted = False
+                self._make_room()
             if not pending or self._commit(db, pending):
                 pending = []
                 if time.monotonic() - self._pruned_at > 5.0:

@@ -12,6 +12,7 @@ Nothing here blocks the loop; every queue between threads is bounded.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import threading
@@ -525,6 +526,8 @@ class CellService:
             if self._journal_failing is None:
                 log.error("verdict journal cannot be written: %s (PASS verdicts withheld)", exc)
             self._journal_failing = f"verdict journal cannot be written: {exc}"
+            if exc.errno == errno.ENOSPC:
+                self.store.make_room()
             failed = set(new)
             return [
                 w
