@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit sim e2e bench model clean
+.PHONY: demo test lint unit sim e2e bench soak model clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -37,6 +37,11 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m pytest tests/benchmarks -q -s -p no:cacheprovider
+
+# Soak (not in CI): the service on the simulated line for SOAK_MINUTES (10) with periodic faults;
+# writes .bench/soak.json. SOAK_FAULT_EVERY_S, SOAK_SAMPLE_S, SOAK_PARTS_PER_MIN, SOAK_DIR: see the module.
+soak: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.soak
 
 # Retrain the demo model from the simulator's synthetic images (needs the `train` extra: PyTorch CPU).
 model: $(STAMP)

@@ -2,8 +2,8 @@
 
 It tells systemd READY=1 only once the PLC link, every camera and the model are up, pets the
 watchdog from the control loop itself (a stalled loop or a dead I/O or inference thread stops
-the pets, and systemd restarts the service), and publishes a one-line STATUS. SIGTERM or
-SIGINT stop it: the cell takes no new parts, finishes the parts in flight or rejects them
+the pets, and systemd restarts the service), and publishes a one-line STATUS. SIGTERM,
+SIGINT or SIGHUP stop it: the cell takes no new parts, finishes the parts in flight or rejects them
 fail-safe after the drain timeout, flushes the records and exits 0.
 """
 
@@ -29,6 +29,10 @@ from controller.service import CellService
 from controller.systemd import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
+
+#: Signals that stop the cell cleanly. SIGHUP too: a hang-up (the terminal of a `cellctl run`
+#: started by hand closes) would otherwise kill it where it stands, without draining.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     api = ControlApi(service, opts.socket)
     await api.start()
@@ -119,7 +123,7 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         await task
         await api.stop()
         notifier.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     c = service.core.counts
     log.info(
@@ -171,7 +175,7 @@ def raise_file_limit(want: int = 16384) -> int:
 
 
 def run_service(opts: RunOptions) -> int:
-    """Run until SIGTERM/SIGINT. Exit 0 after a clean stop, 1 when it cannot start."""
+    """Run until SIGTERM/SIGINT/SIGHUP. Exit 0 after a clean stop, 1 when it cannot start."""
     log.debug("open files: at most %d", raise_file_limit())
     try:
         cell = load_cell_config(opts.cell)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from controller.core.types import PartTrack
+from controller.journal import VerdictJournal, read_segment
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,15 @@ class PartRecord:
     images: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+#: The columns a journal line carries: what is known once the verdict is made.
+JOURNAL_COLUMNS = (
+    "run_id", "part_id", "sensor_count", "sensor_pos", "inspected", "verdict", "reason", "reasons",
+    "views", "t_registered", "t_last_trigger", "t_fused", "recipe_hash", "model_hash",
+)  # fmt: skip
+#: The tag in `alarms` of a row replayed from the journal: the PLC's disposition never came.
+DISPOSITION_MISSING = "disposition_missing"
+
+
 def _round(t: float | None) -> float | None:
     return None if t is None else round(t, 6)
 
@@ -70,11 +81,49 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _views(t: PartTrack) -> dict[str, dict[str, Any]]:
+    """Per-view stage times and results of one part, as its row's `views` holds them."""
+    return {
+        cam: {
+            "frame_counter": v.frame_counter,
+            "t_trigger": _round(v.t_trigger),
+            "t_frame": _round(v.t_frame),
+            "t_infer_start": _round(v.t_infer_start),
+            "t_infer_end": _round(v.t_infer_end),
+            "status": v.result.status.value if v.result else None,
+            "cause": v.result.cause.name.lower() if v.result else None,
+            "scores": list(v.result.scores) if v.result else None,
+            "defects": list(v.result.defects) if v.result else None,
+            "regions": [list(r) for r in v.result.regions] if v.result and v.result.regions else None,
+        }
+        for cam, v in t.views.items()
+    }
+
+
+def _sql_value(v: Any) -> Any:
+    """A journal value as SQLite takes it (lists and dicts as JSON text)."""
+    if v is None or isinstance(v, (int, float, str)):
+        return v
+    return json.dumps(v)
+
+
 class RecordStore:
     """Writes part records and alarms from its own thread."""
 
-    def __init__(self, database: Path, images: Path, run_id: str, queue_size: int = 20_000) -> None:
+    def __init__(
+        self,
+        database: Path,
+        images: Path,
+        run_id: str,
+        queue_size: int = 20_000,
+        journal: Path | None = None,
+    ) -> None:
+        """`journal`: the verdict journal's folder (None: no journal)."""
         self.database, self.images_dir, self.run_id = database, images, run_id
+        self.journal = VerdictJournal(journal, run_id) if journal is not None else None
+        self.replayed = 0  # rows recovered from a crashed run's journal at start
+        self._room_wanted = False  # the journal ran out of disk: the oldest images go first
+        self._pruned_at = 0.0
         database.parent.mkdir(parents=True, exist_ok=True)
         self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=queue_size)
         self._thread = threading.Thread(target=self._run, name="records", daemon=True)
@@ -141,6 +190,10 @@ class RecordStore:
     def put_alarm(self, code: int, text: str) -> None:
         self._put(("alarm", (code, text, _utc())))
 
+    def make_room(self) -> None:
+        """The disk is full (the verdict journal found out): the writer deletes the oldest images."""
+        self.disk_full = self._room_wanted = True
+
     def _put(self, item: tuple[str, Any]) -> None:
         try:
             self._queue.put_nowait(item)
@@ -169,6 +222,7 @@ class RecordStore:
             self._error = RuntimeError(f"record store {self.database}: {exc}")
             self._ready.set()
             return
+        self._replay(db)
         self._ready.set()
         done = False
         pending: list[tuple[str, Any]] = []  # rows not yet committed (kept across failures)
@@ -187,11 +241,18 @@ class RecordStore:
                         break
                 done = any(it is None for it in items)
                 pending += [it for it in items if it is not None and it[0]]
+            if self._room_wanted:
+                self._room_wanted = False
+                self._make_room()
             if not pending or self._commit(db, pending):
                 pending = []
+                if time.monotonic() - self._pruned_at > 5.0:
+                    self._prune_journal(db)
             elif self._stop.wait(self.retry_s):
                 log.error("record store: %d rows could not be written before stopping", len(pending))
                 break
+        if not pending:
+            self._prune_journal(db)
         db.close()
 
     def _commit(self, db: sqlite3.Connection, items: list[tuple[str, Any]]) -> bool:
@@ -257,21 +318,7 @@ class RecordStore:
     def _row(self, rec: PartRecord) -> tuple[Any, ...]:
         t = rec.track
         paths, image_error = self._save_images(self.segment(t.epoch), t.part_id, rec.images)
-        views = {
-            cam: {
-                "frame_counter": v.frame_counter,
-                "t_trigger": _round(v.t_trigger),
-                "t_frame": _round(v.t_frame),
-                "t_infer_start": _round(v.t_infer_start),
-                "t_infer_end": _round(v.t_infer_end),
-                "status": v.result.status.value if v.result else None,
-                "cause": v.result.cause.name.lower() if v.result else None,
-                "scores": list(v.result.scores) if v.result else None,
-                "defects": list(v.result.defects) if v.result else None,
-                "regions": [list(r) for r in v.result.regions] if v.result and v.result.regions else None,
-            }
-            for cam, v in t.views.items()
-        }
+        views = _views(t)
         last = t.last_trigger
         latency = (t.t_first_write - last) * 1e3 if last is not None and t.t_first_write is not None else None
         return (
@@ -287,6 +334,113 @@ class RecordStore:
             t.plan.model_hash if t.plan is not None else self.model_hash,
             json.dumps(paths), image_error,
         )  # fmt: skip
+
+    def journal_entry(self, t: PartTrack, images_kept: bool) -> dict[str, Any]:
+        """One part's journal line: what its record holds once its verdict is made.
+
+        Built on the plc-io thread from fields that no longer change once a part is decided."""
+        return {
+            "run_id": self.segment(t.epoch), "part_id": t.part_id, "sensor_count": t.sensor_count,
+            "sensor_pos": t.sensor_pos, "inspected": int(t.inspected), "verdict": t.verdict.name,
+            "reason": t.reason.name.lower(), "reasons": list(t.reasons), "views": _views(t),
+            "t_registered": _round(t.t_registered), "t_last_trigger": _round(t.last_trigger),
+            "t_fused": _round(t.t_fused),
+            "recipe_hash": t.plan.recipe_hash if t.plan is not None else self.recipe_hash,
+            "model_hash": t.plan.model_hash if t.plan is not None else self.model_hash,
+            "images_kept": images_kept,
+        }  # fmt: skip
+
+    def _replay(self, db: sqlite3.Connection) -> None:
+        """Rows for the journaled parts of crashed runs that have none, disposition marked missing."""
+        folder = self.journal.folder if self.journal is not None else None
+        if folder is None or not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.jsonl")):
+            if path.name.startswith(self.run_id + "."):
+                continue
+            try:
+                entries, bad = read_segment(path)
+                added = self._insert_replayed(db, entries)
+            except (OSError, sqlite3.Error) as exc:
+                log.error("verdict journal %s not replayed: %s (kept for the next start)", path, exc)
+                continue
+            if bad:
+                log.warning("verdict journal %s: %d torn or unreadable lines skipped", path.name, bad)
+            if added:
+                log.warning(
+                    "verdict journal %s: %d parts had no record (the cell stopped without flushing): "
+                    "recorded with their verdicts, disposition missing",
+                    path.name, added,
+                )  # fmt: skip
+            self.replayed += added
+            path.unlink(missing_ok=True)
+
+    def _insert_replayed(self, db: sqlite3.Connection, entries: list[dict[str, Any]]) -> int:
+        cols = (*JOURNAL_COLUMNS, "recorded_utc", "ack", "alarms", "images", "image_error")
+        sql = f"INSERT OR IGNORE INTO parts ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})"
+        now, missing = _utc(), json.dumps([DISPOSITION_MISSING])
+        added = 0
+        db.execute("BEGIN")
+        try:
+            for e in entries:
+                values = [_sql_value(e.get(c)) for c in JOURNAL_COLUMNS]
+                lost = "lost: the cell stopped before they were saved" if e.get("images_kept") else None
+                cur = db.execute(sql, (*values, now, "UNKNOWN", missing, "[]", lost))
+                added += cur.rowcount
+            for run_id in {str(e["run_id"]) for e in entries}:  # segments after a PLC restart
+                db.execute(
+                    "INSERT OR IGNORE INTO runs SELECT ?, started_utc, cell, cell_hash, recipe, recipe_hash, "
+                    "model_hash, provider FROM runs WHERE run_id = ?",
+                    (run_id, run_id.split("+", 1)[0]),
+                )
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            db.execute("ROLLBACK")
+            raise
+        return added
+
+    def _prune_journal(self, db: sqlite3.Connection) -> None:
+        """Delete the closed journal segments whose parts all have rows."""
+        self._pruned_at = time.monotonic()
+        if self.journal is None:
+            return
+        done = []
+        for path in self.journal.closed_segments():
+            try:
+                entries, _ = read_segment(path) if path.exists() else ([], 0)
+                keys: dict[str, set[int]] = {}
+                for e in entries:
+                    keys.setdefault(str(e["run_id"]), set()).add(int(e["part_id"]))
+                if all(ids <= self._have(db, run_id, ids) for run_id, ids in keys.items()):
+                    done.append(path)
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("verdict journal %s: not pruned: %s", path.name, exc)
+        if not done:
+            return
+        try:
+            # WAL with synchronous=NORMAL survives a crash of the process, not of the machine,
+            # until the WAL is synced: sync it before the journal lines go.
+            for f in (Path(f"{self.database}-wal"), self.database):
+                if f.exists():
+                    fd = os.open(f, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        except OSError as exc:
+            log.warning("verdict journal: records not synced, nothing pruned: %s", exc)
+            return
+        for path in done:
+            path.unlink(missing_ok=True)
+            self.journal.forget(path)
+
+    @staticmethod
+    def _have(db: sqlite3.Connection, run_id: str, ids: set[int]) -> set[int]:
+        rows = db.execute(
+            "SELECT part_id FROM parts WHERE run_id = ? AND part_id BETWEEN ? AND ?",
+            (run_id, min(ids), max(ids)),
+        )
+        return {r[0] for r in rows}
 
     def _save_images(
         self, segment: str, part_id: int, images: dict[str, np.ndarray]

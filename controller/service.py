@@ -2,7 +2,8 @@
 
 Threads and their roles (all named):
 - the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
-- `plc-io` reads the whole input area once per cycle, writes the header and queued verdicts;
+- `plc-io` reads the whole input area once per cycle, writes the header and queued verdicts,
+  each batch of them made durable in the verdict journal first (one fdatasync);
 - each camera driver's own thread delivers frames; `infer-N-prep` preprocesses views and
   `infer-N` runs batches (N: the recipe generation); `records` writes.
 Nothing here blocks the loop; every queue between threads is bounded.
@@ -11,11 +12,12 @@ Nothing here blocks the loop; every queue between threads is bounded.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,7 @@ STAGES = {
     "infer": "inference of the batch",
     "decide": "last view to verdict",
     "write": "verdict to PLC write",
+    "journal": "verdict journal sync",
     "total": "trigger to verdict written",
 }
 
@@ -188,9 +191,17 @@ class CellService:
         self.core = CellCore(self.active.plan, self.layout)
         self._changing = False
         root = self._data_root
-        self.store = RecordStore(root / cell.records.database, root / cell.records.images, run_id)
+        database = root / cell.records.database
+        journal = database.parent / "journal"
+        self.store = RecordStore(database, root / cell.records.images, run_id, journal=journal)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._verdicts: queue.Queue[WriteVerdict] = queue.Queue(maxsize=4 * self.layout.ring_size)
+        # Verdicts for plc-io: the verdict, its part (for the journal) and whether its images are kept.
+        self._verdicts: queue.Queue[tuple[WriteVerdict, PartTrack | None, bool]] = queue.Queue(
+            maxsize=4 * self.layout.ring_size
+        )
+        self._unwritten: deque[WriteVerdict] = deque()  # plc-io's: journaled, not yet written
+        self._journaled: OrderedDict[tuple[int, int], None] = OrderedDict()  # plc-io's: (epoch, part)
+        self._journal_failing: str | None = None
         self._header = cell_header_bytes(state=int(State.STOPPED), active_recipe=recipe.number)
         self._heartbeat = 0
         self._io_stop = threading.Event()
@@ -460,11 +471,18 @@ class CellService:
 
     def _drain_verdicts(self) -> None:
         deadline = time.monotonic() + 2.0
-        while not self._verdicts.empty() and time.monotonic() < deadline:
+        while (not self._verdicts.empty() or self._unwritten) and time.monotonic() < deadline:
             time.sleep(0.005)
 
     # --------------------------------------------------------------- plc-io
     def _io_main(self) -> None:
+        try:
+            self._io_loop()
+        finally:
+            if self.store.journal is not None:
+                self.store.journal.close()
+
+    def _io_loop(self) -> None:
         cycle = self.cell.plc.cycle_ms / 1000.0
         backoff = 0.1
         next_read = time.monotonic()
@@ -494,17 +512,67 @@ class CellService:
                     loop.call_soon_threadsafe(self._on_inputs, snap, (t0 + t1) / 2, t1 - t0, trig)
                     self.link.write_header(self._header)
                     next_read = max(next_read + cycle, now)
+                if self._unwritten:  # one write per turn: the next read is never late for a batch
+                    w = self._unwritten.popleft()
+                    self.link.write_verdict(w.part_id, w.verdict, int(w.reason), w.attempt, w.sensor_count)
+                    loop.call_soon_threadsafe(self.core.verdict_written, w.part_id, time.monotonic())
+                    continue
                 try:
-                    w = self._verdicts.get(timeout=max(0.0, next_read - time.monotonic()))
+                    first = self._verdicts.get(timeout=max(0.0, next_read - time.monotonic()))
                 except queue.Empty:
                     continue
-                self.link.write_verdict(w.part_id, w.verdict, int(w.reason), w.attempt, w.sensor_count)
-                loop.call_soon_threadsafe(self.core.verdict_written, w.part_id, time.monotonic())
+                self._unwritten.extend(self._journal_batch(first))
             except Exception as exc:
                 log.error("PLC link lost: %s", exc)
                 self.link.close()
                 self.link_up = False
                 loop.call_soon_threadsafe(self._on_link_lost, str(exc))
+
+    def _journal_batch(self, first: tuple[WriteVerdict, PartTrack | None, bool]) -> list[WriteVerdict]:
+        """plc-io: take every queued verdict, journal those of parts not journaled yet with one
+        sync, and return the verdicts to write. While the journal cannot be written, PASS
+        verdicts that are not in it are withheld: the PLC rejects those parts (no verdict)."""
+        batch = [first]
+        while len(batch) < self._verdicts.maxsize:
+            try:
+                batch.append(self._verdicts.get_nowait())
+            except queue.Empty:
+                break
+        journal = self.store.journal
+        new: list[tuple[int, int]] = []
+        entries = []
+        for w, track, kept in batch:
+            if track is not None and (key := (track.epoch, w.part_id)) not in self._journaled:
+                new.append(key)
+                entries.append(self.store.journal_entry(track, kept))
+        if not entries or journal is None:
+            return [w for w, _, _ in batch]
+        t0 = time.monotonic()
+        try:
+            journal.append(entries)
+        except OSError as exc:
+            if self._journal_failing is None:
+                log.error("verdict journal cannot be written: %s (PASS verdicts withheld)", exc)
+            self._journal_failing = f"verdict journal cannot be written: {exc}"
+            if exc.errno == errno.ENOSPC:
+                self.store.make_room()
+            failed = set(new)
+            return [
+                w
+                for w, track, _ in batch
+                if w.verdict is not Verdict.PASS or track is None or (track.epoch, w.part_id) not in failed
+            ]
+        took = time.monotonic() - t0
+        if self._journal_failing is not None:
+            log.info("verdict journal: writing again")
+            self._journal_failing = None
+        for key in new:
+            self._journaled[key] = None
+        while len(self._journaled) > 4096:  # far more parts than are ever in flight
+            self._journaled.popitem(last=False)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._stages["journal"].append, took)
+        return [w for w, _, _ in batch]
 
     def _on_link_lost(self, why: str) -> None:
         self._execute(self.core.link_lost(why))
@@ -512,8 +580,9 @@ class CellService:
     def _watch_store(self, now: float) -> None:
         """Records that cannot be written stop the cell passing parts; lost images are alarmed."""
         st = self.store
-        if st.failing is not None and AlarmCode.RECORDS_FAILING not in self.core.alarms:
-            self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, st.failing[:200], now))
+        failing = st.failing or self._journal_failing
+        if failing is not None and AlarmCode.RECORDS_FAILING not in self.core.alarms:
+            self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, failing[:200], now))
         if st.image_errors != self._image_errors_seen:
             self._image_errors_seen = st.image_errors
             why = ("disk full: " if st.disk_full else "") + st.last_image_error
@@ -584,7 +653,7 @@ class CellService:
                 if a.attempt == 1:
                     self._decided(a.part_id)
                 try:
-                    self._verdicts.put_nowait(a)
+                    self._verdicts.put_nowait((a, self.core.parts.get(a.part_id), a.part_id in self._images))
                 except queue.Full:
                     self.core.counts["verdict_queue_full"] += 1  # the core repeats unacked verdicts
             elif isinstance(a, RecordPart):
