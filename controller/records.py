@@ -21,6 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,9 @@ class RecordStore:
         self._error: Exception | None = None
         #: Why rows cannot be committed right now (None while they can): the cell must not pass parts.
         self.failing: str | None = None
+        self._overflow: deque[tuple[str, Any] | None] = deque()
+        self.overflow_max = 200_000
+        self.lost = 0
         self.image_errors = 0
         self.last_image_error = ""
         self.disk_full = False
@@ -194,16 +198,28 @@ class RecordStore:
         """The disk is full (the verdict journal found out): the writer deletes the oldest images."""
         self.disk_full = self._room_wanted = True
 
-    def _put(self, item: tuple[str, Any]) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            self.waits += 1
-            self._queue.put(item, timeout=5.0)
+    def _put(self, item: tuple[str, Any] | None) -> None:
+        """Never blocks the caller (the control loop). A full queue spills into a bounded
+        overflow, kept in order; past that a record is lost, counted and `failing` says so."""
+        if not self._overflow:
+            try:
+                self._queue.put_nowait(item)
+                return
+            except queue.Full:
+                self.waits += 1
+        if len(self._overflow) >= self.overflow_max and item is not None:
+            self.lost += 1
+            if self.lost == 1 or self.lost % 1000 == 0:
+                log.error("record store: %d records lost: it cannot keep up", self.lost)
+            self.failing = f"records lost: {self.lost} (the store cannot keep up)"
+            return
+        self._overflow.append(item)
+        if self.failing is None and item is not None:
+            self.failing = "records are queueing up: the store cannot keep up"
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything queued, then stop the writer (a failing store gives up after `timeout`)."""
-        self._queue.put(None)
+        self._put(None)
         self._thread.join(timeout=timeout)
         if self._thread.is_alive():
             self._stop.set()
@@ -229,8 +245,9 @@ class RecordStore:
         while not (done and not pending):
             if not done and len(pending) < 500:
                 try:
-                    # Block for new work only when nothing waits to be retried.
-                    first = self._queue.get(timeout=self.retry_s if pending else None)
+                    # Block for new work only when nothing waits to be retried or spilled over.
+                    wait = self.retry_s if pending else (0.0 if self._overflow else None)
+                    first = self._queue.get(timeout=wait)
                 except queue.Empty:
                     first = ("", None)
                 items = [first]
@@ -239,6 +256,8 @@ class RecordStore:
                         items.append(self._queue.get_nowait())
                     except queue.Empty:
                         break
+                while self._overflow and len(pending) + len(items) < 500:  # after the queue: in order
+                    items.append(self._overflow.popleft())
                 done = any(it is None for it in items)
                 pending += [it for it in items if it is not None and it[0]]
             if self._room_wanted:

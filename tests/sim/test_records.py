@@ -144,3 +144,28 @@ def test_rows_that_cannot_be_committed_are_kept_and_retried(tiny_disk: Path) -> 
     store.close()
     with sqlite3.connect(tiny_disk / "r.sqlite") as db:
         assert db.execute("SELECT count(*) FROM parts").fetchone()[0] == 2000
+
+
+def test_a_store_that_cannot_keep_up_never_blocks_the_caller(tiny_disk: Path) -> None:
+    """Its queue full and its disk full: puts return at once (the control loop never waits),
+    the rows wait in order, `failing` says so, and all are written once there is room."""
+    import time
+
+    filler = tiny_disk / "filler"
+    store = RecordStore(tiny_disk / "r.sqlite", tiny_disk / "img", "run1", queue_size=10)
+    store.retry_s = 0.05
+    store.start({})
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    t0 = time.monotonic()
+    for pid in range(1, 3001):
+        store.put_part(PartRecord(_part(pid)))
+    assert time.monotonic() - t0 < 2.0, "puts must not wait for the disk"
+    assert store.failing is not None
+    filler.unlink()
+    store.close(timeout=30.0)
+    with sqlite3.connect(tiny_disk / "r.sqlite") as db:
+        ids = [r[0] for r in db.execute("SELECT part_id FROM parts ORDER BY rowid")]
+    assert ids == list(range(1, 3001)) and store.lost == 0
