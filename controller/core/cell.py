@@ -149,6 +149,7 @@ class CellCore:
         self._unknown_until: int | None = None
         self._unknown_base = 0  # ... for ids up to this one
         self._part_seq_pos = 0  # belt position when part_seq last advanced
+        self._dispo_seq_pos = 0  # ... and dispo_seq
         self._t_encoder: float | None = None  # when the encoder value last changed
         self._t_read: float | None = None  # when the PLC area was last read
         self._sample_hb: int | None = None  # PLC heartbeat of the last encoder sample
@@ -302,7 +303,12 @@ class CellCore:
         n = self.layout.ring_size
         travel = max(self.position - self._part_seq_pos, 0)
         parts = self._part_seq.step(part_seq, n + travel // max(self.plan.min_part_pitch, 1), now)
-        dispos = self._dispo_seq.step(dispo_seq, n + len(self.parts), now)
+        # Dispositions: the parts tracked, and those that can have passed since the last one read
+        # (after a read gap, such as a link drop, the PLC reports parts the cell never saw).
+        gap = max(self.position - self._dispo_seq_pos, 0) // max(self.plan.min_part_pitch, 1)
+        dispos = self._dispo_seq.step(dispo_seq, n + len(self.parts) + gap, now)
+        if dispos.event is not SeqEvent.JUMP and dispos.event is not SeqEvent.BACK:
+            self._dispo_seq_pos = self.position
         if parts.event in (SeqEvent.LEARNED, SeqEvent.ADOPTED):
             self._unknown_until = self.position + 2 * self.plan.confirm_offset
             self._unknown_base = (parts.first - 1) & 0xFFFFFFFF
@@ -710,6 +716,8 @@ class CellCore:
         if p.kind is PairKind.PENDING and now - arrived < patience:
             self._waiting.append((camera, counter, t_trigger, frame, arrived))
             return None
+        if p.kind is PairKind.PENDING:
+            self.pairing.unlock(camera)  # its record never came: never wait on a wrong lock again
         self._watch_unpaired(p.kind is not PairKind.PAIRED, camera, now)
         if p.kind is not PairKind.PAIRED or p.part_id is None:
             # No trigger record ever came for it: a pulse the PLC did not fire (or a lost lock).

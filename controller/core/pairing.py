@@ -64,6 +64,13 @@ class TriggerPairing:
             self.offsets[cam] = None
         self.seq.relearn()
 
+    def unlock(self, camera: str) -> None:
+        """A locked camera's frame found no trigger record in time: the count may be off (a
+        pulse added on the wire, or a lock taken on the wrong record), so lock again."""
+        if self.offsets.get(camera) is not None:
+            self.offsets[camera] = None
+            self.counts[f"trigger_resync:{camera}"] += 1
+
     def ingest(self, area: np.void, unwrap: Callable[[int], int], plausible: int, now: float) -> SeqStep:
         """Take the trigger records published since the last read."""
         step = self.seq.step(int(area["header"]["trig_seq"]), plausible, now)

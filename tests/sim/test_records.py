@@ -56,6 +56,14 @@ def _rows(db_path: Path) -> list[tuple[int, str, str | None]]:
         return db.execute("SELECT part_id, images, image_error FROM parts ORDER BY part_id").fetchall()
 
 
+def _fill(path: Path) -> None:
+    """Write `path` until its disk is full."""
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
 def _wait(cond: object, timeout: float = 10.0) -> bool:
     import time
 
@@ -132,10 +140,7 @@ def test_rows_that_cannot_be_committed_are_kept_and_retried(tiny_disk: Path) -> 
     store = RecordStore(tiny_disk / "r.sqlite", tiny_disk / "img", "run1")
     store.retry_s = 0.05
     store.start({})
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
+    _fill(filler)
     for pid in range(1, 2001):
         store.put_part(PartRecord(_part(pid)))
     assert _wait(lambda: store.failing is not None), "a store that cannot write says so"
@@ -155,10 +160,7 @@ def test_a_store_that_cannot_keep_up_never_blocks_the_caller(tiny_disk: Path) ->
     store = RecordStore(tiny_disk / "r.sqlite", tiny_disk / "img", "run1", queue_size=10)
     store.retry_s = 0.05
     store.start({})
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
+    _fill(filler)
     t0 = time.monotonic()
     for pid in range(1, 3001):
         store.put_part(PartRecord(_part(pid)))
