@@ -53,6 +53,10 @@ FAULTS: list[tuple[str, float]] = [
 ]
 
 
+#: The record's side of a misrouted part, in `.bench/soak.json`.
+RECORD_FIELDS = ("verdict", "ack", "expected_kick", "kicked", "plc_cause", "alarms")
+
+
 def proc_sample(pid: int) -> dict[str, float]:
     """rss (MB), open file handles and threads of a process, from /proc."""
     fields = {}
@@ -219,7 +223,15 @@ def soak(tmp: Path, minutes: float, fault_every_s: float, sample_s: float, ppm: 
     db = tmp / "data" / "var" / "records.sqlite"
     with sqlite3.connect(db) as con:
         (run_id,) = con.execute("SELECT run_id FROM runs ORDER BY started_utc LIMIT 1").fetchone()
-    scored = score(outcomes, load_records(db, run_id), dropped)
+    records = load_records(db, run_id)
+    scored = score(outcomes, records, dropped)
+    misrouted = [  # what the scorer counts as misrouted, part by part, for diagnosis
+        {"part_id": o.part_id, "kicked": o.kicked, "plc_cause": o.cause, "plc_verdict": o.verdict,
+         **{f"record_{k}": r[k] for k in RECORD_FIELDS}}
+        for o in outcomes
+        if (r := records.get(o.part_id)) is not None
+        and (r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked)
+    ]  # fmt: skip
     rss = [s["rss_mb"] for s in samples]
     warm = rss[min(3, len(rss) - 1) :] if rss else []
     hours = (samples[-1]["t_s"] - samples[min(3, len(samples) - 1)]["t_s"]) / 3600.0 if samples else 0.0
@@ -244,6 +256,7 @@ def soak(tmp: Path, minutes: float, fault_every_s: float, sample_s: float, ppm: 
         },
         "fds": spread([s["fds"] for s in samples]),
         "threads": spread([s["threads"] for s in samples]),
+        "misrouted_parts": misrouted[:100],
         "latency_by_minute": latency_by_minute(db, run_id),
         "faults": faults,
         "samples": samples,
