@@ -9,6 +9,7 @@ YamlError, never another exception.
 from __future__ import annotations
 
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,51 +130,45 @@ def load_yaml(path: Path, max_bytes: int = MAX_BYTES) -> Any:
         raise YamlError(f"{path}: cannot parse: {_one_line(exc)}") from None
 
 
-def key_lines(path: Path) -> dict[tuple[str | int, ...], int]:
-    """Line number (1-based) of every mapping key and sequence item, by its field path."""
-    lines: dict[tuple[str | int, ...], int] = {}
+Field = tuple[str | int, ...]
 
-    def walk(node: yaml.Node, at: tuple[str | int, ...]) -> None:
-        lines.setdefault(at, node.start_mark.line + 1)
+
+def _nodes(path: Path) -> Iterator[tuple[Field, yaml.Node | None, yaml.Node]]:
+    """Every node of the file in document order, with its field path and the mapping key that
+    names it (None for the root and list items); nothing for a file that does not compose."""
+
+    def walk(
+        node: yaml.Node, at: Field, key: yaml.Node | None
+    ) -> Iterator[tuple[Field, yaml.Node | None, yaml.Node]]:
+        yield at, key, node
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = (*at, str(k.value))
-                lines[key] = k.start_mark.line + 1
-                walk(v, key)
+                yield from walk(v, (*at, str(k.value)), k)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                walk(item, (*at, i))
+                yield from walk(item, (*at, i), None)
 
     try:
         root = yaml.compose(read_text(path), Loader=_NoAliasComposer)
     except (YamlError, yaml.YAMLError, ValueError, RecursionError):
-        return lines
+        return
     if root is not None:
-        walk(root, ())
+        yield from walk(root, (), None)
+
+
+def key_lines(path: Path) -> dict[Field, int]:
+    """Line number (1-based) of every mapping key and sequence item, by its field path."""
+    lines: dict[Field, int] = {}
+    for at, key, node in _nodes(path):
+        lines.setdefault(at, (key or node).start_mark.line + 1)
     return lines
 
 
-def key_path_at(path: Path, line: int, key: str) -> tuple[str | int, ...]:
+def key_path_at(path: Path, line: int, key: str) -> Field:
     """The field path of mapping key `key` (as written, or its repr) on `line` (1-based); () if
     none. For naming a duplicate key, which the strict loader refuses before a path is known."""
-    found: tuple[str | int, ...] = ()
-
-    def walk(node: yaml.Node, at: tuple[str | int, ...]) -> None:
-        nonlocal found
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                here = (*at, str(k.value))
-                if k.start_mark.line + 1 == line and key in (str(k.value), repr(k.value)):
-                    found = here
-                walk(v, here)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, (*at, i))
-
-    try:
-        root = yaml.compose(read_text(path), Loader=_NoAliasComposer)
-    except (YamlError, yaml.YAMLError, ValueError, RecursionError):
-        return found
-    if root is not None:
-        walk(root, ())
+    found: Field = ()
+    for at, k, _ in _nodes(path):
+        if k is not None and k.start_mark.line + 1 == line and key in (str(k.value), repr(k.value)):
+            found = at
     return found
