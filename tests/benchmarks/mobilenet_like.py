@@ -75,8 +75,16 @@ def build(path: Path, classes: int = 6, size: int = 224, width: float = 1.0) -> 
         helper.make_node("Gemm", ["h2", "fc2_w", "fc2_b"], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
     ]
+    return save_classifier(nodes, inits, "mobilenet_like", size, classes, path)
+
+
+def save_classifier(
+    nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], name: str, size: int, classes: int, path: Path
+) -> Path:
+    """Save a graph from `images` (n, 3, size, size) to `scores` (n, classes) as a checked model
+    onnxruntime 1.31 loads (IR version 8)."""
     graph = helper.make_graph(
-        nodes, "mobilenet_like",
+        nodes, name,
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, size, size])],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", classes])], inits,
     )  # fmt: skip

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+from tests.benchmarks.mobilenet_like import save_classifier
 
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the stage's first block)
 
@@ -68,14 +70,4 @@ def build(path: Path, classes: int = 6, size: int = 224, width: float = 1.0) -> 
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["scores"]),
     ]
-    graph = helper.make_graph(
-        nodes, "resnet18_like",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, size, size])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", classes])], inits,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
-    return path
+    return save_classifier(nodes, inits, "resnet18_like", size, classes, path)
