@@ -10,6 +10,7 @@ worker's threads need, as the service's asyncio loop does not either while it wa
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Sequence
@@ -163,6 +164,17 @@ def worker_stream(
     if probe_stages:
         adapter, run = _TimedAdapter(adapter, probe), _TimedRunner(runner, probe)
     worker = InferenceWorker(run, pre, adapter, sink, max_batch, queue_size=max(64, 4 * cams))
+    gc_pauses: list[float] = []
+    gc_start = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            gc_pauses.append(time.perf_counter() - gc_start[0])
+
+    if probe_stages:
+        gc.callbacks.append(on_gc)
     worker.start()
     fr = frames(max(cams, 8), size)
     t0 = time.perf_counter() + 0.01
@@ -178,6 +190,8 @@ def worker_stream(
             worker.submit(v, fr[c])
     ok = done.wait(60.0)
     worker.stop()
+    if probe_stages:
+        gc.callbacks.remove(on_gc)
     lat = probe.result - probe.submit
     sizes = [s for s in probe.batch_sizes if s]
     row: dict[str, Any] = pct(lat[np.isfinite(lat)]) | {
@@ -200,5 +214,18 @@ def worker_stream(
             if probe.adapt_s
             else None,
             "sink_p50": round(float(np.median(probe.sink_s)) * 1e6, 1),
+            # Where a stall was: the slowest single run and sink, and the slowest view split
+            # into its wait for a preparing thread and the rest (prepare, run, adapt, sink).
+            "queue_max": round(float(np.nanmax(queue_wait)) * 1e6, 1),
+            "run_max": round(float(np.max(probe.run_s)) * 1e6, 1) if probe.run_s else None,
+            "sink_max": round(float(np.max(probe.sink_s)) * 1e6, 1),
+            "gc_pauses": len(gc_pauses),
+            "gc_max": round(max(gc_pauses, default=0.0) * 1e6, 1),
         }
+        if np.isfinite(lat).any():
+            worst = int(np.nanargmax(lat))
+            row["stages_us"]["worst_view_queue"] = round(float(queue_wait[worst]) * 1e6, 1)
+            row["stages_us"]["worst_view_after_start"] = round(
+                float(probe.result[worst] - probe.prep_start[worst]) * 1e6, 1
+            )
     return row

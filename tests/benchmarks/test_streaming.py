@@ -9,6 +9,7 @@ runs completed.
     BENCH_PROVIDERS      providers to try (default: TensorRT, CUDA, CPU, as a cell config)
     BENCH_STREAM_SECONDS of parts per point (default 1.5)
     BENCH_RESNET_WIDTH   channel multiplier of the ResNet-18-class model (default 1.0)
+    BENCH_STREAM_MODELS  comma-separated labels to run (default: all three)
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def models() -> list[tuple[str, Path, int]]:
     )
     width = float(os.environ.get("BENCH_RESNET_WIDTH", "1.0"))
     resnet = resnet_like.build(OUT / "resnet18_like.onnx", width=width)
-    return [("demo", MODEL, 64), ("mobilenet-like", mobilenet, 224), ("resnet18-like", resnet, 224)]
+    every = [("demo", MODEL, 64), ("mobilenet-like", mobilenet, 224), ("resnet18-like", resnet, 224)]
+    chosen = os.environ.get("BENCH_STREAM_MODELS")
+    return [m for m in every if chosen is None or m[0] in chosen.split(",")]
 
 
 def group_seconds(runner: OnnxRunner, size: int, cams: int) -> float:
