@@ -80,6 +80,14 @@ def test_link_lost_hands_out_its_hold_at_once() -> None:
         (S.HOLDING, S.HELD, "state_complete", "alarm PLC_LINK_LOST"),
     ]
     assert changes(rig.tick()) == []
+    assert changes(rig.core.link_lost("still gone")) == []  # already Held: no change, none told
+
+
+def test_link_lost_while_stopped_changes_nothing() -> None:
+    rig = Rig()
+    rig.tick()
+    assert changes(rig.core.link_lost("connection refused")) == []
+    assert rig.core.state is S.STOPPED
 
 
 def test_a_fault_the_owner_caught_hands_out_its_hold() -> None:
