@@ -32,8 +32,8 @@ from controller.events.types import Event
 
 log = logging.getLogger(__name__)
 
-#: Events a subscriber may fall behind by before it misses some (about 2 s of parts at
-#: 1,500 parts/min with 4 cameras, plus state and alarm events).
+#: Events a subscriber may fall behind by before it misses some: about 40 s of parts at
+#: 1,500 parts/min (one event a part), with room for a burst of state and alarm events.
 DEFAULT_QUEUE_SIZE = 1024
 
 
@@ -67,6 +67,7 @@ class _Subscriber:
         self._stopping = False  # deliver what is queued, then end
         self.delivered = self.dropped = self.failed = 0
         self._logged_at = float("-inf")
+        # A daemon: a subscriber stuck in its callback must not keep the process from exiting.
         self.thread = threading.Thread(target=self._run, name=f"events:{name}", daemon=True)
 
     def offer(self, event: Event) -> None:
