@@ -2,7 +2,8 @@
 
 The service feeds it events (a PLC input snapshot, a frame's trigger time, a view result, a
 command) with the time they happened, and executes the actions it returns (run inference on a
-frame, write a verdict, record a finished part, raise an alarm). Same events, same decisions.
+frame, write a verdict, record a finished part, raise an alarm, publish a state change). Same
+events, same decisions.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from controller.contract import (
 from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_diff
 from controller.core.fusion import FusionRule, fuse
 from controller.core.matcher import Match, Matcher, MatchKind
-from controller.core.packml import CellStateMachine, Command, CommandRefused, State
+from controller.core.packml import CellStateMachine, Command, CommandRefused, State, StateChanged
 from controller.core.pairing import PairKind, TriggerPairing
 from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
@@ -122,7 +123,7 @@ class DropFrame:
     why: str
 
 
-Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame | RecipeRequest
+Action = Infer | WriteVerdict | RecordPart | Alarm | DropFrame | RecipeRequest | StateChanged
 
 
 class CellCore:
@@ -131,7 +132,7 @@ class CellCore:
     def __init__(self, plan: CellPlan, layout: AreaLayout) -> None:
         self.plan = plan
         self.layout = layout
-        self.sm = CellStateMachine()
+        self.sm = CellStateMachine(on_change=self._state_changed)
         self.encoder = EncoderUnwrapper()
         self.history = EncoderHistory()
         self.matcher = Matcher(list(plan.cameras), plan.match_tolerance)
@@ -167,6 +168,7 @@ class CellCore:
         self._waiting: list[tuple[str, int, float, Any, float]] = []
         self._unpaired: deque[bool] = deque(maxlen=200)
         self._hold_pending = False
+        self._hold_cause = ""  # why the pending hold was asked for
         self.epoch = 0
         self._cmd_seq: int | None = None
         self.cmd_ack_seq = 0
@@ -181,10 +183,13 @@ class CellCore:
         self.position = 0
 
     # ----------------------------------------------------------------- commands
-    def command(self, cmd: Command) -> str | None:
-        """Apply a command; returns None if accepted or the reason it was refused."""
+    def command(self, cmd: Command, cause: str = "") -> str | None:
+        """Apply a command; returns None if accepted or the reason it was refused.
+
+        Its StateChanged (and alarms it clears) wait in the outbox: `take_outbox()` hands them
+        out now, or they come with the next PLC cycle's actions. `cause`: who sent it."""
         try:
-            self.sm.command(cmd)
+            self.sm.command(cmd, cause)
         except CommandRefused as exc:
             return str(exc)
         self._hold_pending = False
@@ -193,12 +198,22 @@ class CellCore:
             self._clear_alarms()
         return None
 
-    def _hold(self) -> None:
+    def _hold(self, cause: str) -> None:
         """Hold now, or as soon as the acting state towards Execute completes."""
         if Command.HOLD in self.sm.allowed():
-            self.sm.command(Command.HOLD)
+            self.sm.command(Command.HOLD, cause)
         elif self.sm.state in (State.STARTING, State.UNHOLDING, State.UNSUSPENDING):
-            self._hold_pending = True
+            self._hold_pending, self._hold_cause = True, cause
+
+    def _state_changed(self, change: StateChanged) -> None:
+        # Between PLC cycles (a command) it waits for the owner; within one it leaves with it.
+        self._outbox.append(change)
+
+    def take_outbox(self) -> list[Action]:
+        """What was raised since the owner last took actions (state changes from a command,
+        alarms cleared, alarms raised between PLC cycles), for an owner that wants it now."""
+        actions, self._outbox = self._outbox, []
+        return actions
 
     @property
     def state(self) -> State:
@@ -221,7 +236,7 @@ class CellCore:
         self.sm.complete_acting()
         if self._hold_pending and Command.HOLD in self.sm.allowed():
             self._hold_pending = False
-            self.sm.command(Command.HOLD)
+            self.sm.command(Command.HOLD, self._hold_cause)
 
     # ---------------------------------------------------------------- PLC input
     def on_plc_inputs(
@@ -233,7 +248,7 @@ class CellCore:
         does not say precisely when the encoder was sampled, so it does not feed the
         time → position history that frames are matched with.
         """
-        actions, self._outbox = self._outbox, []
+        actions = self.take_outbox()
         hdr = snap["header"]
         self._track_encoder(int(hdr["encoder"]), int(hdr["heartbeat"]), now, round_trip, actions)
         self._watch_heartbeat(int(hdr["heartbeat"]), now, actions)
@@ -248,6 +263,7 @@ class CellCore:
         self._repeat_unacked(now, actions)
         self._handle_dispositions(snap, dispos, now, actions)
         self._advance_acting_states()
+        actions += self.take_outbox()  # raised during this cycle: state changes, cleared alarms
         return actions
 
     # ------------------------------------------------- PLC data the cell checks
@@ -380,7 +396,7 @@ class CellCore:
         """Something the owner caught (an error handling PLC data): alarm, fail safe, hold."""
         actions: list[Action] = []
         self._untrusted(code, text, now, actions)
-        return actions
+        return actions + self.take_outbox()
 
     def _untrusted(self, code: AlarmCode, text: str, now: float, actions: list[Action]) -> None:
         """PLC data the cell cannot follow: alarm, reject every undecided part, hold."""
@@ -394,7 +410,7 @@ class CellCore:
             self.matcher.forget(track.part_id)
             del self.undecided[track.part_id]
             actions.append(self._write(track, now))
-        self._hold()
+        self._hold(f"alarm {code.name}")
 
     def _watch_heartbeat(self, hb: int, now: float, actions: list[Action]) -> None:
         if hb != self._plc_hb:
@@ -403,17 +419,18 @@ class CellCore:
         code = AlarmCode.PLC_HEARTBEAT_LOST
         if now - self._plc_hb_t > self.plan.plc_heartbeat_timeout_s and code not in self.alarms:
             self._alarm(code, "PLC heartbeat stopped changing", actions)
-            self._hold()
+            self._hold(f"alarm {code.name}")
 
     def link_lost(self, why: str) -> list[Action]:
         """The PLC link failed: alarm, and hold if inspecting (the PLC rejects parts meanwhile)."""
         actions: list[Action] = []
         self._alarm(AlarmCode.PLC_LINK_LOST, f"PLC link lost: {why}", actions)
         self._reset_pairing(0.0, actions)  # frames waiting for trigger records: none will come now
-        self._hold()
+        cause = f"alarm {AlarmCode.PLC_LINK_LOST.name}"
+        self._hold(cause)
         if self.sm.state is State.HOLDING:
-            self.sm.complete_acting()
-        return actions
+            self.sm.complete_acting(cause)  # no PLC cycle comes to complete it
+        return actions + self.take_outbox()
 
     def cameras_absent(self, names: Sequence[str]) -> list[Action]:
         """Cameras that are gone (removed, unpowered): alarm while they are away.
@@ -443,7 +460,7 @@ class CellCore:
             self.cmd_result = CommandResult.UNKNOWN
             log.warning("PLC command %d is not a PackML command", code)
             return
-        refused = self.command(cmd)
+        refused = self.command(cmd, "plc")
         self.cmd_result = CommandResult.REFUSED if refused else CommandResult.ACCEPTED
         if refused:
             log.warning("PLC command refused: %s", refused)
@@ -643,7 +660,7 @@ class CellCore:
                 AlarmCode.REJECT_NOT_CONFIRMED, f"part {track.part_id}: reject not confirmed", actions
             )
             if (track.plan or self.plan).hold_on_unconfirmed_kick and Command.HOLD in self.sm.allowed():
-                self.sm.command(Command.HOLD)
+                self.sm.command(Command.HOLD, f"alarm {AlarmCode.REJECT_NOT_CONFIRMED.name}")
         if track.kicked is not None and track.plc_cause in (
             DispositionCause.NO_VERDICT,
             DispositionCause.LATE_VERDICT,
@@ -871,10 +888,10 @@ class CellCore:
 
     def finish_all(self) -> list[Action]:
         """Stopped: a record for every part still tracked (those the PLC has not reported)."""
-        actions, self._outbox = self._outbox, []
+        actions = self.take_outbox()
         for track in list(self.parts.values()):
             self._finish(track, actions)
-        return actions
+        return actions + self.take_outbox()
 
     def flush(self, now: float) -> list[Action]:
         """`decide_all` then `finish_all`, for owners with no PLC to write to in between."""
@@ -915,6 +932,7 @@ __all__ = [
     "Infer",
     "RecipeRequest",
     "RecordPart",
+    "StateChanged",
     "WriteVerdict",
     "signed_diff",
 ]  # fmt: skip

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.packml import ACTING, TRANSITIONS, CellStateMachine, Command, CommandRefused, State
+from controller.core.packml import (
+    ACTING,
+    TRANSITIONS,
+    CellStateMachine,
+    Command,
+    CommandRefused,
+    State,
+    StateChanged,
+)
 
 # Shortest command paths from Stopped to every state, completing acting states on the way.
 PATHS: dict[State, list[str]] = {
@@ -69,15 +77,35 @@ def test_state_complete_only_leaves_acting_states(source: State) -> None:
 
 
 def test_change_hook_sees_every_transition() -> None:
-    seen: list[tuple[State, State]] = []
-    sm = CellStateMachine(on_change=lambda a, b: seen.append((a, b)))
+    seen: list[StateChanged] = []
+    sm = CellStateMachine(on_change=seen.append)
     drive(sm, PATHS[State.EXECUTE])
-    assert seen == [
-        (State.STOPPED, State.RESETTING),
-        (State.RESETTING, State.IDLE),
-        (State.IDLE, State.STARTING),
-        (State.STARTING, State.EXECUTE),
+    assert [(c.from_state, c.to_state, c.trigger) for c in seen] == [
+        (State.STOPPED, State.RESETTING, "reset"),
+        (State.RESETTING, State.IDLE, "state_complete"),
+        (State.IDLE, State.STARTING, "start"),
+        (State.STARTING, State.EXECUTE, "state_complete"),
     ]
+
+
+def test_change_hook_is_told_the_cause() -> None:
+    seen: list[StateChanged] = []
+    sm = CellStateMachine(on_change=seen.append)
+    sm.command(Command.ABORT, cause="operator")
+    sm.complete_acting(cause="done")
+    assert seen == [
+        StateChanged(State.STOPPED, State.ABORTING, "abort", "operator"),
+        StateChanged(State.ABORTING, State.ABORTED, "state_complete", "done"),
+    ]
+
+
+def test_a_refused_command_calls_no_hook() -> None:
+    seen: list[StateChanged] = []
+    sm = CellStateMachine(on_change=seen.append)
+    with pytest.raises(CommandRefused):
+        sm.command(Command.START)
+    assert not sm.complete_acting()
+    assert seen == []
 
 
 def test_wire_values_are_packml() -> None:
