@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -27,7 +27,6 @@ from controller.contract import Verdict
 from controller.core.cell import WriteVerdict
 from controller.core.types import PartTrack
 from controller.interfaces import PlcLink
-from controller.journal import VerdictJournal
 
 log = logging.getLogger("controller.service")
 
@@ -35,10 +34,19 @@ log = logging.getLogger("controller.service")
 JOURNALED_KEPT = 4096
 
 
-class JournalStore(Protocol):
-    """Where verdicts are journaled: the record store's journal and its entries."""
+class Journal(Protocol):
+    """The verdict journal (`VerdictJournal`): entries made durable in one sync."""
 
-    journal: VerdictJournal | None
+    def append(self, entries: Sequence[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JournalStore(Protocol):
+    """Where verdicts are journaled (`RecordStore`): its journal (None: none) and its entries."""
+
+    @property
+    def journal(self) -> Journal | None: ...
 
     def journal_entry(self, t: PartTrack, images_kept: bool) -> dict[str, Any]: ...
 
