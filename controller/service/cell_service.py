@@ -216,7 +216,7 @@ class CellService:
             why = ("disk full: " if st.disk_full else "") + st.last_image_error
             self._execute(self.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, f"images not saved: {why}"[:200]))
 
-    # ----------------------------------------------------------------- status
+    # --------------------------------------------------------- housekeeping, status
     async def _housekeeping(self) -> None:
         """Twice a second: alarm for cameras that are gone; measure rates; retire recipes no part
         depends on."""
