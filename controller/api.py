@@ -1,7 +1,9 @@
 """The local control API: JSON lines over a UNIX socket (mode 0660, folder 0750).
 
 Requests: {"op": "status"}, {"op": "command", "command": "hold"} and
-{"op": "recipe_activate", "name": ...}. Replies carry "ok" and, when refused, "error" with the
+{"op": "recipe_activate", "name": ...}: the three operations of the control facade
+(`controller.control.CellControl`), which the server is given and calls, and which `ApiClient`
+offers again on the client's side. Replies carry "ok" and, when refused, "error" with the
 reason (one line); a refused recipe also "problems", every problem as a list of lines. Every
 request gets one reply line, a malformed one too. The server runs on the
 service's loop, so a command is applied between two events, never in the middle of one.
@@ -30,8 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.core.packml import Command
-from controller.service import CellService
+from controller.contract import Command, RecipeResult
+from controller.control import CellControl, ControlError
+from controller.snapshot import StatusSnapshot, snapshot_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +161,10 @@ _BAD = 'bad request: expected one JSON object with "op" per line'
 
 
 class ControlApi:
-    """Serves one cell's status and commands on `path`."""
+    """Serves one cell's control facade (status, commands, recipe activation) on `path`."""
 
-    def __init__(self, service: CellService, path: Path, limits: ApiLimits | None = None) -> None:
-        self.service, self.path = service, path
+    def __init__(self, control: CellControl, path: Path, limits: ApiLimits | None = None) -> None:
+        self.control, self.path = control, path
         self.limits = lim = limits or ApiLimits()
         self._listener: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
@@ -330,8 +333,9 @@ class ControlApi:
             if cmd is None or cmd is Command.UNDEFINED:
                 known = ", ".join(c.name.lower() for c in Command if c is not Command.UNDEFINED)
                 return _error(f"unknown command {_short(name)} (known: {known})")
-            refused = self.service.command(cmd)
-            state = self.service.core.state.name
+            refused = self.control.command(cmd)
+            self._status = None  # the next status shows what the command did
+            state = self.control.snapshot().state
             return _line({"ok": refused is None, "state": state, **({"error": refused} if refused else {})})
         if op == "recipe_activate":
             name = req.get("name")
@@ -347,7 +351,8 @@ class ControlApi:
                         "error": f"busy: over {self.limits.activate_per_s:g} recipe requests/s",
                     }
                 )
-            result, reason = await self.service.activate_recipe("api", name=name)
+            result, reason = await self.control.activate_recipe("api", name=name)
+            self._status = None
             ok = result.name == "ACTIVE"
             if ok:
                 return _line({"ok": True, "result": "active", "detail": reason})
@@ -368,7 +373,7 @@ class ControlApi:
         """The status reply, built at most every `status_max_age_s` and shared by every client."""
         cached = self._status
         if cached is None or now - cached[0] >= self.limits.status_max_age_s:
-            status = asdict(self.service.snapshot())
+            status = asdict(self.control.snapshot())
             status["api"] = dict(self.counts)
             cached = self._status = (now, _line({"ok": True, "status": status}))
         return cached[1]
@@ -391,7 +396,7 @@ def _alive(path: Path) -> bool:
     return True
 
 
-class ApiError(Exception):
+class ApiError(ControlError):
     """The service could not be reached or refused the request; the message says why."""
 
 
@@ -430,3 +435,43 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 3.0) -> dict[s
     if not isinstance(reply, dict):
         raise ApiError(f"cell service at {path} sent a malformed reply")
     return reply
+
+
+class ApiClient:
+    """The control facade of the cell served on `path` (`CellControl`), for the console and
+    the CLI. Blocking calls, except `activate_recipe` (a model load takes seconds); each raises
+    `ApiError` when the service cannot be reached."""
+
+    def __init__(
+        self, path: Path, timeout: float = 3.0, status_timeout: float = 3.0, activate_timeout: float = 60.0
+    ) -> None:
+        self.path, self.timeout = path, timeout
+        self.status_timeout, self.activate_timeout = status_timeout, activate_timeout
+
+    def command(self, cmd: Command) -> str | None:
+        reply = request(self.path, {"op": "command", "command": cmd.name.lower()}, self.timeout)
+        return None if reply.get("ok") else str(reply.get("error"))
+
+    async def activate_recipe(
+        self, source: str, name: str | None = None, number: int | None = None
+    ) -> tuple[RecipeResult, str]:
+        """`source` is not sent: the service audits every API request as "api"."""
+        payload = {"op": "recipe_activate", "name": name if name is not None else str(number)}
+        reply = await asyncio.to_thread(request, self.path, payload, self.activate_timeout)
+        if reply.get("ok"):
+            return RecipeResult.ACTIVE, str(reply.get("detail", ""))
+        result = RecipeResult.__members__.get(str(reply.get("result", "")).upper(), RecipeResult.NONE)
+        problems = reply.get("problems")
+        if isinstance(problems, list) and problems:
+            return result, "\n".join(str(p) for p in problems)
+        return result, str(reply.get("error"))
+
+    def snapshot(self) -> StatusSnapshot:
+        reply = request(self.path, {"op": "status"}, self.status_timeout)
+        status = reply.get("status")
+        if not reply.get("ok") or not isinstance(status, dict):  # busy: the caller retries
+            raise ApiError(f"status refused: {reply.get('error')}")
+        try:
+            return snapshot_from_dict(status)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ApiError(f"cell service at {self.path} sent a malformed status: {exc}") from None

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from controller.service import STAGES, StatusSnapshot
+from controller.snapshot import STAGES, StatusSnapshot
 
 _STATE_STYLE = {"EXECUTE": "bold green", "HELD": "bold yellow", "ABORTED": "bold red", "STOPPED": "bold"}
 #: Columns and rows the full view needs.

@@ -22,9 +22,10 @@ from queue import Empty, Queue
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from controller.api import ApiError, request
+from controller.api import ApiClient
 from controller.console import COMMAND_KEYS, KEYS, render_status, render_unreachable
-from controller.service import snapshot_from_dict
+from controller.contract import Command
+from controller.control import CellControl, ControlError
 
 CONFIRM = {"stop", "abort"}
 
@@ -59,10 +60,11 @@ def _keys(stop: threading.Event) -> Iterator[Queue[str]]:
 
 
 class ConsoleSession:
-    """The console's state between two redraws: last reply, pending confirmation, message."""
+    """The console's state between two redraws: pending confirmation, message. It drives the
+    cell through its control facade (`ApiClient` for a running service)."""
 
-    def __init__(self, socket: Path) -> None:
-        self.socket = socket
+    def __init__(self, control: CellControl) -> None:
+        self.control = control
         self.pending: str | None = None
         self.message = ""
         self.message_until = 0.0
@@ -87,15 +89,18 @@ class ConsoleSession:
 
     def send(self, cmd: str) -> None:
         try:
-            reply = request(self.socket, {"op": "command", "command": cmd})
-        except ApiError as exc:
+            refused = self.control.command(Command[cmd.upper()])
+        except ControlError as exc:
             self.say(f"{cmd}: {exc}")
             return
-        self.say(
-            f"{cmd}: accepted, {reply.get('state')}"
-            if reply.get("ok")
-            else f"{cmd} refused: {reply.get('error')}"
-        )
+        if refused is not None:
+            self.say(f"{cmd} refused: {refused}")
+            return
+        try:
+            state = self.control.snapshot().state
+        except ControlError:
+            state = "state unknown"
+        self.say(f"{cmd}: accepted, {state}")
 
     def say(self, text: str) -> None:
         self.message, self.message_until = text, time.monotonic() + 5.0
@@ -109,18 +114,16 @@ class ConsoleSession:
 
     def frame(self, size: tuple[int, int]) -> RenderableType:
         try:
-            reply = request(self.socket, {"op": "status"}, timeout=1.0)
-        except ApiError as exc:
+            snap = self.control.snapshot()
+        except ControlError as exc:  # away or busy: shown, retried
             return render_unreachable(str(exc), self.footer())
-        if not reply.get("ok") or not isinstance(reply.get("status"), dict):  # busy: shown, retried
-            return render_unreachable(f"status refused: {reply.get('error')}", self.footer())
-        return render_status(snapshot_from_dict(reply["status"]), size, self.footer())
+        return render_status(snap, size, self.footer())
 
 
 def attach(socket: Path, refresh_hz: float = 4.0) -> int:
     """Run the console until q or Ctrl-C."""
     console = Console()
-    session = ConsoleSession(socket)
+    session = ConsoleSession(ApiClient(socket, status_timeout=1.0))
     stop = threading.Event()
     with _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from controller.api import ApiClient
 from controller.console import KEYS, render_status
 from controller.service import StatusSnapshot, snapshot_from_dict
 from controller.terminal import ConsoleSession
@@ -66,7 +67,7 @@ def test_snapshot_survives_the_api_round_trip() -> None:
 
 
 def test_stop_and_abort_ask_first_and_a_dead_service_is_reported(tmp_path: Path) -> None:
-    session = ConsoleSession(tmp_path / "nothing.sock")
+    session = ConsoleSession(ApiClient(tmp_path / "nothing.sock"))
     assert session.key("x") and "press y to STOP" in session.footer()
     assert session.key("n") and session.footer() == "stop cancelled"
     assert session.key("a") and "ABORT" in session.footer()

@@ -254,7 +254,7 @@ def test_plc_recipe_request_is_answered_whatever_the_folder_holds(
         service._loop = asyncio.get_running_loop()
         await request(1, 99)  # no such number: the bad files are skipped, not fatal
         await request(2, 2)  # plate-4h-long, found past the bad files
-        import controller.service as svc_mod
+        import controller.service.changeover as svc_mod
 
         def broken(*args: object, **kw: object) -> object:
             raise RuntimeError("something nobody foresaw")
