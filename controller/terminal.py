@@ -101,28 +101,32 @@ class ConsoleSession:
         self.message, self.message_until = text, time.monotonic() + 5.0
 
     def footer(self) -> str:
+        """The message line under the screen (a question, a command's answer); the key legend
+        is shown below it always."""
         if self.pending is not None:
             return f"press y to {self.pending.upper()} the cell, any other key to cancel"
         if self.message and time.monotonic() < self.message_until:
             return self.message
-        return KEYS
+        return ""
 
     def frame(self, size: tuple[int, int]) -> RenderableType:
         try:
             reply = request(self.socket, {"op": "status"}, timeout=1.0)
         except ApiError as exc:
-            return render_unreachable(str(exc), self.footer())
+            return render_unreachable(str(exc), self.footer(), KEYS)
         if not reply.get("ok") or not isinstance(reply.get("status"), dict):  # busy: shown, retried
-            return render_unreachable(f"status refused: {reply.get('error')}", self.footer())
-        return render_status(snapshot_from_dict(reply["status"]), size, self.footer())
+            return render_unreachable(f"status refused: {reply.get('error')}", self.footer(), KEYS)
+        return render_status(snapshot_from_dict(reply["status"]), size, self.footer(), KEYS)
 
 
 def attach(socket: Path, refresh_hz: float = 4.0) -> int:
-    """Run the console until q or Ctrl-C."""
+    """Run the console until q or Ctrl-C. Log records wait until the screen is closed."""
+    from controller.logs import held_logs
+
     console = Console()
     session = ConsoleSession(socket)
     stop = threading.Event()
-    with _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
+    with held_logs(), _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         try:
             while True:
                 live.update(session.frame((console.width, console.height)), refresh=True)

@@ -168,3 +168,16 @@ def test_readme_recipe_commands_exit_as_documented(
         assert "Traceback" not in out.out + out.err
         ran.add(words[1])
     assert ran == set(expected), lines
+
+
+# ------------------------------------------------------------------ item 6
+@pytest.mark.parametrize("bad", ["0", "-1", "3", "33", "many", "4.5"])
+def test_contract_refuses_a_bad_ring_size_in_one_line(capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    line = refused(["contract", "--ring-size", bad], capsys)
+    assert line.startswith("cellctl contract: --ring-size: expected a whole number from 4 to 32"), line
+    assert f"found '{bad}'" in line, line
+
+
+def test_contract_prints_a_table_for_a_good_ring_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["contract", "--ring-size", "8"]) == 0
+    assert "area" in capsys.readouterr().out
