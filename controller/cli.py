@@ -25,7 +25,8 @@ class _Help(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        flag = action.nargs == 0  # -v, --json: their default goes without saying
+        unset = flag or default is None or default == [] or default == argparse.SUPPRESS
         if not action.option_strings or "(default" in text or unset:
             return text
         return text + " (default: %(default)s)"
@@ -552,8 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "status",
-        help="status of the running cell (local API); exit 3 when it is aborted, held by an alarm or "
-        "its PLC link is down, 1 when no service answers",
+        help="status of the running cell (local API); exit 3 when it needs someone",
+        description="State, totals, rejects by cause and alarms of the running cell. Exit 0 when it "
+        "runs or is stopped, idle or held by an operator; 3 when it needs someone (aborted, held by "
+        "an alarm, PLC link down); 1 when no service answers.",
     )
     s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     s.add_argument("--json", action="store_true", help="the whole status as JSON (the API's)")

@@ -178,3 +178,23 @@ def test_watch_refuses_a_bad_interval(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["status", "--watch", bad])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and "--watch: expected" in err[0], err
+
+
+def test_the_readme_example_is_what_status_prints() -> None:
+    from controller.console import status_lines
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("`cellctl status` prints", 1)[1].split("```\n", 2)[1].splitlines()
+    snap = dataclasses.replace(
+        BASE,
+        state="HELD",
+        recipe_hash="3f2a9c01b7d4",
+        heartbeat_age_s=0.002,
+        parts_per_min=0.0,
+        latency_p99_ms=13.1,
+        parts=1264,
+        no_decision=60,
+        rejects_by_reason={"defect": 200, "missing_frame": 20, "not_inspecting": 40},
+        alarms={30: "camera gone: left"},
+    )
+    assert status_lines(snap) == example
