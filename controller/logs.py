@@ -64,17 +64,21 @@ class _JournalPriority(logging.Filter):
 
 
 def setup_logging(verbosity: int = 0, service: bool = False) -> None:
-    """Configure the root logger for one `cellctl` command (`service`: `cellctl run`)."""
+    """Configure logging for one `cellctl` command (`service`: `cellctl run`). Its line goes to
+    the root logger as `logging.basicConfig` does, unless the root has handlers already (a host
+    such as pytest); the service's process is its own, so there it always does."""
+    root = logging.getLogger()
+    for name, level in levels(verbosity, service).items():
+        logging.getLogger(name or None).setLevel(level)
+    if root.handlers and not service:
+        return
     handler = _Stdio("stdout" if service else "stderr")
     if service and os.environ.get("JOURNAL_STREAM"):
         handler.addFilter(_JournalPriority())
         handler.setFormatter(logging.Formatter(JOURNAL_FORMAT))
     else:
         handler.setFormatter(logging.Formatter(FORMAT))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    for name, level in levels(verbosity, service).items():
-        logging.getLogger(name or None).setLevel(level)
+    root.handlers = [handler]  # a new list: a thread logging now goes on with the old one
 
 
 class _Held(logging.Handler):
@@ -98,11 +102,11 @@ def held_logs(limit: int = 500) -> Iterator[None]:
     root = logging.getLogger()
     saved = root.handlers[:]
     held = _Held(limit)
-    root.handlers[:] = [held]
+    root.handlers = [held]
     try:
         yield
     finally:
-        root.handlers[:] = saved
+        root.handlers = saved
         if held.dropped:
             logging.getLogger(__name__).warning(
                 "%d log records from while the screen was up were dropped (the last %d follow)",

@@ -50,6 +50,11 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def alone() -> None:
+    """The root logger as in a process of its own: without pytest's capture handlers."""
+    logging.getLogger().handlers[:] = []
+
+
 RUN = ["run", "--cell", str(ROOT / "recipes/cells/demo-cell.yaml"), "--recipe", "plate-4h"]
 
 
@@ -95,6 +100,7 @@ def test_run_and_demo_write_one_format(
     started: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    alone()
     lines = {}
     for name, args in (("demo", ["demo", "--headless", "--parts", "1"]), ("run", RUN)):
         main(args)
@@ -117,6 +123,7 @@ def test_under_journald_the_service_lines_carry_priorities(
 
 
 def test_records_wait_while_a_screen_is_live_and_come_after_it(capsys: pytest.CaptureFixture[str]) -> None:
+    alone()
     setup_logging(0)
     log = logging.getLogger("controller.api")
     with held_logs(limit=3):
@@ -135,6 +142,7 @@ def test_the_console_holds_log_records_until_its_screen_closes(
 ) -> None:
     import controller.terminal as terminal
 
+    alone()
     setup_logging(0)
     during: list[str] = []
 
@@ -147,3 +155,12 @@ def test_the_console_holds_log_records_until_its_screen_closes(
     assert terminal.attach(tmp_path / "cell.sock") == 0
     assert during == [""]
     assert capsys.readouterr().err.endswith("WARNING controller.api [MainThread] client flood\n")
+
+
+def test_a_host_keeps_its_own_handlers_but_the_service_takes_its_process() -> None:
+    mine = logging.NullHandler()
+    logging.getLogger().handlers[:] = [mine]
+    setup_logging(1)  # `cellctl status -v` inside a host (a test, a script calling main())
+    assert logging.getLogger().handlers == [mine] and logging.getLogger().level == logging.DEBUG
+    setup_logging(0, service=True)
+    assert logging.getLogger().handlers != [mine]
