@@ -654,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # output piped into head and the like
         return 0
+    except KeyboardInterrupt:  # Ctrl-C while waiting for an answer: no traceback
+        return 130
     except (RuntimeError, OSError, TimeoutError) as exc:  # a clear line, not a traceback
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1

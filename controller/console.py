@@ -213,7 +213,7 @@ def render_status(
             return _panel([*head, *tables[:k], _alarms(s), *([] if whole else [note])], tail, spaced)
     # Not even the essentials with every alarm: the first alarms that fit, the rest counted.
     room = size[1] - fixed - 1  # 1: the note
-    most = len(alarm_rows)
+    most = max(1, len(alarm_rows) - 1)
     while most > 1 and sum(alarm_rows[: most - 1]) + 1 > room:  # +1: "… and N more alarms"
         most -= 1
     return _panel([*head, _alarms(s, most), note], tail, spaced=False)

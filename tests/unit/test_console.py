@@ -129,3 +129,11 @@ def test_the_console_counts_add_up() -> None:
     text = render(snapshot(parts=1240, in_flight=40))  # 1240 = 1000 + 234 + 6 without a verdict
     row = next(ln for ln in text.splitlines() if "in flight" in ln)
     assert row.split("in flight")[1].split()[0] == "6", row
+
+
+def test_alarms_that_wrap_are_counted_when_they_do_not_fit() -> None:
+    long = "a long alarm text that wraps onto a second line of a narrow terminal " * 2
+    alarms = {code: f"{long}{code}" for code in range(10, 16)}
+    for rows in range(14, 30):
+        text = render(snapshot(alarms=alarms), size=(60, rows), keys=KEYS)
+        assert len(text.splitlines()) <= rows and "q quit" in text, (rows, text)

@@ -198,3 +198,17 @@ def test_the_readme_example_is_what_status_prints() -> None:
         alarms={30: "camera gone: left"},
     )
     assert status_lines(snap) == example
+
+
+def test_ctrl_c_while_waiting_for_the_service_is_no_traceback(
+    cell: tuple[Cell, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import controller.api as api
+
+    def interrupted(*args: Any, **kw: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "request", interrupted)
+    assert main(["status", "--socket", str(cell[1])]) == 130
+    out = capsys.readouterr()
+    assert out.out == "" and "Traceback" not in out.err
