@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import os
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller.config import ConfigError
+from controller.logs import setup_logging
 
 #: The installed layout (README, "Running as a service"): what `recipe validate` and `recipe
 #: list` use when neither an option nor the environment (CELL_CONFIG, CELL_RECIPES) names one.
@@ -25,7 +25,8 @@ class _Help(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+        flag = action.nargs == 0  # -v, --json: their default goes without saying
+        unset = flag or default is None or default == [] or default == argparse.SUPPRESS
         if not action.option_strings or "(default" in text or unset:
             return text
         return text + " (default: %(default)s)"
@@ -170,9 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     import os
 
     from controller.daemon import RunOptions, run_service
-    from controller.systemd import setup_service_logging
 
-    setup_service_logging(logging.DEBUG if args.verbose else logging.INFO)
     data = args.data_dir or Path(os.environ.get("STATE_DIRECTORY", ".").split(":")[0])
     opts = RunOptions(args.cell, args.recipe, args.recipes, data, args.socket, args.drain_timeout)
     return run_service(opts)
@@ -184,29 +183,50 @@ def _console(args: argparse.Namespace) -> int:
     return attach(args.socket)
 
 
-def _status(args: argparse.Namespace) -> int:
+#: `cellctl status` exit codes, as `systemctl is-active` has them (README, "Using it").
+STATUS_OK, STATUS_NO_ANSWER, STATUS_ATTENTION = 0, 1, 3
+
+
+def _status_once(args: argparse.Namespace) -> int:
     import json
 
     from controller.api import ApiError, request
+    from controller.console import attention, status_lines
+    from controller.snapshot import snapshot_from_dict
 
     try:
         reply = request(args.socket, {"op": "status"})
     except ApiError as exc:
         print(f"cellctl: {exc}", file=sys.stderr)
-        return 1
+        return STATUS_NO_ANSWER
     if not reply.get("ok") or not isinstance(reply.get("status"), dict):
         print(f"cellctl: status refused: {reply.get('error')}", file=sys.stderr)
-        return 1
-    st = reply["status"]
-    if args.json:
-        print(json.dumps(st, indent=2))
+        return STATUS_NO_ANSWER
+    st = snapshot_from_dict(reply["status"])
+    if args.json:  # one object per line when watching, for a reader that takes lines
+        print(json.dumps(reply["status"], indent=None if args.watch else 2))
     else:
-        print(
-            f"{st['state']}  recipe {st['recipe']} ({st['recipe_hash']})  parts {st['parts']}  "
-            f"passed {st['passed']}  failed {st['failed']}  no decision {st['no_decision']}  "
-            f"PLC {'up' if st['link_up'] else 'DOWN'}  alarms {len(st['alarms'])}"
-        )
-    return 0
+        print("\n".join(status_lines(st)))
+    return STATUS_ATTENTION if attention(st) else STATUS_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    import time
+
+    if args.watch is None:
+        return _status_once(args)
+    clear = sys.stdout.isatty() and not args.json
+    try:
+        while True:
+            if clear:
+                print("\x1b[H\x1b[2J", end="")
+            if not args.json:
+                print(f"every {args.watch:g} s, Ctrl-C ends  {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            _status_once(args)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -378,13 +398,18 @@ def _contract(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE = (
+    "debug logging; -vv also the libraries' per-packet and per-callback lines (snap7, pymodbus, transitions)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from controller.api import default_socket
     from controller.core.packml import Command
     from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
 
     ap = _Parser(prog="cellctl", description="Inspection cell controller.")
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE)
     ap.add_argument("--version", action="version", version=f"cellctl {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -526,9 +551,24 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
     co.set_defaults(func=_console)
 
-    s = sub.add_parser("status", help="status of the running cell (local API)")
+    s = sub.add_parser(
+        "status",
+        help="status of the running cell (local API); exit 3 when it needs someone",
+        description="State, totals, rejects by cause and alarms of the running cell. Exit 0 when it "
+        "runs or is stopped, idle or held by an operator; 3 when it needs someone (aborted, held by "
+        "an alarm, PLC link down); 1 when no service answers.",
+    )
     s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the whole status as JSON (the API's)")
+    s.add_argument(
+        "--watch",
+        type=_value("seconds from 0.1 to 3600", float, 0.1, 3600),
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh every SECONDS (2 if not given) until Ctrl-C",
+    )
     s.set_defaults(func=_status)
 
     k = sub.add_parser("command", help="send a PackML command to the running cell (local API)")
@@ -583,8 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("contract", help="print the PLC data contract (areas, codes, alarms)")
     c.add_argument("--markdown", action="store_true", help="the whole contract as Markdown (the README's)")
-    c.add_argument("--ring-size", type=int, default=16)
+    c.add_argument(
+        "--ring-size",
+        type=_value("a whole number from 4 to 32", int, 4, 32),
+        default=16,
+        help="slots per ring in the PLC areas",
+    )
     c.set_defaults(func=_contract)
+    # -v also after the subcommand (`cellctl demo -v`): counted apart, added up in main().
+    for p in [*sub.choices.values(), *rs.choices.values()]:
+        p.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose", help=VERBOSE)
     return ap
 
 
@@ -597,10 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{option} does not apply to --cameras-from pylon-emulation (the simulator fires one "
                     "software trigger per part and pylon's emulated cameras lose no frames)"
                 )
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
-    )
+    setup_logging(args.verbose + args.sub_verbose, service=args.command == "run")
     try:
         rc: int = args.func(args)
     except ConfigError as exc:
@@ -609,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:  # output piped into head and the like
         return 0
+    except KeyboardInterrupt:  # Ctrl-C while waiting for an answer: no traceback
+        return 130
     except (RuntimeError, OSError, TimeoutError) as exc:  # a clear line, not a traceback
         print(f"cellctl: {exc}", file=sys.stderr)
         return 1

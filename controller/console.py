@@ -35,26 +35,87 @@ def _ms(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.1f}"
 
 
+def cut(text: str, width: int) -> str:
+    """`text` in `width` characters: whole reasons and words, then `…` when some are left out
+    (a single word wider than `width` is the only one cut inside)."""
+    if len(text) <= width:
+        return text
+    head = text[: width - 1]
+    if text[width - 1] in ", ":  # the cut falls between two words
+        return head.rstrip() + "…"
+    stop = max(head.rfind(","), head.rfind(" "))
+    return (head[: stop + 1].rstrip() if stop > 0 else head) + "…"
+
+
+def rejected(s: StatusSnapshot) -> int:
+    """Parts the PLC was told to kick: defects and NO_DECISION."""
+    return s.failed + s.no_decision
+
+
+def undecided(s: StatusSnapshot) -> int:
+    """Parts without a verdict yet: parts = passed + rejected + these."""
+    return max(0, s.parts - s.passed - rejected(s))
+
+
+def no_decision_causes(s: StatusSnapshot) -> list[tuple[str, int]]:
+    """NO_DECISION parts by cause, most first (`not inspecting`: entered while not in Execute)."""
+    causes = sorted(
+        ((k.replace("_", " "), v) for k, v in s.rejects_by_reason.items() if k != "defect" and v),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    rest = s.no_decision - sum(v for _, v in causes)
+    return [*causes, ("other", rest)] if rest > 0 else causes
+
+
+def attention(s: StatusSnapshot) -> list[str]:
+    """Why the cell needs someone (what makes `cellctl status` exit 3); empty when it does not."""
+    why = []
+    if s.state in ("ABORTED", "ABORTING"):
+        why.append("aborted")
+    if s.state in ("HELD", "HOLDING") and s.alarms:
+        why.append("held by alarm " + ", ".join(str(c) for c in sorted(s.alarms)))
+    if not s.link_up:
+        why.append("PLC link down")
+    return why
+
+
+def status_lines(s: StatusSnapshot) -> list[str]:
+    """`cellctl status`: the state, totals that add up, rejects by cause, every alarm's text."""
+    hb = f", heartbeat {s.heartbeat_age_s * 1e3:.0f} ms" if math.isfinite(s.heartbeat_age_s) else ""
+    causes = ", ".join(f"{v} {k}" for k, v in no_decision_causes(s))
+    lines = [
+        f"{s.state}  recipe {s.recipe} ({s.recipe_hash})  PLC {'up' if s.link_up else 'DOWN'}{hb}  "
+        f"{s.parts_per_min:.0f} parts/min  latency p99 {_ms(s.latency_p99_ms)} ms",
+        f"parts {s.parts}: {s.passed} passed, {rejected(s)} rejected, {undecided(s)} in flight",
+        f"rejected {rejected(s)}: {s.failed} defect, {s.no_decision} no decision"
+        + (f" ({causes})" if causes else ""),
+    ]
+    lines += [f"alarm {c}: {t}" for c, t in sorted(s.alarms.items())] or ["no active alarms"]
+    why = attention(s)
+    if why:
+        lines.append("needs attention: " + "; ".join(why))
+    return lines
+
+
 def _header(s: StatusSnapshot) -> Text:
     hb = f" hb {s.heartbeat_age_s * 1e3:.0f} ms" if math.isfinite(s.heartbeat_age_s) else " hb -"
     return Text.assemble(
         ("state ", "dim"), (s.state, _STATE_STYLE.get(s.state, "bold cyan")),
-        ("   recipe ", "dim"), (f"{s.recipe} ({s.recipe_hash})", "bold"),
-        ("   inference ", "dim"), (s.provider.replace("ExecutionProvider", ""), "bold"),
-        ("   PLC ", "dim"),
+        ("  recipe ", "dim"), (f"{s.recipe} ({s.recipe_hash})", "bold"),
+        ("  inference ", "dim"), (s.provider.replace("ExecutionProvider", ""), "bold"),
+        ("  PLC ", "dim"),
         ("up" if s.link_up else "DOWN", "green" if s.link_up else "bold red"), (hb, "dim"),
     )  # fmt: skip
 
 
 def _counts(s: StatusSnapshot) -> Table:
-    rejected = s.failed + s.no_decision
-    decided = s.passed + rejected
+    decided = s.passed + rejected(s)
     yield_ = f"{100.0 * s.passed / decided:.1f} %" if decided else "-"
     t = Table.grid(padding=(0, 2))
     for _ in range(6):
         t.add_column(justify="right")
-    t.add_row("parts", str(s.parts), "passed", str(s.passed), "rejected", str(rejected))
-    t.add_row("parts/min", f"{s.parts_per_min:.0f}", "yield", yield_, "in flight", str(s.in_flight))
+    t.add_row("parts", str(s.parts), "passed", str(s.passed), "rejected", str(rejected(s)))
+    t.add_row("parts/min", f"{s.parts_per_min:.0f}", "yield", yield_, "in flight", str(undecided(s)))
     t.add_row(
         "line mm/s", f"{s.line_speed_mm_s:.0f}", "no decision", str(s.no_decision),
         "latency p99", f"{_ms(s.latency_p99_ms)} ms",
@@ -62,53 +123,106 @@ def _counts(s: StatusSnapshot) -> Table:
     return t
 
 
-def _alarms(s: StatusSnapshot) -> RenderableType:
-    if not s.alarms:
+def _tables(s: StatusSnapshot) -> tuple[RenderableType, RenderableType]:
+    """The stage and camera tables side by side; rejects by reason and the last parts."""
+    stages = Table("stage", "p50 ms", "p99 ms", box=None, pad_edge=False)
+    for k in STAGES:
+        p50, p99 = s.stage_ms.get(k, (math.nan, math.nan))
+        stages.add_row(k, _ms(p50), _ms(p99))
+    cams = Table("camera", "fps", "frames", "missed", "rejects", box=None, pad_edge=False)
+    for name, st in s.cameras.items():
+        gone = not st.get("connected", 1)
+        cams.add_row(
+            Text(name + (" GONE" if gone else ""), style="bold red" if gone else ""),
+            f"{s.camera_fps.get(name, 0.0):.0f}", str(st["frames"]), str(st.get("missed", st["skipped"])),
+            str(s.rejects_by_camera.get(name, 0)),
+        )  # fmt: skip
+    reasons = Table("reject reason", "count", box=None, pad_edge=False)
+    for k, v in sorted(s.rejects_by_reason.items(), key=lambda kv: -kv[1])[:8]:
+        reasons.add_row(k, str(v))
+    recent = Table("part", "verdict", "reasons", box=None, pad_edge=False)
+    for pid, verdict, why in reversed(s.recent[-8:]):
+        recent.add_row(str(pid), Text(verdict, style="green" if verdict == "PASS" else "red"), cut(why, 28))
+    top = Table.grid(padding=(0, 4))
+    top.add_row(stages, cams)
+    bottom = Table.grid(padding=(0, 4))
+    bottom.add_row(reasons, recent)
+    return top, bottom
+
+
+def _footer(footer: str, keys: str) -> list[RenderableType]:
+    return [Text(line, style="bold") for line in (footer, keys) if line]
+
+
+def _alarm_lines(s: StatusSnapshot) -> list[str]:
+    return [f"alarm {c}: {t}" for c, t in sorted(s.alarms.items())]
+
+
+def _alarms(s: StatusSnapshot, most: int | None = None) -> RenderableType:
+    lines = _alarm_lines(s)
+    if not lines:
         return Text("no active alarms", style="dim")
-    return Text("\n".join(f"alarm {c}: {t}" for c, t in sorted(s.alarms.items())), style="bold red")
+    if most is not None and len(lines) > most:
+        lines = [*lines[: most - 1], f"… and {len(lines) - most + 1} more alarms"]
+    return Text("\n".join(lines), style="bold red")
 
 
-def render_status(s: StatusSnapshot, size: tuple[int, int] | None = None, footer: str = "") -> RenderableType:
-    """The whole console screen for one snapshot; `size` (columns, rows) picks full or compact."""
-    compact = size is not None and (size[0] < FULL_SIZE[0] or size[1] < FULL_SIZE[1])
-    parts: list[RenderableType] = [_header(s), Text(""), _counts(s), Text("")]
-    if compact:
-        parts += [
-            _alarms(s),
-            Text(f"small terminal: full view needs {FULL_SIZE[0]}x{FULL_SIZE[1]}", style="dim italic"),
-        ]
-    else:
-        stages = Table("stage", "p50 ms", "p99 ms", box=None, pad_edge=False)
-        for k in STAGES:
-            p50, p99 = s.stage_ms.get(k, (math.nan, math.nan))
-            stages.add_row(k, _ms(p50), _ms(p99))
-        cams = Table("camera", "fps", "frames", "missed", "rejects", box=None, pad_edge=False)
-        for name, st in s.cameras.items():
-            gone = not st.get("connected", 1)
-            cams.add_row(
-                Text(name + (" GONE" if gone else ""), style="bold red" if gone else ""),
-                f"{s.camera_fps.get(name, 0.0):.0f}", str(st["frames"]), str(st.get("missed", st["skipped"])),
-                str(s.rejects_by_camera.get(name, 0)),
-            )  # fmt: skip
-        reasons = Table("reject reason", "count", box=None, pad_edge=False)
-        for k, v in sorted(s.rejects_by_reason.items(), key=lambda kv: -kv[1])[:8]:
-            reasons.add_row(k, str(v))
-        recent = Table("part", "verdict", "reasons", box=None, pad_edge=False)
-        for pid, verdict, why in reversed(s.recent[-8:]):
-            recent.add_row(str(pid), Text(verdict, style="green" if verdict == "PASS" else "red"), why[:28])
-        top = Table.grid(padding=(0, 4))
-        top.add_row(stages, cams)
-        bottom = Table.grid(padding=(0, 4))
-        bottom.add_row(reasons, recent)
-        parts += [top, Text(""), bottom, Text(""), _alarms(s)]
-    if footer:
-        parts += [Text(""), Text(footer, style="bold")]
+def _panel(blocks: list[RenderableType], tail: list[RenderableType], spaced: bool) -> RenderableType:
+    parts: list[RenderableType] = []
+    for b in blocks if not tail else [*blocks, Group(*tail)]:
+        parts += [Text("")] if spaced and parts else []
+        parts.append(b)
     return Panel(Group(*parts), title="inspection cell")
 
 
-def render_unreachable(why: str, footer: str = "") -> RenderableType:
+def render_status(
+    s: StatusSnapshot, size: tuple[int, int] | None = None, footer: str = "", keys: str = ""
+) -> RenderableType:
+    """The whole console screen for one snapshot. `footer` is a message line and `keys` the key
+    legend; both are always shown. With `size` (columns, rows) it shows what fits, in this order:
+    the header, counts and alarms; the stage and camera tables; rejects by reason and the last
+    parts. Blank lines go first, then tables, then alarms past the first."""
+    top, bottom = _tables(s)
+    head: list[RenderableType] = [_header(s), _counts(s)]
+    tail = _footer(footer, keys)
+    if size is None:
+        return _panel([*head, top, bottom, _alarms(s)], tail, spaced=True)
+    # Each block measured once in the panel's inner width (a table that would fold is left out).
+    import io  # an off-screen console of its own, only to measure
+
+    from rich.console import Console
+
+    inner = max(1, size[0] - 4)
+    probe = Console(width=inner, file=io.StringIO(), color_system=None, legacy_windows=False)
+    opts = probe.options.update(width=inner, height=None)
+
+    def rows(r: RenderableType) -> int:
+        return len(probe.render_lines(r, opts, pad=False))
+
+    fixed = 2 + sum(rows(b) for b in head) + sum(rows(t) for t in tail)  # 2: the panel's border
+    alarm_rows = [rows(Text(line)) for line in _alarm_lines(s)] or [1]
+    tables = [t for t in (top, bottom) if probe.measure(t).maximum <= inner]
+    table_rows = [rows(t) for t in tables]
+    note = Text(f"small terminal: full view needs {FULL_SIZE[0]}x{FULL_SIZE[1]}", style="dim italic")
+    choices = [(k, spaced) for k in range(len(tables), -1, -1) for spaced in (True, False)]
+    for k, spaced in choices:
+        whole = k == 2
+        blocks = len(head) + k + 1 + (not whole) + bool(tail)
+        height = fixed + sum(table_rows[:k]) + sum(alarm_rows) + (not whole) + spaced * (blocks - 1)
+        if height <= size[1]:
+            return _panel([*head, *tables[:k], _alarms(s), *([] if whole else [note])], tail, spaced)
+    # Not even the essentials with every alarm: the first alarms that fit, the rest counted.
+    room = size[1] - fixed - 1  # 1: the note
+    most = max(1, len(alarm_rows) - 1)
+    while most > 1 and sum(alarm_rows[: most - 1]) + 1 > room:  # +1: "… and N more alarms"
+        most -= 1
+    return _panel([*head, _alarms(s, most), note], tail, spaced=False)
+
+
+def render_unreachable(why: str, footer: str = "", keys: str = "") -> RenderableType:
     """What the console shows while the service is away (it keeps trying)."""
     body = Text.assemble(
         ("service not reachable\n", "bold red"), (why + "\n", ""), ("reconnecting...", "dim")
     )
-    return Panel(Group(body, Text(footer, style="bold")) if footer else body, title="inspection cell")
+    tail = _footer(footer, keys)
+    return Panel(Group(body, *tail) if tail else body, title="inspection cell")

@@ -1,4 +1,4 @@
-"""systemd's service notification protocol (sd_notify) and journald-friendly logging.
+"""systemd's service notification protocol (sd_notify) and its watchdog (logging: controller.logs).
 
 The protocol is one datagram of `KEY=value` lines to the socket named by `NOTIFY_SOCKET`
 (a path, or an abstract name written with a leading `@`). It is small enough that a
@@ -8,11 +8,8 @@ would cost more than these lines.
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-import sys
-from typing import ClassVar
 
 
 class Notifier:
@@ -62,33 +59,3 @@ def watchdog_interval() -> float | None:
         return max(0.05, int(usec) / 2e6)
     except ValueError:
         return None
-
-
-class _JournalPriority(logging.Filter):
-    """Adds the `<N>` syslog priority prefix journald reads from a service's stdout."""
-
-    LEVELS: ClassVar[dict[int, int]] = {
-        logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2
-    }  # fmt: skip
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.prio = f"<{self.LEVELS.get(record.levelno, 6)}>"
-        return True
-
-
-def setup_service_logging(level: int) -> None:
-    """One line per event on stdout: `level logger [thread] message`, with journald priorities
-    when stdout is the journal (systemd sets JOURNAL_STREAM), timestamps otherwise."""
-    handler = logging.StreamHandler(sys.stdout)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.addFilter(_JournalPriority())
-        fmt = "%(prio)s%(levelname)s %(name)s [%(threadName)s] %(message)s"
-    else:
-        fmt = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    if level > logging.DEBUG:  # their INFO lines are per callback and per connection
-        for chatty in ("transitions", "snap7", "pymodbus"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -106,26 +106,30 @@ class ConsoleSession:
         self.message, self.message_until = text, time.monotonic() + 5.0
 
     def footer(self) -> str:
+        """The message line under the screen (a question, a command's answer); the key legend
+        is shown below it always."""
         if self.pending is not None:
             return f"press y to {self.pending.upper()} the cell, any other key to cancel"
         if self.message and time.monotonic() < self.message_until:
             return self.message
-        return KEYS
+        return ""
 
     def frame(self, size: tuple[int, int]) -> RenderableType:
         try:
             snap = self.control.snapshot()
         except ControlError as exc:  # away or busy: shown, retried
-            return render_unreachable(str(exc), self.footer())
-        return render_status(snap, size, self.footer())
+            return render_unreachable(str(exc), self.footer(), KEYS)
+        return render_status(snap, size, self.footer(), KEYS)
 
 
 def attach(socket: Path, refresh_hz: float = 4.0) -> int:
-    """Run the console until q or Ctrl-C."""
+    """Run the console until q or Ctrl-C. Log records wait until the screen is closed."""
+    from controller.logs import held_logs
+
     console = Console()
     session = ConsoleSession(ApiClient(socket, status_timeout=1.0))
     stop = threading.Event()
-    with _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
+    with held_logs(), _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         try:
             while True:
                 live.update(session.frame((console.width, console.height)), refresh=True)

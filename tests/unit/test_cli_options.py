@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from controller.cli import main
+from controller.logs import LIBRARIES
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = (ROOT / "recipes/plate-4h.yaml").read_text()
@@ -139,32 +140,89 @@ def test_recipe_diff_exits_like_diff(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "no differences" in capsys.readouterr().out
 
 
-def test_readme_recipe_commands_exit_as_documented(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+#: How each command of the README's usage block exits when no service runs, by its first words:
+#: None where it is or waits for the service (run, console).
+USAGE_EXITS: dict[str, int | None] = {
+    "demo": 0,  # accepted; it is not really run here (tests/e2e runs the demo)
+    "contract": 0,
+    "status": 1,  # no service: one line, exit 1
+    "status --watch": 0,  # keeps trying until Ctrl-C
+    "command": 1,
+    "recipe validate": 0,
+    "recipe list": 0,
+    "recipe diff": 1,  # the two shipped recipes differ
+    "recipe activate": 1,
+    "run": None,
+    "console": None,
+}
+
+
+def test_readme_usage_commands_exit_as_documented(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    demo_calls: list[Any],
 ) -> None:
-    """The `cellctl recipe` lines of the README's usage block run from a clone, as written."""
+    """Every command line of the README's usage block runs from a clone, as written, and exits as
+    the README says; those that need the running service say in one line that there is none."""
     import glob
+    import logging
     import shlex
+    import time
 
     import controller.cli as cli
 
     for var in ("CELL_CONFIG", "CELL_RECIPES"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CELLCTL_SOCKET", str(tmp_path / "none.sock"))
     monkeypatch.setattr(cli, "INSTALLED_CELL", tmp_path / "none.yaml")
     monkeypatch.setattr(cli, "INSTALLED_RECIPES", tmp_path / "none")
+
+    def ctrl_c(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", ctrl_c)
     monkeypatch.chdir(ROOT)
     usage = (ROOT / "README.md").read_text().split("## Using it", 1)[1].split("```sh", 1)[1].split("```")[0]
-    lines = [ln for ln in usage.splitlines() if ln.startswith(".venv/bin/cellctl recipe ")]
-    expected = {"validate": 0, "list": 0, "diff": 1}  # diff: the two shipped recipes differ
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    libraries = {name: logging.getLogger(name).level for name in LIBRARIES}  # `-v` sets them
     ran = set()
-    for ln in lines:
-        words = shlex.split(ln.split("  #", 1)[0])[1:]
-        if words[1] not in expected:
-            continue  # activate needs the running service
-        args = [m for w in words for m in (sorted(glob.glob(w)) if "*" in w else [w])]
-        rc = main(args)
-        out = capsys.readouterr()
-        assert rc == expected[words[1]], (ln, out)
-        assert "Traceback" not in out.out + out.err
-        ran.add(words[1])
-    assert ran == set(expected), lines
+    try:
+        for ln in usage.strip().splitlines():
+            words = shlex.split(ln.split("  #", 1)[0])
+            assert words[0] == ".venv/bin/cellctl", ln
+            text = " ".join(words[1:]) + " "
+            key = max((k for k in USAGE_EXITS if text.startswith(k + " ")), key=len, default=None)
+            assert key is not None, f"{ln}: add how it exits to USAGE_EXITS"
+            if USAGE_EXITS[key] is None:
+                continue
+            args = [m for w in words[1:] for m in (sorted(glob.glob(w)) if "*" in w else [w])]
+            started = len(demo_calls)
+            rc = main(args)
+            out = capsys.readouterr()
+            assert rc == USAGE_EXITS[key], (ln, out)
+            assert "Traceback" not in out.out + out.err, ln
+            if rc == 1 and key not in ("recipe diff",):
+                assert len(out.err.strip().splitlines()) == 1 and "no cell service" in out.err, (ln, out)
+            ran.add(key)
+            assert len(demo_calls) == started + (key == "demo"), ln  # a demo got as far as starting
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for name, lvl in libraries.items():
+            logging.getLogger(name).setLevel(lvl)
+    assert ran == {k for k, v in USAGE_EXITS.items() if v is not None}, ran
+
+
+# ------------------------------------------------------------------ item 6
+@pytest.mark.parametrize("bad", ["0", "-1", "3", "33", "many", "4.5"])
+def test_contract_refuses_a_bad_ring_size_in_one_line(capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    line = refused(["contract", "--ring-size", bad], capsys)
+    assert line.startswith("cellctl contract: --ring-size: expected a whole number from 4 to 32"), line
+    assert f"found '{bad}'" in line, line
+
+
+def test_contract_prints_a_table_for_a_good_ring_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["contract", "--ring-size", "8"]) == 0
+    assert "area" in capsys.readouterr().out

@@ -6,10 +6,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from controller.api import ApiClient
-from controller.console import KEYS, render_status
+from controller.console import KEYS, render_status, render_unreachable
 from controller.service import StatusSnapshot, snapshot_from_dict
 from controller.terminal import ConsoleSession
 
@@ -32,14 +33,14 @@ def snapshot(**kw: object) -> StatusSnapshot:
     return StatusSnapshot(**base)  # type: ignore[arg-type]
 
 
-def render(s: StatusSnapshot, size: tuple[int, int] = (120, 40), footer: str = "") -> str:
+def render(s: StatusSnapshot, size: tuple[int, int] = (120, 40), footer: str = "", keys: str = "") -> str:
     console = Console(width=size[0], height=size[1], record=True, color_system=None, force_terminal=True)
-    console.print(render_status(s, size, footer))
+    console.print(render_status(s, size, footer, keys))
     return console.export_text()
 
 
 def test_key_figures_are_on_screen() -> None:
-    text = render(snapshot(), footer=KEYS)
+    text = render(snapshot(), keys=KEYS)
     needles = ["EXECUTE", "plate-4h", "abcdef123456", "1234", "1198", "998", "13.9", "3.3"]
     needles += ["scratch", "missing_frame", "81.0 %", "top:scratch", "CPU", "no active alarms", "hb 3 ms"]
     needles += ["infer", "total", "left GONE", "150", "x stop"]
@@ -54,7 +55,8 @@ def test_link_down_and_alarms_are_shown() -> None:
 
 
 def test_small_terminal_shows_the_essentials_and_says_so() -> None:
-    text = render(snapshot(alarms={30: "camera gone: left"}), size=(70, 20))
+    # Too few rows for the stage table (issue 15 item 10: at 70x20 it now fits and is kept).
+    text = render(snapshot(alarms={30: "camera gone: left"}), size=(70, 14))
     assert "EXECUTE" in text and "camera gone: left" in text and "1198" in text
     assert "small terminal: full view needs 100x30" in text
     assert "p50 ms" not in text  # the stage table is left out
@@ -78,3 +80,61 @@ def test_stop_and_abort_ask_first_and_a_dead_service_is_reported(tmp_path: Path)
     console.print(session.frame((100, 30)))  # type: ignore[arg-type]
     text = console.export_text()
     assert "service not reachable" in text and "reconnecting" in text
+
+
+# ------------------------------------------------------------------ issue 15, item 10
+def test_reasons_are_cut_at_a_word_with_an_ellipsis() -> None:
+    why = "top:scratch,left:missing_frame,right:dent"
+    text = render(snapshot(recent=[(7, "FAIL", why)]))
+    row = next(ln for ln in text.splitlines() if "FAIL" in ln)
+    assert "top:scratch,…" in row, row  # the next reason does not fit whole
+    assert "missing_fr" not in row, row
+
+
+def test_a_short_reason_is_not_cut() -> None:
+    text = render(snapshot(recent=[(7, "FAIL", "top:scratch")]))
+    row = next(ln for ln in text.splitlines() if "FAIL" in ln)
+    assert "top:scratch" in row and "…" not in row, row
+
+
+def test_at_80x24_the_stage_and_camera_tables_and_the_legend_fit() -> None:
+    text = render(snapshot(), size=(80, 24), footer="stop cancelled", keys=KEYS)
+    lines = text.splitlines()
+    assert len(lines) <= 24, text
+    assert "p50 ms" in text and "journal" in text and "total" in text, text  # the stage table
+    assert "left GONE" in text and "missed" in text, text  # the camera table
+    assert "stop cancelled" in text and KEYS in text, text
+    assert "reject reason" in text, text  # the rest fits too, without blank lines: nothing left out
+    assert "small terminal" not in text, text
+    assert max(len(ln) for ln in lines) <= 80
+
+
+@pytest.mark.parametrize("size", [(80, 24), (60, 15), (100, 30), (50, 14)])
+def test_the_legend_stays_visible_with_many_alarms_and_cameras(size: tuple[int, int]) -> None:
+    cams = {f"cam{k}": {"frames": 10, "missed": 0, "skipped": 0, "underruns": 0} for k in range(12)}
+    alarms = {code: f"alarm text number {code}" for code in range(10, 22)}
+    text = render(snapshot(cameras=cams, alarms=alarms, state="HELD"), size=size, keys=KEYS)
+    lines = text.splitlines()
+    assert len(lines) <= size[1], text
+    assert "q quit" in text, text  # the legend's end: not cut by the bottom of the screen
+    assert "HELD" in text and "alarm 10: alarm text number 10" in text, text
+
+
+def test_the_unreachable_screen_keeps_the_legend() -> None:
+    console = Console(width=80, height=24, record=True, color_system=None, force_terminal=True)
+    console.print(render_unreachable("no cell service at /x", "", KEYS))
+    assert "q quit" in console.export_text()
+
+
+def test_the_console_counts_add_up() -> None:
+    text = render(snapshot(parts=1240, in_flight=40))  # 1240 = 1000 + 234 + 6 without a verdict
+    row = next(ln for ln in text.splitlines() if "in flight" in ln)
+    assert row.split("in flight")[1].split()[0] == "6", row
+
+
+def test_alarms_that_wrap_are_counted_when_they_do_not_fit() -> None:
+    long = "a long alarm text that wraps onto a second line of a narrow terminal " * 2
+    alarms = {code: f"{long}{code}" for code in range(10, 16)}
+    for rows in range(14, 30):
+        text = render(snapshot(alarms=alarms), size=(60, rows), keys=KEYS)
+        assert len(text.splitlines()) <= rows and "q quit" in text, (rows, text)
