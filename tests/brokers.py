@@ -1,0 +1,108 @@
+"""An MQTT broker process for tests, on 127.0.0.1 and a free port: Mosquitto where it is
+installed, else amqtt (the `dev` extra's pure-Python broker). `kill()` and `start()` again
+restart it on the same port, for outage tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_path() -> str | None:
+    """Mosquitto's binary: on PATH, or where Debian puts it (/usr/sbin is not on every PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+
+
+def amqtt_path() -> str | None:
+    found = Path(sys.executable).parent / "amqtt"
+    return str(found) if found.exists() else shutil.which("amqtt")
+
+
+class Broker:
+    """One broker process; `kind` is "mosquitto" or "amqtt". `start_s`: how long the last
+    start took until the port answered."""
+
+    def __init__(self, workdir: Path, kind: str | None = None) -> None:
+        self.workdir, self.port = workdir, free_port()
+        paths = {"mosquitto": mosquitto_path(), "amqtt": amqtt_path()}
+        if kind is None:
+            kind = "mosquitto" if paths["mosquitto"] else "amqtt"
+        binary = paths[kind]
+        if binary is None:
+            hint = "apt-get install mosquitto" if kind == "mosquitto" else "pip install -e '.[dev]'"
+            raise RuntimeError(f"{kind} is not installed ({hint})")
+        self.kind, self._binary = kind, binary
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.start_s = 0.0
+
+    def _command(self) -> list[str]:
+        if self.kind == "mosquitto":
+            conf = self.workdir / "mosquitto.conf"
+            # As root, mosquitto would switch to its own user; `user root` keeps it ours.
+            user = "user root\n" if os.geteuid() == 0 else ""
+            conf.write_text(
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}"
+            )
+            return [self._binary, "-c", str(conf)]
+        conf = self.workdir / "amqtt.yaml"
+        conf.write_text(
+            "listeners:\n  default:\n    type: tcp\n"
+            f"    bind: 127.0.0.1:{self.port}\n"
+            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
+        )
+        return [self._binary, "-c", str(conf)]
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the broker; returns once its port accepts connections."""
+        if self._proc is not None:
+            raise RuntimeError("broker already running")
+        t0 = time.monotonic()
+        log = open(self.workdir / f"{self.kind}.log", "ab")  # noqa: SIM115 - the process keeps it
+        with log:
+            self._proc = subprocess.Popen(self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        while time.monotonic() - t0 < timeout:
+            if self._proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    self.start_s = time.monotonic() - t0
+                    return
+            except OSError:
+                time.sleep(0.02)
+        tail = (self.workdir / f"{self.kind}.log").read_text(errors="replace")[-600:]
+        self.stop()
+        raise RuntimeError(f"{self.kind} did not start on port {self.port}: {tail}")
+
+    def kill(self) -> None:
+        """SIGKILL: an outage, no clean goodbye to anyone."""
+        self._end(signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._end(signal.SIGTERM)
+
+    def _end(self, sig: signal.Signals) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5.0)
