@@ -106,3 +106,43 @@ class Broker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5.0)
+
+
+class Listener:
+    """A test subscriber: connects to `port`, subscribes to `topic` (QoS 1) and keeps every
+    message it gets, in order. Use as a context manager; `wait_for` polls a condition."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-listener") -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._subscribed = False
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self._client.on_message = lambda c, u, m: self.messages.append((m.topic, m.payload, bool(m.retain)))
+        self._client.on_subscribe = lambda c, u, mid, codes, props: setattr(self, "_subscribed", True)
+        self._client.on_connect = lambda c, u, flags, rc, props: c.subscribe(topic, qos=1)
+        self._client.connect("127.0.0.1", port, keepalive=10)
+        self._client.loop_start()
+        self.wait_for(lambda: self._subscribed, what=f"a subscription to {topic}")
+
+    def wait_for(self, condition: object, timeout: float = 10.0, what: str = "the condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():  # type: ignore[operator]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            time.sleep(0.01)
+
+    def on(self, suffix: str) -> list[tuple[bytes, bool]]:
+        """The payloads and retained flags received on topics ending with `/suffix`."""
+        return [(p, r) for t, p, r in list(self.messages) if t.endswith("/" + suffix)]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
