@@ -88,6 +88,11 @@ class Broker:
         self.stop()
         raise RuntimeError(f"{self.kind} did not start on port {self.port}: {tail}")
 
+    def pause(self) -> None:
+        """SIGSTOP: the broker still holds its sockets but answers nothing (a hung broker)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """SIGKILL: an outage, no clean goodbye to anyone."""
         self._end(signal.SIGKILL)

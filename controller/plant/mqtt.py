@@ -52,7 +52,8 @@ class MqttFigures:
     """The publisher's counts for the status and the console.
 
     `sent`: event messages the broker acknowledged (repeats after a reconnect counted again);
-    `queued`: in the spool, not yet acknowledged; `dropped`: lost to the spool's size or age
+    `queued`: in the spool, not yet acknowledged; `inflight`: of those, sent on this connection
+    and awaiting the broker's acknowledgement; `dropped`: lost to the spool's size or age
     limit; `failed`: events that could not be spooled (a disk or encoding error);
     `connects` / `connect_failures`: connections made and attempts that failed;
     `last_error`: the latest connection or spool problem ("" if none yet)."""
@@ -61,6 +62,7 @@ class MqttFigures:
     connected: bool
     sent: int
     queued: int
+    inflight: int
     dropped: int
     failed: int
     connects: int
@@ -168,6 +170,7 @@ class MqttPublisher:
             connected=self._connected,
             sent=self._sent,
             queued=spool.depth if spool is not None else 0,
+            inflight=len(self._inflight),
             dropped=spool.dropped if spool is not None else 0,
             failed=self._failed,
             connects=self._connects,
@@ -198,6 +201,7 @@ class MqttPublisher:
                 self._error(f"{type(exc).__name__}: {exc}")
             finally:
                 self._connected = False
+                self._inflight = {}  # sent again from the spool on the next connection
                 self._drop_socket(client)
 
     def _client(self) -> paho.Client:

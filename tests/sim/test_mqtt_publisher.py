@@ -193,14 +193,18 @@ def test_a_broker_outage_loses_no_part_and_keeps_the_order(mqtt_broker: Broker, 
         for i in range(1, 31):
             outlet.publish(part(i))
         first.wait_for(lambda: len(first.messages) >= 30, what="the first 30 parts")
+        mqtt_broker.pause()  # hung: what the publisher sends now is never acknowledged
+        for i in range(31, 41):
+            outlet.publish(part(i))
+        wait(lambda: pub.figures().inflight == 10, what="10 parts sent and not acknowledged")
         mqtt_broker.kill()
-        for i in range(31, 61):  # the broker is down: these wait in the spool
+        for i in range(41, 61):  # the broker is down: these wait in the spool
             outlet.publish(part(i))
         wait(
             lambda: not pub.figures().connected and pub.figures().connect_failures >= 1,
             what="a failed reconnect",
         )
-        wait(lambda: pub.figures().queued >= 30, what="the spool to hold the parts")
+        wait(lambda: pub.figures().queued == 30, what="the spool to hold the parts")
         first.close()
         mqtt_broker.start()
         with Listener(mqtt_broker.port, f"{ROOT}/part", client_id="second") as second:
