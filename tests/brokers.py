@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -33,12 +34,69 @@ def amqtt_path() -> str | None:
     return str(found) if found.exists() else shutil.which("amqtt")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate (PEM)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Made with the openssl command (RuntimeError where it is missing or fails)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is not installed")
+    f = TlsFiles(*(folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")))
+    ca_key = folder / "ca.key"
+
+    def run(*args: str) -> None:
+        done = subprocess.run([openssl, *args], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"openssl {args[0]}: {done.stderr.strip()[-300:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", str(ca_key), "-out", str(f.ca))  # fmt: skip
+    for cert, key, name, ext in (
+        (f.server_cert, f.server_key, "server", "subjectAltName=IP:127.0.0.1"),
+        (f.client_cert, f.client_key, "client", "extendedKeyUsage=clientAuth"),
+    ):
+        csr, extfile = folder / f"{name}.csr", folder / f"{name}.ext"
+        extfile.write_text(ext + "\n")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        )
+        run("x509", "-req", "-in", str(csr), "-CA", str(f.ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(extfile), "-out", str(cert))  # fmt: skip
+    return f
+
+
 class Broker:
     """One broker process; `kind` is "mosquitto" or "amqtt". `start_s`: how long the last
     start took until the port answered."""
 
-    def __init__(self, workdir: Path, kind: str | None = None) -> None:
-        self.workdir, self.port = workdir, free_port()
+    def __init__(
+        self,
+        workdir: Path,
+        kind: str | None = None,
+        users: dict[str, str] | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
+        """`users` (name: password) turns anonymous access off; `tls` serves TLS only and asks
+        every client for a certificate signed by its CA. Both need Mosquitto."""
+        self.workdir, self.port, self.users, self.tls = workdir, free_port(), users, tls
         paths = {"mosquitto": mosquitto_path(), "amqtt": amqtt_path()}
         if kind is None:
             kind = "mosquitto" if paths["mosquitto"] else "amqtt"
@@ -46,19 +104,15 @@ class Broker:
         if binary is None:
             hint = "apt-get install mosquitto" if kind == "mosquitto" else "pip install -e '.[dev]'"
             raise RuntimeError(f"{kind} is not installed ({hint})")
+        if kind != "mosquitto" and (users or tls):
+            raise RuntimeError("users and TLS are set up for Mosquitto only")
         self.kind, self._binary = kind, binary
         self._proc: subprocess.Popen[bytes] | None = None
         self.start_s = 0.0
 
     def _command(self) -> list[str]:
         if self.kind == "mosquitto":
-            conf = self.workdir / "mosquitto.conf"
-            # As root, mosquitto would switch to its own user; `user root` keeps it ours.
-            user = "user root\n" if os.geteuid() == 0 else ""
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}"
-            )
-            return [self._binary, "-c", str(conf)]
+            return [self._binary, "-c", str(self._mosquitto_conf())]
         conf = self.workdir / "amqtt.yaml"
         conf.write_text(
             "listeners:\n  default:\n    type: tcp\n"
@@ -66,6 +120,27 @@ class Broker:
             "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n"
         )
         return [self._binary, "-c", str(conf)]
+
+    def _mosquitto_conf(self) -> Path:
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        # As root, mosquitto would switch to its own user; `user root` keeps it ours.
+        lines += ["user root"] if os.geteuid() == 0 else []
+        if self.users:
+            passwd = self.workdir / "passwd"
+            passwd.write_text("")
+            tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+            for name, password in self.users.items():
+                subprocess.run([tool, "-b", str(passwd), name, password], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {passwd}"]
+        else:
+            lines += ["allow_anonymous true"]
+        if self.tls:
+            t = self.tls
+            lines += [f"cafile {t.ca}", f"certfile {t.server_cert}", f"keyfile {t.server_key}"]
+            lines += ["require_certificate true"]
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the broker; returns once its port accepts connections."""

@@ -30,7 +30,7 @@ from controller.events import (
     ViewOutcome,
 )
 from controller.plant import MqttConfig, MqttPublisher
-from tests.brokers import Broker, Listener
+from tests.brokers import Broker, Listener, make_tls_files
 
 ROOT = "acme/v1/plant1/pack/line2/cell3"
 ENVELOPE = {"v": int, "type": str, "stream": str, "seq": int, "time": str, "cell": dict, "data": dict}
@@ -209,11 +209,12 @@ def test_a_broker_outage_loses_no_part_and_keeps_the_order(mqtt_broker: Broker, 
         mqtt_broker.start()
         with Listener(mqtt_broker.port, f"{ROOT}/part", client_id="second") as second:
             assert pub.figures().connects == 1, "the publisher reconnected before the test's subscriber"
-            second.wait_for(
-                lambda: in_order_once([body(p) for _, p, _ in first.messages + second.messages])[-1]["data"]["part_id"] == 60,
-                what="every part after the outage",
-            )  # fmt: skip
-            got = in_order_once([body(p) for _, p, _ in first.messages + second.messages])
+
+            def merged() -> list[dict[str, Any]]:
+                return in_order_once([body(p) for _, p, _ in first.messages + second.messages])
+
+            second.wait_for(lambda: merged()[-1]["data"]["part_id"] == 60, what="every part after the outage")
+            got = merged()
         assert [b["data"]["part_id"] for b in got] == list(range(1, 61))
         wait(lambda: pub.figures().queued == 0, what="an empty spool")
         f = pub.figures()
@@ -287,5 +288,71 @@ def test_the_last_will_marks_the_cell_offline_when_the_publisher_dies(
         assert will["data"]["online"] is False and will["data"]["reason"] == "connection lost"
     with Listener(mqtt_broker.port, f"{ROOT}/online", client_id="later") as later:
         later.wait_for(lambda: later.messages)
-        topic, payload, retained = later.messages[-1]
+        _, payload, retained = later.messages[-1]
         assert retained and body(payload)["data"]["online"] is False
+
+
+def own_broker(tmp_path: Path, **options: Any) -> Broker:
+    """A Mosquitto broker with users or TLS (skips where Mosquitto or openssl is missing)."""
+    try:
+        broker = Broker(tmp_path, "mosquitto", **options)
+        broker.start()
+    except RuntimeError as exc:
+        pytest.skip(f"needs Mosquitto: {exc}")
+    return broker
+
+
+def test_a_password_from_the_environment_logs_in_and_a_wrong_one_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broker = own_broker(tmp_path, users={"cell": "s3cret"})
+    monkeypatch.setenv("CELL_MQTT_PASSWORD", "s3cret")
+    (tmp_path / "wrong").write_text("guess\n")
+    good = MqttPublisher(
+        config(broker, username="cell", password_env="CELL_MQTT_PASSWORD"), tmp_path / "a.sqlite"
+    )
+    bad = MqttPublisher(
+        config(broker, username="cell", password_file="wrong", client_id="bad"),
+        tmp_path / "b.sqlite",
+        files_dir=tmp_path,
+    )
+    try:
+        good.start()
+        bad.start()
+        good.on_event(part(1))
+        bad.on_event(part(1))
+        wait(lambda: good.figures().sent == 1, what="the part acknowledged")
+        wait(lambda: bad.figures().connect_failures >= 2, what="refused logins")
+        f = bad.figures()
+        assert not f.connected and f.queued == 1 and "not authori" in f.last_error.lower()
+    finally:
+        good.close()
+        bad.close()
+        broker.stop()
+
+
+def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    try:
+        files = make_tls_files(tmp_path)
+    except RuntimeError as exc:
+        pytest.skip(f"needs openssl: {exc}")
+    broker = own_broker(tmp_path, tls=files)
+    tls = {"ca_file": files.ca.name, "cert_file": files.client_cert.name, "key_file": files.client_key.name}
+    good = MqttPublisher(config(broker, tls=tls), tmp_path / "a.sqlite", files_dir=tmp_path)
+    no_cert = MqttPublisher(
+        config(broker, tls={"ca_file": str(files.ca)}, client_id="no-cert"), tmp_path / "b.sqlite"
+    )
+    try:
+        good.start()
+        no_cert.start()
+        good.on_event(part(1))
+        wait(lambda: good.figures().sent == 1, what="the part acknowledged over TLS")
+        wait(
+            lambda: no_cert.figures().connect_failures >= 1,
+            what="the broker to refuse a client without a certificate",
+        )
+        assert not no_cert.figures().connected
+    finally:
+        good.close()
+        no_cert.close()
+        broker.stop()

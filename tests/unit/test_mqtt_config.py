@@ -66,7 +66,7 @@ def test_password_from_a_file_relative_to_the_files_folder(tmp_path: Path) -> No
     (tmp_path / "pw").write_text("s3cret\n")
     c = MqttConfig(username="u", password_file="pw")
     assert c.resolve_password(base=tmp_path) == "s3cret"
-    with pytest.raises(SecretError, match="password_file .*missing"):
+    with pytest.raises(SecretError, match=r"password_file .*missing"):
         MqttConfig(username="u", password_file=str(tmp_path / "missing")).resolve_password()
     (tmp_path / "empty").write_text("")
     with pytest.raises(SecretError, match="is empty"):
