@@ -17,7 +17,7 @@ def test_a_missing_secret_stops_it_at_construction_with_one_line(
 ) -> None:
     monkeypatch.delenv("NO_SUCH_MQTT_PW", raising=False)
     cfg = MqttConfig.model_validate({**ON, "username": "u", "password_env": "NO_SUCH_MQTT_PW"})
-    with pytest.raises(SecretError, match="^mqtt: password_env NO_SUCH_MQTT_PW is not set"):
+    with pytest.raises(SecretError, match=r"^mqtt: password_env NO_SUCH_MQTT_PW is not set"):
         MqttPublisher(cfg, tmp_path / "s.sqlite", cell_name="c")
 
 
