@@ -51,7 +51,10 @@ class MqttSpool(_Strict):
         description="SQLite file (relative: the data folder); its id names the stream",
     )
     max_mb: float = Field(
-        256.0, gt=0, le=100_000, description="largest size of queued messages (MB); the oldest go first"
+        1024.0,
+        gt=0,
+        le=100_000,
+        description="most message bytes queued (MB; the file is a little larger); the oldest go first",
     )
     max_age_h: float = Field(
         72.0, gt=0, le=24 * 365, description="queued messages older than this are dropped (hours)"
