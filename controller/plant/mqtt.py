@@ -185,6 +185,7 @@ class MqttPublisher:
         while not self._stop.is_set():
             client = self._connect()
             if client is None:
+                self._expire()  # while the broker is away, too
                 self._connect_failures += 1
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.config.reconnect_max_s)
@@ -240,16 +241,19 @@ class MqttPublisher:
         """A connected client (CONNACK accepted), or None with the reason recorded."""
         c = self.config
         self._inflight, self._acked, self._connack = {}, [], None
+        client: paho.Client | None = None
         try:
             client = self._client()
             client.connect(c.host, c.port, keepalive=c.keepalive_s)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            self._error(f"connect {c.host}:{c.port}: {exc}")
+            deadline = time.monotonic() + c.connect_timeout_s
+            while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+                if client.loop(_POLL_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        except Exception as exc:  # refused, unreachable, TLS: all the same to us, try again later
+            self._error(f"connect {c.host}:{c.port}: {type(exc).__name__}: {exc}")
+            if client is not None:
+                self._drop_socket(client)
             return None
-        deadline = time.monotonic() + c.connect_timeout_s
-        while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
-            if client.loop(_POLL_S) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
         if self._connack is None or self._connack.is_failure:
             why = str(self._connack) if self._connack is not None else "no answer (CONNACK)"
             self._error(f"connect {c.host}:{c.port}: {why}")
@@ -264,7 +268,7 @@ class MqttPublisher:
         c = self.config
         self._publish(client, online_message(self.topics, True, "connected", self._clock(), spool.stream))
         handed = 0  # the newest seq handed to this connection: after a reconnect, from the oldest
-        next_status = next_expire = time.monotonic()
+        next_status = next_expire = time.monotonic()  # the first loop drops what is too old, then sends
         flush_until: float | None = None
         while True:
             self._wake.clear()
@@ -276,16 +280,16 @@ class MqttPublisher:
                 self._sent += len(self._acked)
                 spool.remove(self._acked)
                 self._acked = []
+            now = time.monotonic()
+            if now >= next_expire:
+                self._expire()
+                next_expire = now + 1.0
             room = c.max_inflight - len(self._inflight)
             if room > 0 and spool.last_seq > handed:
                 for m in spool.peek(handed, room):
                     info = client.publish(m.topic, m.payload, qos=c.qos, retain=m.retain)
                     self._inflight[info.mid] = m.seq
                     handed = m.seq
-            now = time.monotonic()
-            if now >= next_expire:
-                spool.expire()
-                next_expire = now + 1.0
             if now >= next_status:
                 self._publish_status(client)
                 next_status = now + c.status_interval_s
@@ -294,6 +298,13 @@ class MqttPublisher:
                 if (not self._inflight and spool.last_seq <= handed) or now >= flush_until:
                     self._go_offline(client)
                     return
+
+    def _expire(self) -> None:
+        if self._spool is not None:
+            try:
+                self._spool.expire()
+            except Exception as exc:  # a disk error: the next append or reconnect reports it again
+                self._error(f"spool: {type(exc).__name__}: {exc}")
 
     def _go_offline(self, client: paho.Client) -> None:
         """A clean stop: the retained `online` set false (the broker sends no will then)."""
