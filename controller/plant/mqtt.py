@@ -73,6 +73,11 @@ class MqttFigures:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @staticmethod
+    def off() -> MqttFigures:
+        """The figures of a cell with MQTT off (for a status that always has the section)."""
+        return MqttFigures(False, False, 0, 0, 0, 0, 0, 0, 0, "", "")
+
 
 class MqttPublisher:
     """Publishes the cell's events to one MQTT broker (see the module docstring).
@@ -99,7 +104,6 @@ class MqttPublisher:
         self._spool_path = spool_path
         self._spool: Spool | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._connected = False
@@ -128,7 +132,6 @@ class MqttPublisher:
             return
         self._closed = True
         self._stop.set()
-        self._wake.set()
         if self._thread is not None:
             limit = self.config.close_flush_s + self.config.connect_timeout_s + 1.0
             self._thread.join(limit if timeout is None else timeout)
@@ -160,7 +163,6 @@ class MqttPublisher:
             self._failed += 1
             self._error(f"spool: {type(exc).__name__}: {exc}")
             return
-        self._wake.set()
 
     def figures(self) -> MqttFigures:
         """The current counts (any thread)."""
@@ -271,7 +273,6 @@ class MqttPublisher:
         next_status = next_expire = time.monotonic()  # the first loop drops what is too old, then sends
         flush_until: float | None = None
         while True:
-            self._wake.clear()
             rc = client.loop(_POLL_S)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._error(f"connection to {c.host}:{c.port} lost ({rc.name})")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.events import LinkUp
-from controller.plant import MqttConfig, MqttPublisher, SecretError
+from controller.plant import MqttConfig, MqttFigures, MqttPublisher, SecretError
 
 ON = {"enabled": True, "site": "s", "area": "a", "line": "l"}
 
@@ -34,3 +34,8 @@ def test_an_event_before_start_or_after_close_is_counted_not_raised(tmp_path: Pa
     pub.close()
     pub.on_event(LinkUp("connected", time=1.0))
     assert pub.figures().failed == 2
+
+
+def test_figures_of_a_cell_with_mqtt_off() -> None:
+    f = MqttFigures.off().to_dict()
+    assert f["enabled"] is False and f["connected"] is False and f["queued"] == 0 and f["last_error"] == ""
