@@ -6,8 +6,11 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from tests.brokers import Broker
 
 # pylon's camera emulation: four emulated Basler cameras (serials 0815-0000 .. 0815-0003). It must be
 # set before pylon's transport layers load, so here rather than in a fixture.
@@ -29,3 +32,23 @@ def no_leftover_threads() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not extra, f"test left threads running: {[t.name for t in extra]}"
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker on 127.0.0.1 and a free port (Mosquitto, else amqtt); stopped after the test.
+    MQTT_TEST_BROKERS=amqtt tries only amqtt (the fallback's own check)."""
+    problems = []
+    for kind in os.environ.get("MQTT_TEST_BROKERS", "mosquitto,amqtt").split(","):
+        try:
+            broker = Broker(tmp_path, kind)
+            broker.start()
+            break
+        except RuntimeError as exc:
+            problems.append(f"{kind}: {exc}")
+    else:
+        pytest.skip(f"no MQTT broker could start ({'; '.join(problems)})")
+    try:
+        yield broker
+    finally:
+        broker.stop()

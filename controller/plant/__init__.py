@@ -1,0 +1,14 @@
+"""The plant's view of the cell: publishers that subscribe to the event outlet (MQTT).
+
+`MqttConfig` is the cell config's `mqtt:` section; `MqttPublisher` sends the cell's events,
+state and status to a broker under the topic and payload contract in `messages`.
+"""
+
+from controller.plant.config import MqttConfig, MqttSpool, MqttTls, SecretError
+from controller.plant.messages import CONTRACT_VERSION, KINDS, Topics
+from controller.plant.mqtt import MqttFigures, MqttPublisher
+
+__all__ = [
+    "CONTRACT_VERSION", "KINDS", "MqttConfig", "MqttFigures", "MqttPublisher", "MqttSpool", "MqttTls",
+    "SecretError", "Topics",
+]  # fmt: skip

@@ -1,0 +1,192 @@
+"""The MQTT publisher's settings: the `mqtt:` section the cell config embeds (off by default).
+
+Frozen and validated completely at load, like the rest of the cell config: unknown keys are
+errors, ranges are checked where fields are declared. Secrets never sit in the YAML: the
+password comes from a file or an environment variable, read when the publisher starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: One level of the topic tree: no MQTT wildcards or separators, nothing a historian chokes on.
+LEVEL = r"^[A-Za-z0-9_.-]{1,64}$"
+_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}$")
+
+
+class SecretError(ValueError):
+    """A secret the config names cannot be read (file missing or empty, variable unset)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttTls(_Strict):
+    """TLS to the broker. Without `ca_file` the system's trusted CAs check the broker."""
+
+    ca_file: str | None = Field(
+        None, description="CA certificate(s) (PEM) the broker's certificate must chain to"
+    )
+    cert_file: str | None = Field(None, description="client certificate (PEM), for brokers that ask for one")
+    key_file: str | None = Field(None, description="the client certificate's private key (PEM)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together (give both or neither)")
+        return self
+
+
+class MqttSpool(_Strict):
+    """The disk queue events wait in until the broker acknowledged them."""
+
+    path: str = Field(
+        "var/mqtt-spool.sqlite",
+        description="SQLite file (relative: the data folder); its id names the stream",
+    )
+    max_mb: float = Field(
+        1024.0,
+        gt=0,
+        le=100_000,
+        description="most message bytes queued (MB; the file is a little larger); the oldest go first",
+    )
+    max_age_h: float = Field(
+        72.0, gt=0, le=24 * 365, description="queued messages older than this are dropped (hours)"
+    )
+    sync: Literal["full", "normal"] = Field(
+        "full",
+        description="full: every event is on disk (fsync) before the next one; normal: survives a crash of "
+        "the process, a power cut may lose the last ones (the record store still has them)",
+    )
+
+
+class MqttConfig(_Strict):
+    """The MQTT publisher: the cell's events, its state and status to a broker (contract: README)."""
+
+    enabled: bool = Field(False, description="publish to an MQTT broker")
+    host: str = Field("127.0.0.1", min_length=1, description="broker address")
+    port: int = Field(1883, ge=1, le=65535, description="broker port (TLS usually 8883)")
+    client_id: str = Field(
+        "", max_length=128, description="MQTT client id (empty: cell-<site>-<area>-<line>-<cell>)"
+    )
+    keepalive_s: int = Field(
+        30, ge=5, le=3600, description="MQTT keep-alive: a dead link is noticed within 1.5x"
+    )
+    qos: Literal[1, 2] = Field(
+        1,
+        description="QoS of event messages (0 is not offered: a result stays queued until acknowledged)",
+    )
+    tls: MqttTls | None = Field(None, description="TLS settings; none: plain TCP")
+    username: str | None = Field(None, min_length=1, description="user name, if the broker asks for one")
+    password: str | None = Field(
+        None, description="not allowed: the password is read from password_file or password_env"
+    )
+    password_file: str | None = Field(
+        None, min_length=1, description="file holding the password (first line)"
+    )
+    password_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the password"
+    )
+    prefix: str = Field(
+        "inspection", description="topic root before the version: one or more levels, '/' between"
+    )
+    site: str = Field("", description="ISA-95 site (a topic level); required when enabled")
+    area: str = Field("", description="ISA-95 area (a topic level); required when enabled")
+    line: str = Field("", description="ISA-95 line (a topic level); required when enabled")
+    cell: str = Field("", description="ISA-95 work cell (a topic level); empty: the cell config's name")
+    lot: str | None = Field(None, max_length=128, description="lot id written into every part message")
+    status_interval_s: float = Field(
+        10.0, ge=0.5, le=3600, description="a retained status message this often (s)"
+    )
+    reconnect_min_s: float = Field(1.0, ge=0.05, le=600, description="first wait before reconnecting (s)")
+    reconnect_max_s: float = Field(30.0, ge=0.05, le=3600, description="longest wait between reconnects (s)")
+    connect_timeout_s: float = Field(5.0, gt=0, le=120, description="TCP connect and CONNACK timeout (s)")
+    max_inflight: int = Field(
+        64, ge=1, le=65535, description="messages sent and not yet acknowledged, at most"
+    )
+    close_flush_s: float = Field(
+        2.0, ge=0, le=60, description="at stop, time to send what is queued (the rest stays)"
+    )
+    spool: MqttSpool = MqttSpool()
+
+    @field_validator("password")
+    @classmethod
+    def _no_inline_password(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                "the password is never kept in the cell config: use password_file or password_env"
+            )
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_levels(cls, value: str) -> str:
+        if not _PREFIX.match(value):
+            raise ValueError("topic levels of letters, digits, '_', '.', '-' with '/' between (at most 8)")
+        return value
+
+    @field_validator("site", "area", "line", "cell")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value and not re.match(LEVEL, value):
+            raise ValueError("one topic level: 1-64 letters, digits, '_', '.', '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttConfig:
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("password_file or password_env, not both")
+        if (self.password_file or self.password_env) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s is less than reconnect_min_s")
+        if self.enabled:
+            missing = [k for k in ("site", "area", "line") if not getattr(self, k)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} must be set when mqtt is enabled (topic levels)")
+        return self
+
+    def levels(self, cell_name: str = "") -> tuple[str, str, str, str]:
+        """Site, area, line and cell; `cell_name` (the cell config's) where `cell` is empty."""
+        cell = self.cell or cell_name
+        if not re.match(LEVEL, cell):
+            raise ValueError(
+                f"mqtt: cell {cell!r} is not a topic level: set mqtt.cell (letters, digits, _ . -)"
+            )
+        return self.site, self.area, self.line, cell
+
+    def resolved_client_id(self, cell_name: str = "") -> str:
+        """The client id: the configured one, or one made of the topic levels."""
+        return self.client_id or "cell-" + "-".join(self.levels(cell_name))
+
+    def resolve_password(self, environ: dict[str, str] | None = None, base: Path | None = None) -> str | None:
+        """The password from its file or variable (None: none configured). Raises SecretError
+        with a one-line reason when it cannot be read. `base`: folder relative files are in."""
+        env = os.environ if environ is None else environ
+        if self.password_env is not None:
+            value = env.get(self.password_env)
+            if not value:
+                raise SecretError(f"mqtt: password_env {self.password_env} is not set (or empty)")
+            return value
+        if self.password_file is not None:
+            path = Path(self.password_file)
+            if base is not None and not path.is_absolute():
+                path = base / path
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SecretError(f"mqtt: password_file {path}: {exc.strerror or exc}") from None
+            value = text.splitlines()[0] if text else ""
+            if not value:
+                raise SecretError(f"mqtt: password_file {path} is empty")
+            return value
+        return None
+
+
+__all__ = ["LEVEL", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]
