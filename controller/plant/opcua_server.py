@@ -204,6 +204,7 @@ class OpcUaServer:
     async def _main(self, passwords: dict[str, str]) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
+        await self._check_port()
         server = await self._build(passwords)
         try:
             await server.start()
@@ -232,6 +233,20 @@ class OpcUaServer:
             await asyncio.gather(poller, return_exceptions=True)
             await server.stop()
             log.info("opcua: stopped")
+
+    async def _check_port(self) -> None:
+        """Fail early and in one line when the endpoint cannot be bound (asyncua would log a
+        traceback, after building the whole address space)."""
+        try:
+            probe = await asyncio.get_running_loop().create_server(
+                asyncio.Protocol, self.config.host, self.config.port
+            )
+        except OSError as exc:
+            raise OpcUaStartError(
+                f"opcua: cannot listen on {self.config.endpoint}: {exc.strerror or exc}"
+            ) from None
+        probe.close()
+        await probe.wait_closed()
 
     async def _drain(self) -> None:
         assert self._wake is not None
@@ -454,8 +469,9 @@ class OpcUaServer:
         rules.require(command.nodeid, "operator")
         rules.require(select.nodeid, "engineer")
 
+        # By namespace index, not NodeId: asyncua would give every field the type's NodeId.
         result_type = await server.create_custom_event_type(
-            _sid("ResultReadyEventType", ns), ua.QualifiedName("ResultReadyEventType", ns),
+            ns, "ResultReadyEventType",
             ObjectIds.BaseEventType,
             [(name, ua.VariantType[vtype.removesuffix("[]")]) for name, vtype, _doc in RESULT_FIELDS],
         )  # fmt: skip
