@@ -19,6 +19,12 @@ from typing import Any
 from asyncua import ua
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import USER_TYPES, SimpleRoleRuleset, User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import (
+    CertificateValidator,
+    CertificateValidatorMethod,
+    CertificateValidatorOptions,
+)
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.ua_binary import struct_from_binary
@@ -120,4 +126,21 @@ async def ensure_certificate(cert: Path, key: Path, application_uri: str) -> Non
         log.info("opcua: server certificate %s", cert)
 
 
-__all__ = ["CellUsers", "RoleRules", "ensure_certificate"]
+async def client_validator(folder: Path) -> CertificateValidatorMethod:
+    """A check of client certificates: each must be in `folder` (or be signed by a CA there),
+    within its validity, and name the client's ApplicationUri."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the trusted client certificates folder {folder} does not exist")
+    store = TrustStore([folder], [])
+    await store.load()
+    options = (
+        CertificateValidatorOptions.BASIC_VALIDATION
+        | CertificateValidatorOptions.TRUSTED
+        | CertificateValidatorOptions.PEER_CLIENT
+    )
+    validator = CertificateValidator(options, store)  # type: ignore[no-untyped-call]  # unannotated
+    log.info("opcua: client certificates must be trusted in %s", folder)
+    return validator.validate  # type: ignore[no-any-return]
+
+
+__all__ = ["CellUsers", "RoleRules", "client_validator", "ensure_certificate"]

@@ -84,6 +84,11 @@ class OpcUaConfig(_Strict):
         "var/opcua/server-key.pem",
         description="its private key (PEM), made with it; readable by the owner only",
     )
+    trusted_clients: str | None = Field(
+        None,
+        description="folder of the client certificates (DER or PEM, or their CAs) the encrypted endpoint "
+        "accepts (relative: the data folder); none: any client certificate, passwords still guard sessions",
+    )
     application_uri: str = Field(
         "urn:inspection-cell:opcua",
         min_length=1,
@@ -135,6 +140,10 @@ class OpcUaConfig(_Strict):
             raise ValueError(
                 f"security none is allowed only on a loopback endpoint (localhost, 127.0.0.1, ::1), "
                 f"not on {self.host}: use basic256sha256"
+            )
+        if self.trusted_clients is not None and self.security == "none":
+            raise ValueError(
+                "trusted_clients needs security basic256sha256 (None has no client certificates)"
             )
         names = [u.name for u in self.users]
         twice = sorted({n for n in names if names.count(n) > 1})

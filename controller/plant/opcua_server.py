@@ -35,7 +35,7 @@ from asyncua.ua.object_ids import ObjectIds
 from controller.contract import Command, RecipeResult
 from controller.control import CellControl
 from controller.events import Event, PartRecorded, StateChanged
-from controller.plant.opcua_access import CellUsers, RoleRules, ensure_certificate
+from controller.plant.opcua_access import CellUsers, RoleRules, client_validator, ensure_certificate
 from controller.plant.opcua_config import OpcUaConfig, SecretError, read_password
 from controller.plant.opcua_model import (
     RESULT_FIELDS,
@@ -413,6 +413,8 @@ class OpcUaServer:
             server.set_security_policy(
                 [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt], permission_ruleset=rules
             )
+            if cfg.trusted_clients is not None:
+                server.set_certificate_validator(await client_validator(self._data_dir / cfg.trusted_clients))
         ns = await server.register_namespace(cfg.namespace_uri)
         await self._build_nodes(server, ns, rules)
         return server

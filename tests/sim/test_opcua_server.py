@@ -23,7 +23,7 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
-from asyncua.ua.uaerrors import BadUserAccessDenied, UaStatusCodeError
+from asyncua.ua.uaerrors import BadUserAccessDenied, UaError, UaStatusCodeError
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from controller.contract import AlarmCode, Command, RecipeResult, State
@@ -358,11 +358,34 @@ def test_on_event_never_blocks_and_counts_what_it_drops(cell_loop: asyncio.Abstr
 
 
 # ---------------------------------------------------------------- security
+def client_certificate(folder: Path, name: str, keys: Path) -> tuple[Path, Path]:
+    cert, key = folder / f"{name}.der", keys / f"{name}-key.pem"  # keys apart: the folder is read whole
+    asyncio.run(
+        setup_self_signed_certificate(
+            key, cert, f"urn:test:{name}", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH], {}
+        )
+    )
+    return cert, key
+
+
+async def read_encrypted(endpoint: str, cert: Path, key: Path, name: str) -> Any:
+    client = Client(endpoint, timeout=5)
+    client.application_uri = f"urn:test:{name}"
+    await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key}")
+    client.set_user("emil")
+    client.set_password(PASSWORDS["emil"])
+    async with client:
+        return await (await child(client, "PackTags", "Status", "StateCurrentName")).read_value()
+
+
 def test_basic256sha256_with_a_certificate_made_on_first_start(tmp_path: Path) -> None:
     (tmp_path / "emil.pw").write_text(PASSWORDS["emil"])
+    (tmp_path / "trusted").mkdir()
+    trusted = client_certificate(tmp_path / "trusted", "known", tmp_path)
+    stranger = client_certificate(tmp_path, "stranger", tmp_path)
     cfg = OpcUaConfig(
         endpoint=f"opc.tcp://127.0.0.1:{free_port()}/cell/", users=USERS, certificate="pki/cell.der",
-        private_key="pki/cell-key.pem",
+        private_key="pki/cell-key.pem", trusted_clients="trusted",
     )  # type: ignore[arg-type]  # fmt: skip
     assert cfg.security == "basic256sha256"
     server = OpcUaServer(cfg, StubControl(), data_dir=tmp_path, env=ENV)
@@ -373,23 +396,15 @@ def test_basic256sha256_with_a_certificate_made_on_first_start(tmp_path: Path) -
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
 
         async def body() -> Any:
-            ccert, ckey = tmp_path / "client.der", tmp_path / "client-key.pem"
-            await setup_self_signed_certificate(
-                ckey, ccert, "urn:test:client", "localhost", [ExtendedKeyUsageOID.CLIENT_AUTH], {}
-            )
             plain = Client(cfg.endpoint, timeout=5)
             plain.set_user("emil")
             plain.set_password(PASSWORDS["emil"])
-            with pytest.raises(Exception):  # noqa: B017  # no None endpoint to connect to
+            with pytest.raises(UaError):  # no endpoint without security to connect to
                 async with plain:
                     pass
-            client = Client(cfg.endpoint, timeout=5)
-            client.application_uri = "urn:test:client"
-            await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{ccert},{ckey}")
-            client.set_user("emil")
-            client.set_password(PASSWORDS["emil"])
-            async with client:
-                return await (await child(client, "PackTags", "Status", "StateCurrentName")).read_value()
+            with pytest.raises(UaStatusCodeError):  # a certificate the cell does not trust
+                await read_encrypted(cfg.endpoint, *stranger, "stranger")
+            return await read_encrypted(cfg.endpoint, *trusted, "known")
 
         assert run(body, 20.0) == "IDLE"
     finally:

@@ -197,3 +197,9 @@ def test_values_never_carry_nan() -> None:
     view = CellView()
     view.apply_snapshot(snapshot(latency_p99_ms=float("nan"), parts_per_min=float("inf")))
     assert view.values()["LatencyP99Ms"] == 0.0 and view.values()["CurMachSpeed"] == 0.0
+
+
+def test_trusted_clients_need_an_encrypted_endpoint() -> None:
+    with pytest.raises(ValidationError, match="trusted_clients needs security basic256sha256"):
+        OpcUaConfig(security="none", trusted_clients="pki/trusted")
+    assert OpcUaConfig(trusted_clients="pki/trusted").trusted_clients == "pki/trusted"
