@@ -67,9 +67,9 @@ class OpcUaStartError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class OpcUaFigures:
-    """The server's counts for the status: running, clients connected now, events taken from
-    the outlet, result events sent, events dropped (inbox full), events that failed, status
-    reads that failed."""
+    """The server's counts for the status: running; clients: TCP connections open now (one per
+    OPC UA client); events taken from the outlet; result events sent; events dropped (the inbox
+    full, or the server not running); events that failed; status reads that failed."""
 
     running: bool
     clients: int
@@ -117,6 +117,7 @@ class OpcUaServer:
         self._ring = ResultRing(config.recent_results)
         self._nodes: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
         self._shown: dict[str, Any] = {}
+        self._show_lock: asyncio.Lock | None = None
         self._result_gen: EventGenerator | None = None
         self._replay: list[Event] | None = None  # events taken while a snapshot was on its way
 
@@ -203,7 +204,7 @@ class OpcUaServer:
 
     async def _main(self, passwords: dict[str, str]) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wake, self._stop = asyncio.Event(), asyncio.Event()
+        self._wake, self._stop, self._show_lock = asyncio.Event(), asyncio.Event(), asyncio.Lock()
         await self._check_port()
         server = await self._build(passwords)
         try:
@@ -317,15 +318,17 @@ class OpcUaServer:
             self._view.apply_event(event)
 
     async def _show(self) -> None:
-        """Write the variables whose values changed."""
-        server = self._server
-        assert server is not None
-        for name, value in self._view.values().items():
-            if self._shown.get(name) == value and name in self._shown:
-                continue
-            nodeid, vtype = self._nodes[name]
-            await server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
-            self._shown[name] = value
+        """Write the variables whose values changed. One at a time: the values are taken under
+        the lock, so the last writer shows the newest view, never an older one it overtook."""
+        server, lock = self._server, self._show_lock
+        assert server is not None and lock is not None
+        async with lock:
+            for name, value in self._view.values().items():
+                if name in self._shown and self._shown[name] == value:
+                    continue
+                nodeid, vtype = self._nodes[name]
+                await server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
+                self._shown[name] = value
 
     async def _on_cell(self, fn: Callable[[], T], timeout_s: float) -> T:
         """`fn()` run where the facade must be called (the cell's loop), awaited here."""
@@ -394,9 +397,10 @@ class OpcUaServer:
         roles = {u.name: u.role for u in cfg.users}
         rules = RoleRules(roles, "viewer" if cfg.anonymous else None)
         server = Server(user_manager=CellUsers(passwords, cfg.anonymous))
+        server.name, server.manufacturer_name = "Inspection cell", "inspection-cell-controller"
+        server.product_uri = "urn:inspection-cell-controller"
         await server.init()
         server.set_endpoint(cfg.endpoint)
-        server.set_server_name("Inspection cell")
         await server.set_application_uri(cfg.application_uri)
         server.iserver.max_connections = cfg.max_clients
         tokens: list[type] = [ua.UserNameIdentityToken]
