@@ -323,11 +323,13 @@ class OpcUaServer:
         server, lock = self._server, self._show_lock
         assert server is not None and lock is not None
         async with lock:
+            now = ua.DateTime.now(UTC)
             for name, value in self._view.values().items():
                 if name in self._shown and self._shown[name] == value:
                     continue
                 nodeid, vtype = self._nodes[name]
-                await server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
+                shown = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now)
+                await server.write_attribute_value(nodeid, shown)
                 self._shown[name] = value
 
     async def _on_cell(self, fn: Callable[[], T], timeout_s: float) -> T:
