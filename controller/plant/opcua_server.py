@@ -341,15 +341,16 @@ class OpcUaServer:
         return await self._await_on_cell(call, timeout_s)
 
     async def _await_on_cell(self, make: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+        waited: asyncio.Future[T]
         if self._cell_loop is None:
-            return await asyncio.wait_for(make(), timeout_s)
-        future = asyncio.run_coroutine_threadsafe(_wrap(make), self._cell_loop)
-        wrapped = asyncio.wrap_future(future)
+            waited = asyncio.ensure_future(make())
+        else:
+            waited = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_wrap(make), self._cell_loop))
         # Not cancelled at the timeout: a recipe change under way finishes on the cell's loop.
-        done, _ = await asyncio.wait({wrapped}, timeout=timeout_s)
+        done, _ = await asyncio.wait({waited}, timeout=timeout_s)
         if not done:
             raise TimeoutError(f"the cell did not answer within {timeout_s:g} s")
-        return wrapped.result()
+        return waited.result()
 
     # --------------------------------------------------------------- methods
     async def _command(self, parent: ua.NodeId, command: ua.Variant) -> list[ua.Variant]:
@@ -362,7 +363,7 @@ class OpcUaServer:
         try:
             refused = await self._on_cell(lambda: self._control.command(cmd), self.config.call_timeout_s)
         except Exception as exc:
-            return _out((False, ua.VariantType.Boolean), (f"the cell did not take it: {exc}", None))
+            return _out((False, ua.VariantType.Boolean), (f"the cell did not answer: {exc}", None))
         log.info("opcua: command %s %s", cmd.name.lower(), "refused: " + refused if refused else "accepted")
         return _out((refused is None, ua.VariantType.Boolean), (refused or "", None))
 
@@ -381,6 +382,8 @@ class OpcUaServer:
                     lambda: self._control.activate_recipe(SOURCE, name=recipe, number=num),
                     self.config.recipe_timeout_s,
                 )
+            except TimeoutError as exc:
+                result, reason = RecipeResult.NONE, f"{exc}; the change may still complete"
             except Exception as exc:
                 result, reason = RecipeResult.NONE, f"the cell did not answer: {exc}"
         log.info("opcua: recipe %s: %s %s", recipe or num, result.name.lower(), reason)

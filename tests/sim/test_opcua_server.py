@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from controller.contract import AlarmCode, Command, RecipeResult, State
 from controller.control import CellControl, ControlError
 from controller.core.packml import StateChanged
-from controller.events import AlarmRaised, LinkDown, PartRecorded
+from controller.events import AlarmRaised, EventOutlet, LinkDown, PartRecorded
 from controller.plant.opcua_config import OpcUaConfig
 from controller.plant.opcua_model import VARIABLES
 from controller.plant.opcua_server import OpcUaServer, OpcUaStartError
@@ -70,6 +71,8 @@ class StubControl:
     ) -> tuple[RecipeResult, str]:
         self.threads.add(threading.current_thread().name)
         self.recipes.append((source, name, number))
+        if name == "slow":  # a changeover that outlasts the caller's patience
+            await asyncio.sleep(1.0)
         return self.recipe_answer
 
     def snapshot(self) -> StatusSnapshot:
@@ -106,7 +109,7 @@ def served(cell_loop: asyncio.AbstractEventLoop, data_dir: Path) -> Iterator[tup
     control = StubControl()
     cfg = OpcUaConfig(
         enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/cell/", security="none",
-        users=USERS, status_interval_s=0.1, simulated=True, recent_results=50,
+        users=USERS, status_interval_s=0.1, simulated=True, recent_results=50, recipe_timeout_s=0.5,
     )  # type: ignore[arg-type]  # fmt: skip
     server = OpcUaServer(cfg, control, cell_loop=cell_loop, data_dir=data_dir, env=ENV)
     server.start()
@@ -464,3 +467,52 @@ def test_a_silent_client_and_an_event_flood_block_nothing(served: tuple[OpcUaSer
     after = server.figures()
     assert slowest < 0.05  # a lock and an append: never a wait on the server's loop
     assert after.events - before.events + after.dropped - before.dropped == flood
+
+
+def test_a_slow_recipe_change_times_out_and_blocks_no_one(
+    served: tuple[OpcUaServer, StubControl], stub: StubControl
+) -> None:
+    server, _ = served
+
+    async def body() -> tuple[Any, float]:
+        async with session(server, "emil") as eng, session(server, "vic") as viewer:
+            state = await child(viewer, "PackTags", "Status", "StateCurrentName")
+            slow = asyncio.create_task(call(eng, SELECT, "slow", ua.Variant(0, ua.VariantType.Int32)))
+            await asyncio.sleep(0.05)
+            t = time.perf_counter()
+            await state.read_value()  # another client, answered while the change is under way
+            read_s = time.perf_counter() - t
+            assert not slow.done()
+            return await slow, read_s
+
+    answer, read_s = run(body)
+    assert (
+        answer[0] == "none"
+        and answer[2] == "the cell did not answer within 0.5 s; the change may still complete"
+    )
+    assert read_s < 0.4
+
+
+def test_wired_to_the_event_outlet(served: tuple[OpcUaServer, StubControl]) -> None:
+    """The service's wiring, in small: the outlet's delivery thread calls `on_event`."""
+    server, _ = served
+    outlet = EventOutlet()
+    outlet.subscribe("opcua", server.on_event, queue_size=server.config.queue_size)
+
+    async def body() -> Any:
+        async with session(server, "vic") as c:
+            idx = await c.get_namespace_index(NS)
+            handler = Collect()
+            sub = await c.create_subscription(20, handler)
+            etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
+            await sub.subscribe_events(await child(c), etype)
+            outlet.publish(replace(part(9001), time=None))  # the outlet stamps it
+            got = await asyncio.wait_for(handler.events.get(), 5)
+            return got.ResultId, got.Time.timestamp()
+
+    try:
+        rid, when = run(body)
+    finally:
+        figures = outlet.close()
+    assert rid == "run-3:9001" and abs(when - time.time()) < 60
+    assert figures["opcua"].delivered >= 1 and figures["opcua"].dropped == 0
