@@ -69,7 +69,8 @@ class OpcUaStartError(RuntimeError):
 class OpcUaFigures:
     """The server's counts for the status: running; clients: TCP connections open now (one per
     OPC UA client); events taken from the outlet; result events sent; events dropped (the inbox
-    full, or the server not running); events that failed; status reads that failed."""
+    full, or the server not running); failed: events, snapshots or variable writes that failed;
+    status reads that failed."""
 
     running: bool
     clients: int
@@ -139,10 +140,10 @@ class OpcUaServer:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop serving: close the sessions and the socket, end the thread. Idempotent."""
-        loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None:
+        loop, thread = self._loop, self._thread
+        if loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop has ended already
-                loop.call_soon_threadsafe(stop.set)
+                loop.call_soon_threadsafe(self._request_stop)
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
             if thread.is_alive():
@@ -220,11 +221,7 @@ class OpcUaServer:
         poller = asyncio.create_task(self._poll_status(), name="opcua-status")
         try:
             while not self._stop.is_set():
-                waiter = asyncio.create_task(self._wake.wait(), name="opcua-wake")
-                stopper = asyncio.create_task(self._stop.wait(), name="opcua-stop")
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
+                await self._wake.wait()
                 await self._drain()
         finally:
             with self._inbox_lock:
@@ -234,6 +231,11 @@ class OpcUaServer:
             await asyncio.gather(poller, return_exceptions=True)
             await server.stop()
             log.info("opcua: stopped")
+
+    def _request_stop(self) -> None:
+        assert self._stop is not None and self._wake is not None
+        self._stop.set()
+        self._wake.set()
 
     async def _check_port(self) -> None:
         """Fail early and in one line when the endpoint cannot be bound (asyncua would log a
@@ -260,14 +262,16 @@ class OpcUaServer:
             try:
                 await self._take(event)
             except Exception as exc:  # one bad event must not stop the server
-                self.failed += 1
-                now = time.monotonic()
-                if now - self._failed_logged_at >= 60.0:
-                    self._failed_logged_at = now
-                    log.warning(
-                        "opcua: event %s failed (%d so far): %s", type(event).__name__, self.failed, exc
-                    )
+                self._failed(f"event {type(event).__name__}", exc)
         await self._show()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """Count a failure; log one line a minute at most."""
+        self.failed += 1
+        now = time.monotonic()
+        if now - self._failed_logged_at >= 60.0:
+            self._failed_logged_at = now
+            log.warning("opcua: %s failed (%d so far): %s: %s", what, self.failed, type(exc).__name__, exc)
 
     async def _take(self, event: Event) -> None:
         self._view.apply_event(event)
@@ -307,7 +311,10 @@ class OpcUaServer:
                 last_error = error
             else:
                 last_error = ""
-                self._apply_snapshot(snap)
+                try:
+                    self._apply_snapshot(snap)
+                except Exception as exc:  # a snapshot it cannot read must not end the polling
+                    self._failed("status snapshot", exc)
                 await self._show()
             self._replay = None
             await asyncio.sleep(self.config.status_interval_s)
@@ -329,7 +336,11 @@ class OpcUaServer:
                     continue
                 nodeid, vtype = self._nodes[name]
                 shown = ua.DataValue(ua.Variant(value, vtype), SourceTimestamp=now, ServerTimestamp=now)
-                await server.write_attribute_value(nodeid, shown)
+                try:
+                    await server.write_attribute_value(nodeid, shown)
+                except Exception as exc:  # shown again at the next change or snapshot
+                    self._failed(f"variable {name}", exc)
+                    continue
                 self._shown[name] = value
 
     async def _on_cell(self, fn: Callable[[], T], timeout_s: float) -> T:

@@ -516,3 +516,18 @@ def test_wired_to_the_event_outlet(served: tuple[OpcUaServer, StubControl]) -> N
         figures = outlet.close()
     assert rid == "run-3:9001" and abs(when - time.time()) < 60
     assert figures["opcua"].delivered >= 1 and figures["opcua"].dropped == 0
+
+
+def test_a_bad_event_is_counted_and_the_next_one_still_shown(served: tuple[OpcUaServer, StubControl]) -> None:
+    server, _ = served
+    before = server.figures()
+    server.on_event(replace(part(77), verdict=None))  # type: ignore[arg-type]  # a bug upstream
+
+    async def body() -> Any:
+        async with session(server, "vic") as c:
+            server.on_event(part(78))
+            return await wait_value(await child(c, "PackTags", "Status", "LastResultId"), "run-3:78")
+
+    assert run(body) == "run-3:78"
+    after = server.figures()
+    assert after.failed == before.failed + 1 and after.running
