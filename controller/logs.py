@@ -21,8 +21,11 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 JOURNAL_FORMAT = "%(prio)s%(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 #: Libraries whose debug lines come per packet (snap7's hex dumps, pymodbus's frames) or per
-#: callback (transitions): their level at `-v`. At `-vv` they log everything too.
-LIBRARIES = {"snap7": logging.INFO, "pymodbus": logging.INFO, "transitions": logging.WARNING}
+#: callback (transitions), or per request (asyncua): their level at `-v`. At `-vv` they log everything too.
+LIBRARIES = {
+    "snap7": logging.INFO, "pymodbus": logging.INFO, "transitions": logging.WARNING,
+    "asyncua": logging.WARNING, "paho": logging.INFO,
+}  # fmt: skip
 
 
 def levels(verbosity: int, service: bool = False) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The plant's view of the cell: publishers that subscribe to the event outlet (MQTT).
+"""The plant's view of the cell: publishers and servers that subscribe to the event outlet (MQTT, OPC UA).
 
 `MqttConfig` is the cell config's `mqtt:` section; `MqttPublisher` sends the cell's events,
 state and status to a broker under the topic and payload contract in `messages`.
