@@ -34,6 +34,7 @@ from controller.core.cell import (
 )
 from controller.core.packml import Command, State
 from controller.core.types import ViewResult
+from controller.events import EventOutlet, StateChanged, alarm_event, part_recorded
 from controller.inference.runner import OnnxRunner
 from controller.inference.worker import Outcome
 from controller.interfaces import Camera, Frame, PlcLink
@@ -71,6 +72,8 @@ class CellService:
             raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
         self.cameras = dict(cameras)
         self.layout = area_layout(cell.plc.ring_size)
+        #: The cell's events (parts, state, alarms, recipes, the PLC link): publishers subscribe here.
+        self.events = EventOutlet()
         self.models = ModelGenerations(cell, recipe, recipe_dir, self._data_root, self._results_from_worker)
         self.core = CellCore(self.active.plan, self.layout)
         self.internals = CoreInternals(self.core)
@@ -78,7 +81,9 @@ class CellService:
         database = root / cell.records.database
         journal = database.parent / "journal"
         self.store = RecordStore(database, root / cell.records.images, run_id, journal=journal)
-        self.changeover = Changeover(cell, recipe_dir, self.cameras, self.core, self.models, self.store)
+        self.changeover = Changeover(
+            cell, recipe_dir, self.cameras, self.core, self.models, self.store, self.events.publish
+        )
         self._recipes = self.changeover.recipes
         self._loop: asyncio.AbstractEventLoop | None = None
         self.images = ImageKeeper()
@@ -88,6 +93,7 @@ class CellService:
             cell_header_bytes(state=int(State.STOPPED), active_recipe=recipe.number),
             on_inputs=self._on_inputs, on_written=self.core.verdict_written,
             on_link_lost=self._on_link_lost, on_journal_synced=self.status.journal_synced,
+            publish=self.events.publish,
         )  # fmt: skip
         self._heartbeat = 0
         self._image_errors_seen = 0
@@ -188,10 +194,14 @@ class CellService:
                 t = a.part
                 self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
                 self.status.part_recorded(t, time.monotonic())
+                self.events.publish(part_recorded(t, run=self.store.segment(t.epoch)))
             elif isinstance(a, RecipeRequest):
                 self.changeover.request_from_plc(a.seq, a.number)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
+                self.events.publish(alarm_event(a))
+            elif isinstance(a, StateChanged):
+                self.events.publish(a)
             elif isinstance(a, Infer):
                 self.models.of(self.internals.generation_of(a.part_id)).worker.submit(a.part_id, a.frame)
             elif isinstance(a, DropFrame):
@@ -251,12 +261,15 @@ class CellService:
         a = self.active
         return self.status.snapshot(
             self.core, self.internals.counts(), self.cameras, a.recipe.name, a.recipe_hash,
-            a.runner.info.provider, self.link_up, self.ready, time.monotonic(),
+            a.runner.info.provider, self.link_up, self.ready, time.monotonic(), self.events.figures(),
         )  # fmt: skip
 
     def command(self, cmd: Command) -> str | None:
-        """Apply a local command (CLI, console). Must be called on the loop."""
-        return self.core.command(cmd)
+        """Apply a local command (CLI, console); its state change goes out at once. Must be
+        called on the loop. Returns None if accepted, or why it was refused."""
+        refused = self.core.command(cmd)
+        self._execute(self.core.take_outbox())
+        return refused
 
     def call(self, fn: Any, *args: Any) -> None:
         assert self._loop is not None
@@ -293,7 +306,7 @@ class CellService:
 
     async def _shutdown(self) -> None:
         if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
-            self.core.command(Command.STOP)
+            self.command(Command.STOP)
         deadline = time.monotonic() + self.drain_timeout_s
         while self.internals.any_undecided() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -315,6 +328,7 @@ class CellService:
         await asyncio.to_thread(self.plc.join, 5.0)
         await self.models.stop_all()
         self.images.release_all()
+        await asyncio.to_thread(self.events.close)  # after the last records: subscribers get them
         await asyncio.to_thread(self.store.close)
         self.link.close()
 

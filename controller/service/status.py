@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 
 from controller.contract import Verdict
 from controller.core.cell import CellCore, percentile
 from controller.core.types import PartTrack, ViewStatus
+from controller.events import SubscriberFigures
 from controller.interfaces import Camera
 from controller.snapshot import STAGES, StatusSnapshot
 
@@ -87,8 +89,10 @@ class CellStatus:
         link_up: bool,
         ready: bool,
         now: float,
+        events: Mapping[str, SubscriberFigures] | None = None,
     ) -> StatusSnapshot:
-        """The cell as the console and the API show it; `counts` are the core's counters."""
+        """The cell as the console and the API show it; `counts` are the core's counters,
+        `events` the event outlet's figures by subscriber."""
         c = core
         recent = [t for t in self._finished if now - t < RATE_WINDOW_S]
         ppm = len(recent) * 60.0 / RATE_WINDOW_S if recent else 0.0
@@ -134,4 +138,5 @@ class CellStatus:
                 if d
             },
             camera_fps={n: self._rates.get(n, 0.0) for n in cameras},
+            events={name: asdict(f) for name, f in (events or {}).items()},
         )
