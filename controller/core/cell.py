@@ -142,7 +142,7 @@ class CellCore:
         self.alarms: dict[int, str] = {}
         self._alarm_counts: dict[int, int] = {}  # occurrences in the current episode
         self.latencies: deque[float] = deque(maxlen=4096)
-        self.inference_ready = False
+        self._inference_ready = False
         self._part_seq = SequenceWatch()
         self._dispo_seq = SequenceWatch()
         # Until the belt has moved this far, a disposition for a part the cell never saw is one
@@ -219,13 +219,54 @@ class CellCore:
     def state(self) -> State:
         return self.sm.state
 
+    # ------------------------------------------------- what the owner asks and tells
+    def models_ready(self, ready: bool = True) -> None:
+        """The models can judge parts (or no longer can): Starting completes only while they can."""
+        self._inference_ready = ready
+
+    @property
+    def inference_ready(self) -> bool:
+        """The owner said the models can judge parts (`models_ready`)."""
+        return self._inference_ready
+
+    def is_undecided(self, part_id: int) -> bool:
+        """The part is registered and has no verdict yet."""
+        return part_id in self.undecided
+
+    def any_undecided(self) -> bool:
+        return bool(self.undecided)
+
+    def generation_of(self, part_id: int) -> int | None:
+        """The recipe generation that judges a tracked part (None: not tracked, or no plan)."""
+        track = self.parts.get(part_id)
+        return track.plan.generation if track is not None and track.plan is not None else None
+
+    def generations_in_use(self) -> set[int]:
+        """The recipe generations that undecided parts depend on."""
+        return {t.plan.generation for t in self.undecided.values() if t.plan is not None}
+
+    def track_of(self, part_id: int) -> PartTrack | None:
+        """A tracked part (None once recorded, or never seen), for the owner to read only."""
+        return self.parts.get(part_id)
+
+    def awaiting_acks(self) -> bool:
+        """Some part's verdict was handed out to write but is neither echoed nor disposed of."""
+        return any(t.attempts and t.ack is AckStatus.NONE and t.kicked is None for t in self.parts.values())
+
+    def alarm_active(self, code: int) -> bool:
+        return code in self.alarms
+
+    def verdict_queue_full(self) -> None:
+        """The owner could not queue a verdict write (the core repeats it while unacknowledged)."""
+        self.counts["verdict_queue_full"] += 1
+
     @property
     def inspecting(self) -> bool:
         return self.sm.state is State.EXECUTE
 
     def _advance_acting_states(self) -> None:
         s = self.sm.state
-        if s is State.STARTING and not self.inference_ready:
+        if s is State.STARTING and not self._inference_ready:
             return
         if s in (State.RESETTING, State.UNHOLDING) and (
             AlarmCode.PLC_HEARTBEAT_LOST in self.alarms or AlarmCode.PLC_LINK_LOST in self.alarms

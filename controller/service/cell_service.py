@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from controller.config import CellConfig, Recipe, content_hash
-from controller.contract import AckStatus, AlarmCode, RecipeResult, area_layout, cell_header_bytes
+from controller.contract import AlarmCode, RecipeResult, area_layout, cell_header_bytes
 from controller.core.cell import (
     Action,
     Alarm,
@@ -40,7 +40,6 @@ from controller.inference.worker import Outcome
 from controller.interfaces import Camera, Frame, PlcLink
 from controller.records import PartRecord, RecordStore
 from controller.service.changeover import Changeover
-from controller.service.core_internals import CoreInternals
 from controller.service.generations import ModelGenerations, Stack
 from controller.service.images import ImageKeeper
 from controller.service.plc_io import PlcIo
@@ -76,7 +75,6 @@ class CellService:
         self.events = EventOutlet()
         self.models = ModelGenerations(cell, recipe, recipe_dir, self._data_root, self._results_from_worker)
         self.core = CellCore(self.active.plan, self.layout)
-        self.internals = CoreInternals(self.core)
         root = self._data_root
         database = root / cell.records.database
         journal = database.parent / "journal"
@@ -175,7 +173,7 @@ class CellService:
             self._on_result(*o)
 
     def _on_result(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
-        if self.internals.undecided(part_id):
+        if self.core.is_undecided(part_id):
             self.images.hold(part_id, frame)
             self._execute(self.core.on_view_result(part_id, res, t0, t1))
         else:
@@ -188,8 +186,8 @@ class CellService:
             if isinstance(a, WriteVerdict):
                 if a.attempt == 1:
                     self._decided(a.part_id)
-                if not self.plc.queue_verdict(a, self.core.parts.get(a.part_id), self.images.kept(a.part_id)):
-                    self.internals.count("verdict_queue_full")  # the core repeats unacked verdicts
+                if not self.plc.queue_verdict(a, self.core.track_of(a.part_id), self.images.kept(a.part_id)):
+                    self.core.verdict_queue_full()  # counted; the core repeats unacked verdicts
             elif isinstance(a, RecordPart):
                 t = a.part
                 self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
@@ -203,13 +201,13 @@ class CellService:
             elif isinstance(a, StateChanged):
                 self.events.publish(a)
             elif isinstance(a, Infer):
-                self.models.of(self.internals.generation_of(a.part_id)).worker.submit(a.part_id, a.frame)
+                self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, a.frame)
             elif isinstance(a, DropFrame):
                 ImageKeeper.drop(a.frame)
 
     def _decided(self, part_id: int) -> None:
         """The part's first verdict: its images kept by its own recipe's policy, frames released."""
-        track = self.core.parts.get(part_id)
+        track = self.core.track_of(part_id)
         if track is None:
             self.images.decide(part_id, None, None)
         else:
@@ -219,7 +217,7 @@ class CellService:
         """Records that cannot be written stop the cell passing parts; lost images are alarmed."""
         st = self.store
         failing = st.failing or self.plc.journal_failing
-        if failing is not None and AlarmCode.RECORDS_FAILING not in self.core.alarms:
+        if failing is not None and not self.core.alarm_active(AlarmCode.RECORDS_FAILING):
             self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, failing[:200], now))
         if st.image_errors != self._image_errors_seen:
             self._image_errors_seen = st.image_errors
@@ -236,14 +234,14 @@ class CellService:
             self._execute(self.core.cameras_absent(gone))
             frames = {n: cam.stats.frames for n, cam in self.cameras.items()}
             self.status.measure_rates(time.monotonic(), self.core.position, frames)
-            await self.models.retire(self.internals.generations_in_use())
+            await self.models.retire(self.core.generations_in_use())
 
     @property
     def ready(self) -> bool:
         """PLC link, cameras and model all up: what systemd is told as READY."""
         return (
             self.link_up
-            and self.internals.inference_ready()
+            and self.core.inference_ready
             and all(cam.stats.connected for cam in self.cameras.values())
         )
 
@@ -260,7 +258,7 @@ class CellService:
     def snapshot(self) -> StatusSnapshot:
         a = self.active
         return self.status.snapshot(
-            self.core, self.internals.counts(), self.cameras, a.recipe.name, a.recipe_hash,
+            self.core, self.core.counts, self.cameras, a.recipe.name, a.recipe_hash,
             a.runner.info.provider, self.link_up, self.ready, time.monotonic(), self.events.figures(),
         )  # fmt: skip
 
@@ -297,7 +295,7 @@ class CellService:
         for cam in self.cameras.values():
             cam.start(self._frame_from_camera)
         self.plc.start(self._loop)
-        self.internals.set_inference_ready()
+        self.core.models_ready()  # the first generation's worker runs: the core may start
         try:
             await stop.wait()
         finally:
@@ -308,14 +306,12 @@ class CellService:
         if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
             self.command(Command.STOP)
         deadline = time.monotonic() + self.drain_timeout_s
-        while self.internals.any_undecided() and time.monotonic() < deadline:
+        while self.core.any_undecided() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         # Verdicts written but not yet echoed: wait a few PLC cycles for the acknowledgements, so
         # the records say what the PLC accepted (a PASS without an accepted echo is kicked).
         deadline = min(deadline, time.monotonic() + max(0.5, 5 * self.cell.plc.ack_timeout_ms / 1000.0))
-        while time.monotonic() < deadline and any(
-            t.attempts and t.ack is AckStatus.NONE and t.kicked is None for t in self.core.parts.values()
-        ):
+        while time.monotonic() < deadline and self.core.awaiting_acks():
             await asyncio.sleep(0.01)
         for cam in self.cameras.values():
             cam.stop()

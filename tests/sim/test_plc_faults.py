@@ -61,7 +61,7 @@ class Bench:
             min_part_pitch=round(20 * cpm),
         )
         self.core = CellCore(plan, self.layout)
-        self.core.inference_ready = True
+        self.core.models_ready()
         self.t = 0.0
         self.triggers: list[Trigger] = []
         self.scan = PlcScan(

@@ -40,7 +40,7 @@ class Rig:
             min_part_pitch=200,
         )
         self.core = CellCore(plan, self.plc.layout)
-        self.core.inference_ready = True
+        self.core.models_ready()
         self.start_raw = start_raw
         self.t = 0.0
         self.actions: list[object] = []
@@ -423,3 +423,28 @@ def test_an_alarm_is_recorded_once_per_episode_with_its_count() -> None:
     assert rig.core.command(Command.UNHOLD) is None
     cleared = [a for a in rig.tick() if isinstance(a, Alarm) and a.cleared]
     assert [(a.code, a.occurrences) for a in cleared] == [(AlarmCode.NO_DISPOSITION, 30)]
+
+
+def test_the_owner_asks_the_core_about_its_parts_through_methods() -> None:
+    rig = Rig()
+    rig.execute()
+    rig.part_at(1, 0.1)
+    assert rig.core.is_undecided(1) and rig.core.any_undecided() and not rig.core.is_undecided(2)
+    assert rig.core.generation_of(1) == 0 and rig.core.generation_of(2) is None
+    assert rig.core.generations_in_use() == {0}
+    track = rig.core.track_of(1)
+    assert track is not None and track.part_id == 1 and rig.core.track_of(2) is None
+    for cam, off in (("a", 0.15), ("b", 0.2)):
+        rig.run_until(0.1 + off + 0.004)
+        rig.frame(cam, 0.1 + off)
+        rig.result(1, cam)
+    assert not rig.core.is_undecided(1) and rig.core.generations_in_use() == set()
+    assert rig.core.awaiting_acks()  # its verdict handed out, no echo yet
+    rig.plc.ack(1, Verdict.PASS)
+    rig.tick()
+    assert not rig.core.awaiting_acks()
+    rig.core.verdict_queue_full()
+    assert rig.core.counts["verdict_queue_full"] == 1
+    assert not rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)
+    rig.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved")
+    assert rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)

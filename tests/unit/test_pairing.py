@@ -52,7 +52,7 @@ def run_line(
         trigger_cameras=("a", "b") if trigger_ring else (),
     )
     core = CellCore(plan, plc.layout)
-    core.inference_ready = True
+    core.models_ready()
     rng = np.random.default_rng(seed)
     speed = speed_mm_s * CPM  # counts/s
     start = WRAP - 200_000

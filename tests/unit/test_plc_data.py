@@ -160,7 +160,7 @@ def test_unhold_after_a_fault_resumes_inspection() -> None:
 def test_heartbeat_lost_while_starting_does_not_raise(state_cmds: tuple[Command, ...]) -> None:
     rig = Rig()
     rig.tick()
-    rig.core.inference_ready = False  # stays in Starting
+    rig.core.models_ready(False)  # stays in Starting
     for cmd in state_cmds:
         assert rig.core.command(cmd) is None
         rig.tick()
@@ -170,7 +170,7 @@ def test_heartbeat_lost_while_starting_does_not_raise(state_cmds: tuple[Command,
         rig.plc.area["header"]["heartbeat"] = hb
         rig.tick()
     assert AlarmCode.PLC_HEARTBEAT_LOST in rig.core.alarms
-    rig.core.inference_ready = True
+    rig.core.models_ready()
     rig.plc.area["header"]["heartbeat"] = hb + 5
     rig.tick()
     rig.tick()

@@ -62,7 +62,11 @@ def test_a_subscriber_sees_a_state_change_a_part_and_an_alarm_in_order(tmp_path:
 def test_a_blocked_subscriber_does_not_slow_the_control_loop(tmp_path: Path) -> None:
     svc = service(tmp_path)
     gate = threading.Event()
-    svc.events.subscribe("stuck", lambda e: gate.wait(5.0), queue_size=4)
+
+    def block(event: Event) -> None:
+        gate.wait(5.0)
+
+    svc.events.subscribe("stuck", block, queue_size=4)
     fast: list[Event] = []
     svc.events.subscribe("fast", fast.append)
     t0 = time.perf_counter()
