@@ -12,7 +12,6 @@ import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -77,12 +76,15 @@ class CellPlan:
             raise ValueError("need deadline < reject <= confirm")
 
 
-# Actions returned to the service.
+# Actions returned to the service. A frame is known here only by the owner's `token` for it:
+# the buffer stays with the owner (its image keeper), which the core tells what to do with it.
 @dataclass(frozen=True, slots=True)
 class Infer:
+    """Run inference on frame `token`: it is `camera`'s view of part `part_id`."""
+
     part_id: int
     camera: str
-    frame: Any
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,9 @@ class Alarm:
 
 @dataclass(frozen=True, slots=True)
 class DropFrame:
-    frame: Any
+    """Frame `token` belongs to no part that needs it (`why`): release it."""
+
+    token: int
     why: str
 
 
@@ -164,8 +168,8 @@ class CellCore:
             if plan.trigger_cameras
             else None
         )
-        #: Frames waiting for their trigger record: (camera, counter, trigger time, frame, arrived).
-        self._waiting: list[tuple[str, int, float, Any, float]] = []
+        #: Frames waiting for their trigger record: (camera, counter, trigger time, token, arrived).
+        self._waiting: list[tuple[str, int, float, int, float]] = []
         self._unpaired: deque[bool] = deque(maxlen=200)
         self._hold_pending = False
         self._hold_cause = ""  # why the pending hold was asked for
@@ -714,16 +718,17 @@ class CellCore:
 
     # ------------------------------------------------------------------ frames
     def on_frame(
-        self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float
+        self, camera: str, t_trigger: float, frame_counter: int, token: int, now: float
     ) -> Action | None:
-        """A frame arrived; returns Infer for a matched one, DropFrame otherwise, or None while it
-        waits for the PLC's trigger record (its Infer or DropFrame comes with a later PLC cycle)."""
+        """A frame arrived (`token`: the owner's name for it); returns Infer for a matched one,
+        DropFrame otherwise, or None while it waits for the PLC's trigger record (its Infer or
+        DropFrame comes with a later PLC cycle, or with `decide_all`)."""
         if self.pairing is not None:
-            return self._pair_by_trigger(camera, frame_counter, t_trigger, frame, now, now)
+            return self._pair_by_trigger(camera, frame_counter, t_trigger, token, now, now)
         found = self.history.locate(t_trigger)
         if found is None:
             self.counts["frame_before_encoder"] += 1
-            return DropFrame(frame, "no encoder position yet")
+            return DropFrame(token, "no encoder position yet")
         pos, spread = found
         m = self.matcher.match(camera, pos, spread)
         self._watch_ambiguity(m, camera, spread, now)
@@ -736,10 +741,10 @@ class CellCore:
                 )
         if m.kind is not MatchKind.MATCHED or m.part_id not in self.undecided:
             self.counts[f"{m.kind.value}_frame:{camera}"] += 1
-            return DropFrame(frame, m.kind.value)
+            return DropFrame(token, m.kind.value)
         trace = self.undecided[m.part_id].views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = frame_counter, t_trigger, now
-        return Infer(m.part_id, camera, frame)
+        return Infer(m.part_id, camera, token)
 
     # ---------------------------------------------------- pairing by trigger ring
     def _take_triggers(self, area: np.void, now: float, actions: list[Action]) -> None:
@@ -757,13 +762,13 @@ class CellCore:
             )
         waiting, self._waiting = self._waiting, []
         patience = max(0.05, 3.0 * self.plc_scan_s)
-        for cam, counter, t_trig, frame, arrived in waiting:
-            act = self._pair_by_trigger(cam, counter, t_trig, frame, arrived, now, patience)
+        for cam, counter, t_trig, token, arrived in waiting:
+            act = self._pair_by_trigger(cam, counter, t_trig, token, arrived, now, patience)
             if act is not None:
                 actions.append(act)
 
     def _pair_by_trigger(
-        self, camera: str, counter: int, t_trigger: float, frame: Any, arrived: float, now: float,
+        self, camera: str, counter: int, t_trigger: float, token: int, arrived: float, now: float,
         patience: float = 0.05,
     ) -> Action | None:  # fmt: skip
         assert self.pairing is not None
@@ -772,7 +777,7 @@ class CellCore:
         band = self.plan.match_tolerance + spread
         p = self.pairing.pair(camera, counter, pos, band)
         if p.kind is PairKind.PENDING and now - arrived < patience:
-            self._waiting.append((camera, counter, t_trigger, frame, arrived))
+            self._waiting.append((camera, counter, t_trigger, token, arrived))
             return None
         if p.kind is PairKind.PENDING:
             self.pairing.unlock(camera)  # its record never came: never wait on a wrong lock again
@@ -781,7 +786,7 @@ class CellCore:
             # No trigger record ever came for it: a pulse the PLC did not fire (or a lost lock).
             why = "ambiguous" if p.kind is PairKind.AMBIGUOUS else "extra"
             self.counts[f"{why}_frame:{camera}"] += 1
-            return DropFrame(frame, why)
+            return DropFrame(token, why)
         others = [] if pos is None else [q for q in self.matcher.near(camera, pos, band) if q != p.part_id]
         if others:
             # Another part's trigger lies within this frame's uncertainty: a pulse lost or added
@@ -793,15 +798,15 @@ class CellCore:
                     track.views[camera].result = ViewResult(
                         camera, ViewStatus.MISSING, cause=ReasonCode.FRAME_AMBIGUOUS
                     )
-            return DropFrame(frame, "ambiguous")
+            return DropFrame(token, "ambiguous")
         track = self.undecided.get(p.part_id)
         if track is None or camera not in track.views or track.views[camera].result is not None:
             self.counts[f"late_frame:{camera}"] += 1
-            return DropFrame(frame, "late")
+            return DropFrame(token, "late")
         self.matcher.consume(camera, p.part_id)
         trace = track.views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = counter, t_trigger, arrived
-        return Infer(p.part_id, camera, frame)
+        return Infer(p.part_id, camera, token)
 
     def _watch_unpaired(self, unpaired: bool, camera: str, now: float) -> None:
         self._unpaired.append(unpaired)
@@ -820,8 +825,8 @@ class CellCore:
         if self.pairing is None:
             return
         self.pairing.reset()
-        for *_, frame, _arrived in self._waiting:
-            actions.append(DropFrame(frame, "pairing reset"))
+        for *_, token, _arrived in self._waiting:
+            actions.append(DropFrame(token, "pairing reset"))
         self._waiting.clear()
 
     def _watch_ambiguity(self, m: Match, camera: str, spread: float, now: float) -> None:
@@ -918,7 +923,7 @@ class CellCore:
     # ---------------------------------------------------------------- shutdown
     def decide_all(self, now: float) -> list[Action]:
         """Stopping: every undecided part becomes NO_DECISION; returns their verdict writes."""
-        actions: list[Action] = [DropFrame(w[3], "stopping") for w in self._waiting]
+        actions: list[Action] = [DropFrame(token, "stopping") for _, _, _, token, _ in self._waiting]
         self._waiting.clear()
         for track in list(self.undecided.values()):
             for cam, trace in track.views.items():

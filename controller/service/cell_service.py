@@ -151,21 +151,20 @@ class CellService:
     def _frame_from_camera(self, frame: Frame) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            ImageKeeper.drop(frame)
+            ImageKeeper.turn_away(frame)
             return
         loop.call_soon_threadsafe(self._on_frame, frame)
 
     def _on_frame(self, frame: Frame) -> None:
-        act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, frame, time.monotonic())
+        token = self.images.arrive(frame)  # the keeper owns the buffer; the core gets the token
+        act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, token, time.monotonic())
         if act is not None:  # None: it waits in the core for its trigger record
             self._execute([act])
 
     def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            for *_, frame in outcomes:
-                ImageKeeper.drop(frame)
-            return
+            return  # the cell is gone: the keeper released every frame at shutdown
         loop.call_soon_threadsafe(self._on_results, outcomes)  # one wake-up per batch, not per view
 
     def _on_results(self, outcomes: list[Outcome]) -> None:
@@ -178,7 +177,7 @@ class CellService:
             self._execute(self.core.on_view_result(part_id, res, t0, t1))
         else:
             self.core.on_view_result(part_id, res, t0, t1)  # counted as late
-            ImageKeeper.drop(frame)
+            self.images.release_frame(frame)
 
     # ---------------------------------------------------------------- actions
     def _execute(self, actions: list[Action]) -> None:
@@ -201,9 +200,11 @@ class CellService:
             elif isinstance(a, StateChanged):
                 self.events.publish(a)
             elif isinstance(a, Infer):
-                self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, a.frame)
+                frame = self.images.frame(a.token)
+                if frame is not None:  # lent to the worker; it comes back with the view's result
+                    self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
             elif isinstance(a, DropFrame):
-                ImageKeeper.drop(a.frame)
+                self.images.release(a.token)
 
     def _decided(self, part_id: int) -> None:
         """The part's first verdict: its images kept by its own recipe's policy, frames released."""

@@ -87,7 +87,7 @@ class Bench:
             self._execute(self.core.on_plc_inputs(self.link.read_inputs(), self.t))
             for trig in self.triggers:  # each trigger's frame, inspected and good
                 self.counter += 1
-                act = self.core.on_frame(f"c{trig.camera}", trig.t, self.counter, None, self.t)
+                act = self.core.on_frame(f"c{trig.camera}", trig.t, self.counter, self.counter, self.t)
                 if isinstance(act, Infer):
                     res = ViewResult(act.camera, ViewStatus.OK, (0.01,))
                     self._execute(self.core.on_view_result(act.part_id, res, self.t, self.t))

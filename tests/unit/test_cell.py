@@ -44,6 +44,7 @@ class Rig:
         self.start_raw = start_raw
         self.t = 0.0
         self.actions: list[object] = []
+        self.tokens = 0
 
     def raw_at(self, t: float) -> int:
         return (self.start_raw + int(t * SPEED)) % WRAP
@@ -73,7 +74,8 @@ class Rig:
         self.tick()
 
     def frame(self, cam: str, t_trigger: float, counter: int = 1) -> object:
-        return self.core.on_frame(cam, t_trigger, counter, f"img-{cam}-{t_trigger}", self.t)
+        self.tokens += 1  # the owner's name for the frame: a running number
+        return self.core.on_frame(cam, t_trigger, counter, self.tokens, self.t)
 
     def result(self, pid: int, cam: str, *defects: str, status: ViewStatus = ViewStatus.OK) -> list[object]:
         res = ViewResult(cam, status, (0.9 if defects else 0.01,), defects)

@@ -101,8 +101,8 @@ def run_line(
         snap = np.frombuffer(bytes(plc.buf), dtype=plc.layout.plc_dtype)[0]  # between scans: the same
         acts = core.on_plc_inputs(snap, t, triggers=trig.copy() if trigger_ring else None)
         for act in acts:
-            if isinstance(act, Infer | DropFrame) and not isinstance(act.frame, str):
-                true = act.frame
+            if isinstance(act, Infer | DropFrame):  # a frame that waited for its trigger record
+                true = act.token
                 pairs.append((true, act.part_id if isinstance(act, Infer) else None))
         while k < len(triggers) and triggers[k][0] <= belt(t):
             pos, cam, pid = triggers[k]
@@ -117,7 +117,7 @@ def run_line(
             k += 1
         for f in [f for f in frames if f[0] <= t]:
             frames.remove(f)
-            act = core.on_frame(f[1], f[2], f[4], f[3], t)  # the frame object: its true part id
+            act = core.on_frame(f[1], f[2], f[4], f[3], t)  # the frame's token: its true part id
             if act is not None:
                 pairs.append((f[3], act.part_id if isinstance(act, Infer) else None))
                 assert isinstance(act, Infer | DropFrame)
