@@ -259,7 +259,7 @@ class CellService:
     def snapshot(self) -> StatusSnapshot:
         a = self.active
         return self.status.snapshot(
-            self.core, self.core.counts, self.cameras, a.recipe.name, a.recipe_hash,
+            self.core, self.core.counters, self.cameras, a.recipe.name, a.recipe_hash,
             a.runner.info.provider, self.link_up, self.ready, time.monotonic(), self.events.figures(),
         )  # fmt: skip
 

@@ -15,6 +15,7 @@ import pytest
 
 from controller.contract import AlarmCode, State, Verdict, area_layout, cell_header_bytes
 from controller.core.cell import CellCore, CellPlan, Infer, RecordPart, WriteVerdict
+from controller.core.counters import Count
 from controller.core.packml import Command
 from controller.core.types import ViewResult, ViewStatus
 from drivers.modbus_link import ModbusPlcLink
@@ -156,4 +157,4 @@ def test_untrusted_plc_data_holds_rejects_and_resynchronises(
     recorded = [(r.part.epoch, r.part.part_id) for r in bench.records]
     assert len(recorded) == len(set(recorded))
     assert reported <= {pid for _, pid in recorded} | {value}
-    assert core.counts["misroute"] == 0
+    assert core.counters[Count.MISROUTE] == 0

@@ -14,6 +14,7 @@ from controller.core.cell import (
     RecordPart,
     WriteVerdict,
 )
+from controller.core.counters import Count, FrameFate
 from controller.core.packml import Command, State
 from controller.core.types import ReasonCode, ViewResult, ViewStatus
 from tests.plcimage import WRAP, PlcImage
@@ -113,7 +114,7 @@ def test_part_passes_and_records_after_disposition() -> None:
     rec = [a for a in acts if isinstance(a, RecordPart)]
     assert len(rec) == 1 and rec[0].part.part_id == 1
     assert rec[0].part.expected_kick is False
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
 
 
 def test_defect_in_one_view_fails_the_part() -> None:
@@ -142,7 +143,7 @@ def test_missing_frame_makes_no_decision_at_the_decision_point() -> None:
     rig.run_until(0.1 + 0.41)  # past the decision offset (4000 counts = 0.4 s)
     w = rig.writes()[-1]
     assert (w.part_id, w.verdict, w.reason) == (1, Verdict.NO_DECISION, ReasonCode.MISSING_FRAME)
-    assert rig.core.counts["missing_frame:b"] == 1
+    assert rig.core.counters.frames_of("b", FrameFate.MISSING) == 1
 
 
 def test_extra_trigger_is_dropped_and_counted() -> None:
@@ -152,7 +153,7 @@ def test_extra_trigger_is_dropped_and_counted() -> None:
     rig.run_until(0.2)
     act = rig.frame("a", 0.19)  # 0.09 s after the sensor: 900 counts, far from the 1500 station
     assert isinstance(act, DropFrame) and act.why == "extra"
-    assert rig.core.counts["extra_frame:a"] == 1
+    assert rig.core.counters.frames_of("a", FrameFate.EXTRA) == 1
 
 
 def test_late_frame_for_decided_part() -> None:
@@ -192,7 +193,7 @@ def test_no_repeat_after_the_deadline_and_kick_expected() -> None:
     rig.plc.dispo(1, kicked=True, removed=True, cause=DispositionCause.NO_VERDICT)
     rec = next(a for a in rig.tick() if isinstance(a, RecordPart))
     assert rec.part.expected_kick is True  # a PASS that never reached the PLC is a reject
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
 
 
 def test_parts_entering_outside_execute_are_rejected_and_recorded() -> None:
@@ -212,7 +213,7 @@ def test_kick_mismatch_raises_misroute_alarm() -> None:
     rig.plc.dispo(1, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
     acts = rig.tick()
     assert any(isinstance(a, Alarm) and a.code == AlarmCode.MISROUTE for a in acts)
-    assert rig.core.counts["misroute"] == 1
+    assert rig.core.counters[Count.MISROUTE] == 1
 
 
 def test_failed_kick_confirmation_raises_alarm() -> None:
@@ -323,7 +324,7 @@ def test_slow_reads_do_not_feed_the_frame_timing_history() -> None:
     before = rig.core.history.position_at(rig.t)
     rig.plc.encoder(rig.raw_at(rig.t + 0.05))
     rig.core.on_plc_inputs(rig.plc.snapshot(), rig.t + 0.05, round_trip=0.03)
-    assert rig.core.counts["imprecise_encoder_samples"] == 1
+    assert rig.core.counters[Count.IMPRECISE_ENCODER_SAMPLES] == 1
     assert rig.core.history.position_at(rig.t) == before
 
 
@@ -446,7 +447,7 @@ def test_the_owner_asks_the_core_about_its_parts_through_methods() -> None:
     rig.tick()
     assert not rig.core.awaiting_acks()
     rig.core.verdict_queue_full()
-    assert rig.core.counts["verdict_queue_full"] == 1
+    assert rig.core.counters[Count.VERDICT_QUEUE_FULL] == 1
     assert not rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)
     rig.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved")
     assert rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)

@@ -13,6 +13,7 @@ import pytest
 
 from controller.contract import AlarmCode
 from controller.core.cell import CellCore, CellPlan, DropFrame, Infer
+from controller.core.counters import FrameFate
 from controller.core.packml import Command
 from tests.plcimage import WRAP, PlcImage
 
@@ -144,7 +145,7 @@ def test_ambiguous_frames_are_counted_and_alarmed_when_parts_are_too_close() -> 
     pairs, core = run_line(0.020, 4000.0, (20.0, 30.0), parts=200)
     wrong = [(true, got) for true, got in pairs if got is not None and got != true]
     assert not wrong
-    assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
+    assert core.counters.of_fate(FrameFate.AMBIGUOUS) > 0
     assert AlarmCode.FRAMES_AMBIGUOUS in core.alarms
     assert "scan" in core.alarms[AlarmCode.FRAMES_AMBIGUOUS]
 
@@ -165,7 +166,7 @@ def test_a_stray_trigger_pulse_breaks_the_lock_and_it_locks_again() -> None:
     assert not wrong, wrong[:5]
     assert all(got is None for true, got in pairs if true == 0), "a stray frame is never paired"
     assert core.pairing is not None
-    assert core.pairing.counts["trigger_resync:a"] >= 2
+    assert core.pairing.counters.trigger_resyncs["a"] >= 2
     late = [got for true, got in pairs if true > 90]
     assert late and all(g is not None for g in late), "locked again after the stray pulse"
 
@@ -183,7 +184,7 @@ def test_parts_too_close_for_positions_are_rejected_not_trusted_to_the_counter(
     )
     wrong = [(true, got) for true, got in pairs if got is not None and got != true]
     assert not wrong, f"{len(wrong)} frames paired with the wrong part: {wrong[:5]}"
-    assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
+    assert core.counters.of_fate(FrameFate.AMBIGUOUS) > 0
 
 
 @pytest.mark.parametrize(("strays", "lost"), [((40, 80), ()), ((), (60,))], ids=["strays", "lost"])

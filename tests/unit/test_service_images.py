@@ -12,6 +12,7 @@ import numpy as np
 from controller.config import ImagePolicy, load_cell_config
 from controller.contract import Verdict
 from controller.core.cell import DropFrame, Infer
+from controller.core.counters import Count
 from controller.core.types import ViewResult, ViewStatus
 from controller.interfaces import Frame
 from controller.recipes import load_recipe
@@ -151,7 +152,7 @@ def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
     svc._execute([Infer(42, "top", token)])  # lent to the worker (not running: it only queues)
     svc._on_result(42, ViewResult("top", ViewStatus.OK), 0.0, 0.0, frame)
     assert frames.released == {(42, "top"): 1}
-    assert svc.core.counts["late_result"] == 1  # the core saw it, counted as late
+    assert svc.core.counters[Count.LATE_RESULT] == 1  # the core saw it, counted as late
     svc._execute([DropFrame(token, "late")])  # whatever else says so: released once only
     svc.images.release_all()
     assert frames.released == {(42, "top"): 1}
