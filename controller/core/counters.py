@@ -82,11 +82,13 @@ class Counters:
             out["defect"] = self.verdicts[Verdict.FAIL]
         return out
 
-    def as_dict(self) -> dict[str, int]:
-        """The flat, JSON-able form under the names shown since counters were strings; sorted."""
+    def as_dict(self, verdicts: bool = True) -> dict[str, int]:
+        """The flat, JSON-able form under the names shown since counters were strings; sorted.
+        `verdicts=False` leaves out the `verdict:*` ones (for a report that shows them apart)."""
         out: dict[str, int] = {}
         out.update((k.value, n) for k, n in self.plain.items())
-        out.update((f"verdict:{v.name.lower()}", n) for v, n in self.verdicts.items())
+        if verdicts:
+            out.update((f"verdict:{v.name.lower()}", n) for v, n in self.verdicts.items())
         out.update((f"no_decision:{r.name.lower()}", n) for r, n in self.no_decision.items())
         out.update((f"{fate.value}:{cam}", n) for (cam, fate), n in self.frames.items())
         out.update((f"view_{r.name.lower()}", n) for r, n in self.view_failures.items())

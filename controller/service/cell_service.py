@@ -32,6 +32,7 @@ from controller.core.cell import (
     RecordPart,
     WriteVerdict,
 )
+from controller.core.counters import Counters
 from controller.core.packml import Command, State
 from controller.core.types import ViewResult
 from controller.events import EventOutlet, StateChanged, alarm_event, part_recorded
@@ -120,6 +121,20 @@ class CellService:
     @property
     def link_up(self) -> bool:
         return self.plc.link_up
+
+    @property
+    def state(self) -> State:
+        """The cell's PackML state."""
+        return self.core.state
+
+    @property
+    def counters(self) -> Counters:
+        """The core's counters (read only; `as_dict()` for their JSON names)."""
+        return self.core.counters
+
+    def in_flight(self) -> int:
+        """Parts registered and not recorded yet."""
+        return self.core.in_flight()
 
     async def activate_recipe(
         self, source: str, name: str | None = None, number: int | None = None

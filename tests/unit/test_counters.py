@@ -69,6 +69,8 @@ def test_every_family_keeps_its_old_name() -> None:
         "plc_reject:no_verdict": 1, "plc_reject:late_verdict": 1,
         "trigger_resync:left": 3,
     }  # fmt: skip
+    assert not any(k.startswith("verdict:") for k in c.as_dict(verdicts=False))
+    assert len(c.as_dict(verdicts=False)) == len(c.as_dict()) - 3
 
 
 def test_typed_accessors_answer_what_the_status_asked_by_prefix() -> None:

@@ -41,6 +41,7 @@ def test_a_subscriber_sees_a_state_change_a_part_and_an_alarm_in_order(tmp_path:
     seen: list[Event] = []
     svc.events.subscribe("watch", seen.append)
     assert svc.command(Command.RESET) is None  # goes out at once, not with the next PLC cycle
+    assert svc.state is State.RESETTING and svc.in_flight() == 0 and svc.counters.as_dict() == {}
     svc._execute([finished(svc, 7, Verdict.FAIL)])
     svc._execute(svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved: disk full"))
     figures = svc.snapshot().events
