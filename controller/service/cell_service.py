@@ -1,5 +1,6 @@
 """The cell service: wires the core to the PLC I/O loop, cameras, model generations, the image
-keeper, status and the record store, and carries out the core's actions.
+keeper, status and the record store, carries out the core's actions, and publishes the cell's
+events (`events`, the outlet publishers subscribe to).
 
 Threads and their roles (all named):
 - the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
