@@ -37,6 +37,8 @@ class StatusSnapshot:
     rejects_by_camera: dict[str, int] = field(default_factory=dict)
     stage_ms: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (p50, p99)
     camera_fps: dict[str, float] = field(default_factory=dict)
+    #: The event outlet's subscribers by name: queued, delivered, dropped, failed, queue_size.
+    events: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> StatusSnapshot:

@@ -12,7 +12,6 @@ import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from controller.contract import (
     RecipeResult,
     Verdict,
 )
+from controller.core.counters import Count, Counters, FrameFate
 from controller.core.encoder import EncoderHistory, EncoderUnwrapper, signed_diff
 from controller.core.fusion import FusionRule, fuse
 from controller.core.matcher import Match, Matcher, MatchKind
@@ -38,6 +38,14 @@ from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
 
 log = logging.getLogger(__name__)
+
+#: The fate of a frame the position matcher did not pair with an undecided part.
+_FATE_OF_MATCH = {
+    MatchKind.EXTRA: FrameFate.EXTRA,
+    MatchKind.LATE: FrameFate.LATE,
+    MatchKind.AMBIGUOUS: FrameFate.AMBIGUOUS,
+    MatchKind.MATCHED: FrameFate.MATCHED_DECIDED,
+}
 
 
 @dataclass(frozen=True)
@@ -77,12 +85,15 @@ class CellPlan:
             raise ValueError("need deadline < reject <= confirm")
 
 
-# Actions returned to the service.
+# Actions returned to the service. A frame is known here only by the owner's `token` for it:
+# the buffer stays with the owner (its image keeper), which the core tells what to do with it.
 @dataclass(frozen=True, slots=True)
 class Infer:
+    """Run inference on frame `token`: it is `camera`'s view of part `part_id`."""
+
     part_id: int
     camera: str
-    frame: Any
+    token: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +130,9 @@ class Alarm:
 
 @dataclass(frozen=True, slots=True)
 class DropFrame:
-    frame: Any
+    """Frame `token` belongs to no part that needs it (`why`): release it."""
+
+    token: int
     why: str
 
 
@@ -138,11 +151,11 @@ class CellCore:
         self.matcher = Matcher(list(plan.cameras), plan.match_tolerance)
         self.parts: dict[int, PartTrack] = {}
         self.undecided: dict[int, PartTrack] = {}
-        self.counts: Counter[str] = Counter()
+        self.counters = Counters()
         self.alarms: dict[int, str] = {}
         self._alarm_counts: dict[int, int] = {}  # occurrences in the current episode
         self.latencies: deque[float] = deque(maxlen=4096)
-        self.inference_ready = False
+        self._inference_ready = False
         self._part_seq = SequenceWatch()
         self._dispo_seq = SequenceWatch()
         # Until the belt has moved this far, a disposition for a part the cell never saw is one
@@ -160,12 +173,12 @@ class CellCore:
         self._ambiguous: deque[bool] = deque(maxlen=200)
         self._outbox: list[Action] = []  # raised between PLC cycles, returned with the next one
         self.pairing = (
-            TriggerPairing(plan.trigger_cameras, layout.ring_size, counts=self.counts)
+            TriggerPairing(plan.trigger_cameras, layout.ring_size, counters=self.counters)
             if plan.trigger_cameras
             else None
         )
-        #: Frames waiting for their trigger record: (camera, counter, trigger time, frame, arrived).
-        self._waiting: list[tuple[str, int, float, Any, float]] = []
+        #: Frames waiting for their trigger record: (camera, counter, trigger time, token, arrived).
+        self._waiting: list[tuple[str, int, float, int, float]] = []
         self._unpaired: deque[bool] = deque(maxlen=200)
         self._hold_pending = False
         self._hold_cause = ""  # why the pending hold was asked for
@@ -219,13 +232,60 @@ class CellCore:
     def state(self) -> State:
         return self.sm.state
 
+    # ------------------------------------------------- what the owner asks and tells
+    def models_ready(self, ready: bool = True) -> None:
+        """The models can judge parts (or no longer can): Starting completes only while they can."""
+        self._inference_ready = ready
+
+    @property
+    def counts(self) -> Counter[str]:
+        """The counters under their serialised names (`Counters.as_dict`): a copy, for readers
+        not yet on the typed `counters`."""
+        return Counter(self.counters.as_dict())
+
+    @property
+    def inference_ready(self) -> bool:
+        """The owner said the models can judge parts (`models_ready`)."""
+        return self._inference_ready
+
+    def is_undecided(self, part_id: int) -> bool:
+        """The part is registered and has no verdict yet."""
+        return part_id in self.undecided
+
+    def any_undecided(self) -> bool:
+        return bool(self.undecided)
+
+    def generation_of(self, part_id: int) -> int | None:
+        """The recipe generation that judges a tracked part (None: not tracked, or no plan)."""
+        track = self.parts.get(part_id)
+        return track.plan.generation if track is not None and track.plan is not None else None
+
+    def generations_in_use(self) -> set[int]:
+        """The recipe generations that undecided parts depend on."""
+        return {t.plan.generation for t in self.undecided.values() if t.plan is not None}
+
+    def track_of(self, part_id: int) -> PartTrack | None:
+        """A tracked part (None once recorded, or never seen), for the owner to read only."""
+        return self.parts.get(part_id)
+
+    def awaiting_acks(self) -> bool:
+        """Some part's verdict was handed out to write but is neither echoed nor disposed of."""
+        return any(t.attempts and t.ack is AckStatus.NONE and t.kicked is None for t in self.parts.values())
+
+    def alarm_active(self, code: int) -> bool:
+        return code in self.alarms
+
+    def verdict_queue_full(self) -> None:
+        """The owner could not queue a verdict write (the core repeats it while unacknowledged)."""
+        self.counters.add(Count.VERDICT_QUEUE_FULL)
+
     @property
     def inspecting(self) -> bool:
         return self.sm.state is State.EXECUTE
 
     def _advance_acting_states(self) -> None:
         s = self.sm.state
-        if s is State.STARTING and not self.inference_ready:
+        if s is State.STARTING and not self._inference_ready:
             return
         if s in (State.RESETTING, State.UNHOLDING) and (
             AlarmCode.PLC_HEARTBEAT_LOST in self.alarms or AlarmCode.PLC_LINK_LOST in self.alarms
@@ -300,7 +360,7 @@ class CellCore:
             return
         self._sample_hb = hb
         if round_trip > self.plan.max_sample_round_trip_s:
-            self.counts["imprecise_encoder_samples"] += 1
+            self.counters.add(Count.IMPRECISE_ENCODER_SAMPLES)
             return
         half = (now - t_prev) / 2.0 if t_prev is not None else 0.0
         t_sample = now - half
@@ -400,7 +460,7 @@ class CellCore:
 
     def _untrusted(self, code: AlarmCode, text: str, now: float, actions: list[Action]) -> None:
         """PLC data the cell cannot follow: alarm, reject every undecided part, hold."""
-        self.counts[f"plc_data:{code.name.lower()}"] += 1
+        self.counters.plc_data[code] += 1
         self._alarm(code, text, actions)
         for track in list(self.undecided.values()):
             for cam, trace in track.views.items():
@@ -541,7 +601,7 @@ class CellCore:
         """A part the PLC announced but the cell could not read: recorded and rejected."""
         # Position unknown: it passed the sensor within the last cycles.
         track = PartTrack(pid, 0, self.position, now, inspected=False, plan=self.plan, epoch=self.epoch)
-        self.counts["parts"] += 1
+        self.counters.add(Count.PARTS)
         self._decide(track, Verdict.NO_DECISION, reason, [tag], now)
         actions.append(self._write(track, now))
         self.parts[pid] = track
@@ -552,7 +612,7 @@ class CellCore:
             pid, sensor_count, pos, now, inspected=self.inspecting, plan=self.plan, epoch=self.epoch
         )
         self.parts[pid] = track
-        self.counts["parts"] += 1
+        self.counters.add(Count.PARTS)
         if not track.inspected:
             self._decide(track, Verdict.NO_DECISION, ReasonCode.NOT_INSPECTING, ["not_inspecting"], now)
             actions.append(self._write(track, now))
@@ -577,7 +637,7 @@ class CellCore:
                 track.ack = AckStatus(int(a["status"])) if int(a["status"]) in (1, 2) else AckStatus.NONE
                 track.t_acked = now
                 if track.ack is AckStatus.LATE:
-                    self.counts["verdict_late_at_plc"] += 1
+                    self.counters.add(Count.VERDICT_LATE_AT_PLC)
 
     def _decide_overdue(self, now: float, actions: list[Action]) -> None:
         due = [p for p, t in self.undecided.items() if self.position - t.sensor_pos >= t.plan.decision_offset]
@@ -587,11 +647,11 @@ class CellCore:
                 trace = track.views[cam]
                 if trace.result is None:
                     trace.result = ViewResult(cam, ViewStatus.MISSING, cause=ReasonCode.MISSING_FRAME)
-                    self.counts[f"missing_frame:{cam}"] += 1
+                    self.counters.frame(cam, FrameFate.MISSING)
             for cam, trace in track.views.items():
                 if trace.result is None:  # frame arrived, inference did not finish in time
                     trace.result = ViewResult(cam, ViewStatus.FAILED, cause=ReasonCode.DEADLINE)
-                    self.counts[f"inference_overrun:{cam}"] += 1
+                    self.counters.frame(cam, FrameFate.INFERENCE_OVERRUN)
             actions.extend(self._fuse(track, now))
 
     def _repeat_unacked(self, now: float, actions: list[Action]) -> None:
@@ -601,7 +661,7 @@ class CellCore:
             if self.position - track.sensor_pos >= (track.plan or self.plan).deadline_offset:
                 continue  # too late to matter: the PLC rejects it anyway
             if now - track.t_last_write >= self.plan.ack_timeout_s:
-                self.counts["verdict_repeats"] += 1
+                self.counters.add(Count.VERDICT_REPEATS)
                 actions.append(self._write(track, now))
 
     def _handle_dispositions(self, snap: np.void, step: SeqStep, now: float, actions: list[Action]) -> None:
@@ -627,7 +687,7 @@ class CellCore:
         if track is None:
             before = signed_diff(pid, self._unknown_base) <= 0
             if before and self._unknown_until is not None and self.position <= self._unknown_until:
-                self.counts["dispo_before_connect"] += 1  # on the belt before the cell's first read
+                self.counters.add(Count.DISPO_BEFORE_CONNECT)  # on the belt before the cell's first read
             else:
                 why = f"disposition {k} is for part {pid}, which the cell does not track"
                 self._untrusted(AlarmCode.DISPO_DATA_INVALID, why, now, actions)
@@ -650,11 +710,11 @@ class CellCore:
             or track.plc_cause == DispositionCause.CELL_HEARTBEAT_LOST
         )
         if track.kicked is not None and track.kicked != track.expected_kick:
-            self.counts["misroute"] += 1
+            self.counters.add(Count.MISROUTE)
             track.alarms.append("misroute")
             self._alarm(AlarmCode.MISROUTE, f"part {track.part_id}: kick does not match verdict", actions)
         if track.kicked and not track.confirmed_removed:
-            self.counts["reject_not_confirmed"] += 1
+            self.counters.add(Count.REJECT_NOT_CONFIRMED)
             track.alarms.append("reject_not_confirmed")
             self._alarm(
                 AlarmCode.REJECT_NOT_CONFIRMED, f"part {track.part_id}: reject not confirmed", actions
@@ -665,7 +725,7 @@ class CellCore:
             DispositionCause.NO_VERDICT,
             DispositionCause.LATE_VERDICT,
         ):
-            self.counts[f"plc_reject:{DispositionCause(track.plc_cause).name.lower()}"] += 1
+            self.counters.plc_rejects[DispositionCause(track.plc_cause)] += 1
         self.matcher.forget(track.part_id)
         del self.parts[track.part_id]
         self.undecided.pop(track.part_id, None)
@@ -673,32 +733,33 @@ class CellCore:
 
     # ------------------------------------------------------------------ frames
     def on_frame(
-        self, camera: str, t_trigger: float, frame_counter: int, frame: Any, now: float
+        self, camera: str, t_trigger: float, frame_counter: int, token: int, now: float
     ) -> Action | None:
-        """A frame arrived; returns Infer for a matched one, DropFrame otherwise, or None while it
-        waits for the PLC's trigger record (its Infer or DropFrame comes with a later PLC cycle)."""
+        """A frame arrived (`token`: the owner's name for it); returns Infer for a matched one,
+        DropFrame otherwise, or None while it waits for the PLC's trigger record (its Infer or
+        DropFrame comes with a later PLC cycle, or with `decide_all`)."""
         if self.pairing is not None:
-            return self._pair_by_trigger(camera, frame_counter, t_trigger, frame, now, now)
+            return self._pair_by_trigger(camera, frame_counter, t_trigger, token, now, now)
         found = self.history.locate(t_trigger)
         if found is None:
-            self.counts["frame_before_encoder"] += 1
-            return DropFrame(frame, "no encoder position yet")
+            self.counters.add(Count.FRAME_BEFORE_ENCODER)
+            return DropFrame(token, "no encoder position yet")
         pos, spread = found
         m = self.matcher.match(camera, pos, spread)
         self._watch_ambiguity(m, camera, spread, now)
         for pid in m.missed:
-            self.counts[f"missing_frame:{camera}"] += 1
+            self.counters.frame(camera, FrameFate.MISSING)
             track = self.undecided.get(pid)
             if track is not None:
                 track.views[camera].result = ViewResult(
                     camera, ViewStatus.MISSING, cause=ReasonCode.MISSING_FRAME
                 )
         if m.kind is not MatchKind.MATCHED or m.part_id not in self.undecided:
-            self.counts[f"{m.kind.value}_frame:{camera}"] += 1
-            return DropFrame(frame, m.kind.value)
+            self.counters.frame(camera, _FATE_OF_MATCH[m.kind])
+            return DropFrame(token, m.kind.value)
         trace = self.undecided[m.part_id].views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = frame_counter, t_trigger, now
-        return Infer(m.part_id, camera, frame)
+        return Infer(m.part_id, camera, token)
 
     # ---------------------------------------------------- pairing by trigger ring
     def _take_triggers(self, area: np.void, now: float, actions: list[Action]) -> None:
@@ -716,13 +777,13 @@ class CellCore:
             )
         waiting, self._waiting = self._waiting, []
         patience = max(0.05, 3.0 * self.plc_scan_s)
-        for cam, counter, t_trig, frame, arrived in waiting:
-            act = self._pair_by_trigger(cam, counter, t_trig, frame, arrived, now, patience)
+        for cam, counter, t_trig, token, arrived in waiting:
+            act = self._pair_by_trigger(cam, counter, t_trig, token, arrived, now, patience)
             if act is not None:
                 actions.append(act)
 
     def _pair_by_trigger(
-        self, camera: str, counter: int, t_trigger: float, frame: Any, arrived: float, now: float,
+        self, camera: str, counter: int, t_trigger: float, token: int, arrived: float, now: float,
         patience: float = 0.05,
     ) -> Action | None:  # fmt: skip
         assert self.pairing is not None
@@ -731,7 +792,7 @@ class CellCore:
         band = self.plan.match_tolerance + spread
         p = self.pairing.pair(camera, counter, pos, band)
         if p.kind is PairKind.PENDING and now - arrived < patience:
-            self._waiting.append((camera, counter, t_trigger, frame, arrived))
+            self._waiting.append((camera, counter, t_trigger, token, arrived))
             return None
         if p.kind is PairKind.PENDING:
             self.pairing.unlock(camera)  # its record never came: never wait on a wrong lock again
@@ -739,28 +800,28 @@ class CellCore:
         if p.kind is not PairKind.PAIRED or p.part_id is None:
             # No trigger record ever came for it: a pulse the PLC did not fire (or a lost lock).
             why = "ambiguous" if p.kind is PairKind.AMBIGUOUS else "extra"
-            self.counts[f"{why}_frame:{camera}"] += 1
-            return DropFrame(frame, why)
+            self.counters.frame(camera, FrameFate.AMBIGUOUS if why == "ambiguous" else FrameFate.EXTRA)
+            return DropFrame(token, why)
         others = [] if pos is None else [q for q in self.matcher.near(camera, pos, band) if q != p.part_id]
         if others:
             # Another part's trigger lies within this frame's uncertainty: a pulse lost or added
             # on the wiring could not be told from the counter here, so the count is not trusted.
-            self.counts[f"ambiguous_frame:{camera}"] += 1
+            self.counters.frame(camera, FrameFate.AMBIGUOUS)
             for q in (p.part_id, *others):
                 track = self.undecided.get(q)
                 if track is not None and camera in track.views and track.views[camera].result is None:
                     track.views[camera].result = ViewResult(
                         camera, ViewStatus.MISSING, cause=ReasonCode.FRAME_AMBIGUOUS
                     )
-            return DropFrame(frame, "ambiguous")
+            return DropFrame(token, "ambiguous")
         track = self.undecided.get(p.part_id)
         if track is None or camera not in track.views or track.views[camera].result is not None:
-            self.counts[f"late_frame:{camera}"] += 1
-            return DropFrame(frame, "late")
+            self.counters.frame(camera, FrameFate.LATE)
+            return DropFrame(token, "late")
         self.matcher.consume(camera, p.part_id)
         trace = track.views[camera]
         trace.frame_counter, trace.t_trigger, trace.t_frame = counter, t_trigger, arrived
-        return Infer(p.part_id, camera, frame)
+        return Infer(p.part_id, camera, token)
 
     def _watch_unpaired(self, unpaired: bool, camera: str, now: float) -> None:
         self._unpaired.append(unpaired)
@@ -771,7 +832,7 @@ class CellCore:
             text = (
                 f"{n} of the last {len(self._unpaired)} frames did not pair with the PLC's trigger ring "
                 f"(last: camera {camera}; trig_seq {self.pairing.seq.value}; resyncs "
-                f"{sum(v for k, v in self.pairing.counts.items() if k.startswith('trigger_resync'))})"
+                f"{sum(self.counters.trigger_resyncs.values())})"
             )
             self._alarm(code, text, self._outbox)
 
@@ -779,8 +840,8 @@ class CellCore:
         if self.pairing is None:
             return
         self.pairing.reset()
-        for *_, frame, _arrived in self._waiting:
-            actions.append(DropFrame(frame, "pairing reset"))
+        for *_, token, _arrived in self._waiting:
+            actions.append(DropFrame(token, "pairing reset"))
         self._waiting.clear()
 
     def _watch_ambiguity(self, m: Match, camera: str, spread: float, now: float) -> None:
@@ -811,12 +872,12 @@ class CellCore:
         """An inference finished (or failed). Fuses when the part's last view is in."""
         track = self.undecided.get(part_id)
         if track is None:
-            self.counts["late_result"] += 1
+            self.counters.add(Count.LATE_RESULT)
             return []
         trace = track.views[result.camera]
         trace.t_infer_start, trace.t_infer_end, trace.result = t_start, t_end, result
         if result.status is not ViewStatus.OK:
-            self.counts[f"view_{result.cause.name.lower()}"] += 1
+            self.counters.view_failures[result.cause] += 1
         if all(v.result is not None for v in track.views.values()):
             return self._fuse(track, t_end)
         return []
@@ -834,9 +895,9 @@ class CellCore:
         self, track: PartTrack, verdict: Verdict, reason: ReasonCode, reasons: list[str], now: float
     ) -> None:
         track.verdict, track.reason, track.reasons, track.t_fused = verdict, reason, reasons, now
-        self.counts[f"verdict:{verdict.name.lower()}"] += 1
+        self.counters.verdicts[verdict] += 1
         if verdict is Verdict.NO_DECISION:
-            self.counts[f"no_decision:{reason.name.lower()}"] += 1
+            self.counters.no_decision[reason] += 1
 
     def _write(self, track: PartTrack, now: float) -> WriteVerdict:
         track.attempts += 1
@@ -877,7 +938,7 @@ class CellCore:
     # ---------------------------------------------------------------- shutdown
     def decide_all(self, now: float) -> list[Action]:
         """Stopping: every undecided part becomes NO_DECISION; returns their verdict writes."""
-        actions: list[Action] = [DropFrame(w[3], "stopping") for w in self._waiting]
+        actions: list[Action] = [DropFrame(token, "stopping") for _, _, _, token, _ in self._waiting]
         self._waiting.clear()
         for track in list(self.undecided.values()):
             for cam, trace in track.views.items():

@@ -11,13 +11,13 @@ Frames usually arrive before the PLC has published their trigger: they wait (`PE
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 
+from controller.core.counters import Count, Counters
 from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 
 
@@ -45,7 +45,7 @@ class TriggerPairing:
     """Trigger records per camera (cell config order) and each camera's counter offset."""
 
     def __init__(
-        self, cameras: tuple[str, ...], ring_size: int, keep: int = 256, counts: Counter[str] | None = None
+        self, cameras: tuple[str, ...], ring_size: int, keep: int = 256, counters: Counters | None = None
     ) -> None:
         self.cameras = cameras
         self.ring_size = ring_size
@@ -54,7 +54,7 @@ class TriggerPairing:
         self._newest: dict[str, int] = dict.fromkeys(cameras, 0)
         self.offsets: dict[str, int | None] = dict.fromkeys(cameras)
         self.seq = SequenceWatch()
-        self.counts: Counter[str] = counts if counts is not None else Counter()
+        self.counters = counters if counters is not None else Counters()
 
     def reset(self) -> None:
         """Forget every record and lock (PLC restart, encoder fault): pairing starts over."""
@@ -69,7 +69,7 @@ class TriggerPairing:
         pulse added on the wire, or a lock taken on the wrong record), so lock again."""
         if self.offsets.get(camera) is not None:
             self.offsets[camera] = None
-            self.counts[f"trigger_resync:{camera}"] += 1
+            self.counters.trigger_resyncs[camera] += 1
 
     def ingest(self, area: np.void, unwrap: Callable[[int], int], plausible: int, now: float) -> SeqStep:
         """Take the trigger records published since the last read."""
@@ -79,13 +79,13 @@ class TriggerPairing:
         n = self.ring_size
         first = max(step.first, step.last - n + 1)
         if first > step.first:
-            self.counts["trigger_ring_overrun"] += first - step.first
+            self.counters.add(Count.TRIGGER_RING_OVERRUN, first - step.first)
         slots = area["slots"]
         for k in range(first, step.last + 1):
             slot = slots[k % n]
             index = int(slot["camera"])
             if index >= len(self.cameras):
-                self.counts["trigger_bad_camera"] += 1
+                self.counters.add(Count.TRIGGER_BAD_CAMERA)
                 continue
             cam = self.cameras[index]
             records = self._records[cam]
@@ -114,7 +114,7 @@ class TriggerPairing:
                 rec.used = True
                 return Pairing(PairKind.PAIRED, rec.part_id)
             # A pulse lost or added on the wire, a camera reopened, a record gone: lock again.
-            self.counts[f"trigger_resync:{camera}"] += 1
+            self.counters.trigger_resyncs[camera] += 1
             self.offsets[camera] = None
         if position is None:
             return Pairing(PairKind.PENDING)

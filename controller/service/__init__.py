@@ -5,7 +5,6 @@
 - `changeover`: recipe activation (validate, load beside the running one, switch, audit);
 - `images`: the image keeper (frames until decided, the recipe's image policy);
 - `status`: stage latencies, rates and the status snapshot;
-- `core_internals`: the core's attributes the service still touches (next: core methods);
 - `cell_service`: `CellService`, which wires them to the core, cameras and record store.
 """
 

@@ -1,5 +1,6 @@
 """The cell service: wires the core to the PLC I/O loop, cameras, model generations, the image
-keeper, status and the record store, and carries out the core's actions.
+keeper, status and the record store, carries out the core's actions, and publishes the cell's
+events (`events`, the outlet publishers subscribe to).
 
 Threads and their roles (all named):
 - the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from controller.config import CellConfig, Recipe, content_hash
-from controller.contract import AckStatus, AlarmCode, RecipeResult, area_layout, cell_header_bytes
+from controller.contract import AlarmCode, RecipeResult, area_layout, cell_header_bytes
 from controller.core.cell import (
     Action,
     Alarm,
@@ -32,14 +33,15 @@ from controller.core.cell import (
     RecordPart,
     WriteVerdict,
 )
+from controller.core.counters import Counters
 from controller.core.packml import Command, State
 from controller.core.types import ViewResult
+from controller.events import EventOutlet, StateChanged, alarm_event, part_recorded
 from controller.inference.runner import OnnxRunner
 from controller.inference.worker import Outcome
 from controller.interfaces import Camera, Frame, PlcLink
 from controller.records import PartRecord, RecordStore
 from controller.service.changeover import Changeover
-from controller.service.core_internals import CoreInternals
 from controller.service.generations import ModelGenerations, Stack
 from controller.service.images import ImageKeeper
 from controller.service.plc_io import PlcIo
@@ -71,14 +73,17 @@ class CellService:
             raise ValueError(f"recipe {recipe.name} needs cameras {missing} that the cell does not provide")
         self.cameras = dict(cameras)
         self.layout = area_layout(cell.plc.ring_size)
+        #: The cell's events (parts, state, alarms, recipes, the PLC link): publishers subscribe here.
+        self.events = EventOutlet()
         self.models = ModelGenerations(cell, recipe, recipe_dir, self._data_root, self._results_from_worker)
         self.core = CellCore(self.active.plan, self.layout)
-        self.internals = CoreInternals(self.core)
         root = self._data_root
         database = root / cell.records.database
         journal = database.parent / "journal"
         self.store = RecordStore(database, root / cell.records.images, run_id, journal=journal)
-        self.changeover = Changeover(cell, recipe_dir, self.cameras, self.core, self.models, self.store)
+        self.changeover = Changeover(
+            cell, recipe_dir, self.cameras, self.core, self.models, self.store, self.events.publish
+        )
         self._recipes = self.changeover.recipes
         self._loop: asyncio.AbstractEventLoop | None = None
         self.images = ImageKeeper()
@@ -88,6 +93,7 @@ class CellService:
             cell_header_bytes(state=int(State.STOPPED), active_recipe=recipe.number),
             on_inputs=self._on_inputs, on_written=self.core.verdict_written,
             on_link_lost=self._on_link_lost, on_journal_synced=self.status.journal_synced,
+            publish=self.events.publish,
         )  # fmt: skip
         self._heartbeat = 0
         self._image_errors_seen = 0
@@ -116,6 +122,20 @@ class CellService:
     @property
     def link_up(self) -> bool:
         return self.plc.link_up
+
+    @property
+    def state(self) -> State:
+        """The cell's PackML state."""
+        return self.core.state
+
+    @property
+    def counters(self) -> Counters:
+        """The core's counters (read only; `as_dict()` for their JSON names)."""
+        return self.core.counters
+
+    def in_flight(self) -> int:
+        """Parts registered and not recorded yet."""
+        return self.core.in_flight()
 
     async def activate_recipe(
         self, source: str, name: str | None = None, number: int | None = None
@@ -147,21 +167,20 @@ class CellService:
     def _frame_from_camera(self, frame: Frame) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            ImageKeeper.drop(frame)
+            ImageKeeper.turn_away(frame)
             return
         loop.call_soon_threadsafe(self._on_frame, frame)
 
     def _on_frame(self, frame: Frame) -> None:
-        act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, frame, time.monotonic())
+        token = self.images.arrive(frame)  # the keeper owns the buffer; the core gets the token
+        act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, token, time.monotonic())
         if act is not None:  # None: it waits in the core for its trigger record
             self._execute([act])
 
     def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
-            for *_, frame in outcomes:
-                ImageKeeper.drop(frame)
-            return
+            return  # the cell is gone: the keeper released every frame at shutdown
         loop.call_soon_threadsafe(self._on_results, outcomes)  # one wake-up per batch, not per view
 
     def _on_results(self, outcomes: list[Outcome]) -> None:
@@ -169,12 +188,12 @@ class CellService:
             self._on_result(*o)
 
     def _on_result(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
-        if self.internals.undecided(part_id):
+        if self.core.is_undecided(part_id):
             self.images.hold(part_id, frame)
             self._execute(self.core.on_view_result(part_id, res, t0, t1))
         else:
             self.core.on_view_result(part_id, res, t0, t1)  # counted as late
-            ImageKeeper.drop(frame)
+            self.images.release_frame(frame)
 
     # ---------------------------------------------------------------- actions
     def _execute(self, actions: list[Action]) -> None:
@@ -182,24 +201,30 @@ class CellService:
             if isinstance(a, WriteVerdict):
                 if a.attempt == 1:
                     self._decided(a.part_id)
-                if not self.plc.queue_verdict(a, self.core.parts.get(a.part_id), self.images.kept(a.part_id)):
-                    self.internals.count("verdict_queue_full")  # the core repeats unacked verdicts
+                if not self.plc.queue_verdict(a, self.core.track_of(a.part_id), self.images.kept(a.part_id)):
+                    self.core.verdict_queue_full()  # counted; the core repeats unacked verdicts
             elif isinstance(a, RecordPart):
                 t = a.part
                 self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
                 self.status.part_recorded(t, time.monotonic())
+                self.events.publish(part_recorded(t, run=self.store.segment(t.epoch)))
             elif isinstance(a, RecipeRequest):
                 self.changeover.request_from_plc(a.seq, a.number)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
+                self.events.publish(alarm_event(a))
+            elif isinstance(a, StateChanged):
+                self.events.publish(a)
             elif isinstance(a, Infer):
-                self.models.of(self.internals.generation_of(a.part_id)).worker.submit(a.part_id, a.frame)
+                frame = self.images.frame(a.token)
+                if frame is not None:  # lent to the worker; it comes back with the view's result
+                    self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
             elif isinstance(a, DropFrame):
-                ImageKeeper.drop(a.frame)
+                self.images.release(a.token)
 
     def _decided(self, part_id: int) -> None:
         """The part's first verdict: its images kept by its own recipe's policy, frames released."""
-        track = self.core.parts.get(part_id)
+        track = self.core.track_of(part_id)
         if track is None:
             self.images.decide(part_id, None, None)
         else:
@@ -209,7 +234,7 @@ class CellService:
         """Records that cannot be written stop the cell passing parts; lost images are alarmed."""
         st = self.store
         failing = st.failing or self.plc.journal_failing
-        if failing is not None and AlarmCode.RECORDS_FAILING not in self.core.alarms:
+        if failing is not None and not self.core.alarm_active(AlarmCode.RECORDS_FAILING):
             self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, failing[:200], now))
         if st.image_errors != self._image_errors_seen:
             self._image_errors_seen = st.image_errors
@@ -226,14 +251,14 @@ class CellService:
             self._execute(self.core.cameras_absent(gone))
             frames = {n: cam.stats.frames for n, cam in self.cameras.items()}
             self.status.measure_rates(time.monotonic(), self.core.position, frames)
-            await self.models.retire(self.internals.generations_in_use())
+            await self.models.retire(self.core.generations_in_use())
 
     @property
     def ready(self) -> bool:
         """PLC link, cameras and model all up: what systemd is told as READY."""
         return (
             self.link_up
-            and self.internals.inference_ready()
+            and self.core.inference_ready
             and all(cam.stats.connected for cam in self.cameras.values())
         )
 
@@ -250,13 +275,16 @@ class CellService:
     def snapshot(self) -> StatusSnapshot:
         a = self.active
         return self.status.snapshot(
-            self.core, self.internals.counts(), self.cameras, a.recipe.name, a.recipe_hash,
-            a.runner.info.provider, self.link_up, self.ready, time.monotonic(),
+            self.core, self.core.counters, self.cameras, a.recipe.name, a.recipe_hash,
+            a.runner.info.provider, self.link_up, self.ready, time.monotonic(), self.events.figures(),
         )  # fmt: skip
 
     def command(self, cmd: Command) -> str | None:
-        """Apply a local command (CLI, console). Must be called on the loop."""
-        return self.core.command(cmd)
+        """Apply a local command (CLI, console); its state change goes out at once. Must be
+        called on the loop. Returns None if accepted, or why it was refused."""
+        refused = self.core.command(cmd)
+        self._execute(self.core.take_outbox())
+        return refused
 
     def call(self, fn: Any, *args: Any) -> None:
         assert self._loop is not None
@@ -284,7 +312,7 @@ class CellService:
         for cam in self.cameras.values():
             cam.start(self._frame_from_camera)
         self.plc.start(self._loop)
-        self.internals.set_inference_ready()
+        self.core.models_ready()  # the first generation's worker runs: the core may start
         try:
             await stop.wait()
         finally:
@@ -293,16 +321,14 @@ class CellService:
 
     async def _shutdown(self) -> None:
         if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
-            self.core.command(Command.STOP)
+            self.command(Command.STOP)
         deadline = time.monotonic() + self.drain_timeout_s
-        while self.internals.any_undecided() and time.monotonic() < deadline:
+        while self.core.any_undecided() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         # Verdicts written but not yet echoed: wait a few PLC cycles for the acknowledgements, so
         # the records say what the PLC accepted (a PASS without an accepted echo is kicked).
         deadline = min(deadline, time.monotonic() + max(0.5, 5 * self.cell.plc.ack_timeout_ms / 1000.0))
-        while time.monotonic() < deadline and any(
-            t.attempts and t.ack is AckStatus.NONE and t.kicked is None for t in self.core.parts.values()
-        ):
+        while time.monotonic() < deadline and self.core.awaiting_acks():
             await asyncio.sleep(0.01)
         for cam in self.cameras.values():
             cam.stop()
@@ -315,6 +341,7 @@ class CellService:
         await asyncio.to_thread(self.plc.join, 5.0)
         await self.models.stop_all()
         self.images.release_all()
+        await asyncio.to_thread(self.events.close)  # after the last records: subscribers get them
         await asyncio.to_thread(self.store.close)
         self.link.close()
 

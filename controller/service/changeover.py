@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from controller.config import CellConfig, Recipe
 from controller.contract import RecipeResult
 from controller.core.cell import CellCore
+from controller.events import Event, recipe_event
 from controller.interfaces import Camera, CameraError
 from controller.recipes import RecipeIndex, RecipeLookupError, check_recipe
 from controller.records import RecordStore
@@ -36,8 +38,11 @@ class Changeover:
         core: CellCore,
         models: ModelGenerations,
         store: RecordStore,
+        publish: Callable[[Event], None] | None = None,
     ) -> None:
+        """`publish`: where each attempt's RecipeActivated or RecipeRefused goes (the outlet)."""
         self.cell, self.cameras, self.core, self.models, self.store = cell, cameras, core, models, store
+        self._publish = publish
         self.recipes = RecipeIndex(recipe_dir)  # recipes by name and number, parsed once per change
         self._changing = False
         self._plc_requests: set[asyncio.Task[None]] = set()  # PLC recipe requests in progress
@@ -94,10 +99,14 @@ class Changeover:
                     result, reason = RecipeResult.INVALID, f"{type(exc).__name__}: {exc}"[:300]
             finally:
                 self._changing = False
+        to_name = new.recipe.name if new else wanted
         self.store.put_audit(
-            source, old.recipe.name, old.recipe_hash, new.recipe.name if new else wanted, to_hash,
-            result.name, reason,
+            source, old.recipe.name, old.recipe_hash, to_name, to_hash, result.name, reason,
         )  # fmt: skip
+        if self._publish is not None:
+            self._publish(
+                recipe_event(source, to_name, to_hash, result, reason, old.recipe.name, old.recipe_hash)
+            )
         level = logging.INFO if result is RecipeResult.ACTIVE else logging.WARNING
         head, *more = reason.splitlines() or [""]
         log.log(level, "recipe %s from %s: %s %s", wanted, source, result.name, head)

@@ -135,9 +135,9 @@ class ModelGenerations:
         self.stacks[stack.plan.generation] = stack
         self.active = stack
 
-    def of(self, generation: int) -> Stack:
-        """The generation that judges a part (the active one if it is gone)."""
-        return self.stacks.get(generation, self.active)
+    def of(self, generation: int | None) -> Stack:
+        """The generation that judges a part (the active one if it is gone, or None)."""
+        return self.active if generation is None else self.stacks.get(generation, self.active)
 
     async def retire(self, in_use: set[int]) -> None:
         """Stop every generation but the active one that no undecided part depends on."""

@@ -6,7 +6,8 @@ verdicts, one a turn, each batch of them made durable in the verdict journal fir
 While the journal cannot be written, PASS verdicts not in it are withheld: the PLC rejects
 those parts for want of a verdict. It reconnects with a growing pause after a failed connect
 and after any error (the link is closed first). It talks to the rest of the cell only through
-callbacks posted to the event loop.
+callbacks posted to the event loop, and publishes LinkUp and LinkDown to the event outlet
+(which never blocks) as the link comes and goes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 from controller.contract import Verdict
 from controller.core.cell import WriteVerdict
 from controller.core.types import PartTrack
+from controller.events import Event, LinkDown, LinkUp
 from controller.interfaces import PlcLink
 
 log = logging.getLogger("controller.service")
@@ -70,7 +72,9 @@ class PlcIo:
         on_written: Callable[[int, float], None],
         on_link_lost: Callable[[str], None],
         on_journal_synced: Callable[[float], None],
+        publish: Callable[[Event], None] | None = None,
     ) -> None:
+        """`publish` gets LinkUp and LinkDown as the link comes and goes (on this thread)."""
         self.link, self.store = link, store
         self.cycle_s, self.trigger_ring = cycle_s, trigger_ring
         self._on_inputs, self._on_written = on_inputs, on_written
@@ -90,6 +94,8 @@ class PlcIo:
         #: The link is connected (set by the thread).
         self.link_up = False
         self._progress = 0
+        self._publish = publish
+        self._announced: bool | None = None  # the link state last published (None: none yet)
 
     # ------------------------------------------------------- the loop's side
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -152,11 +158,13 @@ class PlcIo:
                     loop.call_soon_threadsafe(self.count_progress)
                     if backoff == 0.1:
                         log.error("PLC link down: %s", exc)  # once, then quietly until it recovers
+                    self._announce(LinkDown(f"connect failed: {exc}"))
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
                 log.info("PLC link up: %r", self.link)
                 self.link_up, backoff = True, 0.1
+                self._announce(LinkUp(repr(self.link)))
             try:
                 now = time.monotonic()
                 if now >= next_read:
@@ -182,7 +190,15 @@ class PlcIo:
                 log.error("PLC link lost: %s", exc)
                 self.link.close()
                 self.link_up = False
+                self._announce(LinkDown(str(exc)))
                 loop.call_soon_threadsafe(self._on_link_lost, str(exc))
+
+    def _announce(self, event: LinkUp | LinkDown) -> None:
+        """Publish a change of the link's state (a failed reconnect after a loss is no news)."""
+        up = isinstance(event, LinkUp)
+        if self._publish is not None and up is not self._announced:
+            self._announced = up
+            self._publish(event)
 
     def _journal_batch(self, first: tuple[WriteVerdict, PartTrack | None, bool]) -> list[WriteVerdict]:
         """Take every queued verdict, journal those of parts not journaled yet with one sync, and

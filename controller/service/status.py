@@ -8,12 +8,15 @@ figures into one `StatusSnapshot`.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 
 from controller.contract import Verdict
 from controller.core.cell import CellCore, percentile
+from controller.core.counters import Count, Counters, FrameFate
 from controller.core.types import PartTrack, ViewStatus
+from controller.events import SubscriberFigures
 from controller.interfaces import Camera
 from controller.snapshot import STAGES, StatusSnapshot
 
@@ -79,7 +82,7 @@ class CellStatus:
     def snapshot(
         self,
         core: CellCore,
-        counts: Counter[str],
+        counters: Counters,
         cameras: Mapping[str, Camera],
         recipe: str,
         recipe_hash: str,
@@ -87,17 +90,17 @@ class CellStatus:
         link_up: bool,
         ready: bool,
         now: float,
+        events: Mapping[str, SubscriberFigures] | None = None,
     ) -> StatusSnapshot:
-        """The cell as the console and the API show it; `counts` are the core's counters."""
+        """The cell as the console and the API show it; `counters` are the core's,
+        `events` the event outlet's figures by subscriber."""
         c = core
         recent = [t for t in self._finished if now - t < RATE_WINDOW_S]
         ppm = len(recent) * 60.0 / RATE_WINDOW_S if recent else 0.0
-        by_reason = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("no_decision:")}
-        by_reason["defect"] = counts["verdict:fail"]
         cams = {
             n: {
                 "frames": cam.stats.frames,
-                "missed": cam.stats.skipped + counts[f"missing_frame:{n}"],
+                "missed": cam.stats.skipped + counters.frames_of(n, FrameFate.MISSING),
                 "skipped": cam.stats.skipped,
                 "underruns": cam.stats.underruns,
                 "connected": int(cam.stats.connected),
@@ -110,21 +113,21 @@ class CellStatus:
             recipe=recipe,
             recipe_hash=recipe_hash[:12],
             provider=provider,
-            parts=counts["parts"],
-            passed=counts["verdict:pass"],
-            failed=counts["verdict:fail"],
-            no_decision=counts["verdict:no_decision"],
+            parts=counters[Count.PARTS],
+            passed=counters.verdicts[Verdict.PASS],
+            failed=counters.verdicts[Verdict.FAIL],
+            no_decision=counters.verdicts[Verdict.NO_DECISION],
             in_flight=c.in_flight(),
             parts_per_min=ppm,
             latency_p50_ms=percentile(lat, 50) * 1e3,
             latency_p99_ms=percentile(lat, 99) * 1e3,
-            rejects_by_reason={k: v for k, v in by_reason.items() if v},
+            rejects_by_reason=counters.rejects_by_reason(),
             cameras=cams,
             link_up=link_up,
             heartbeat_age_s=now - self.last_inputs if self.last_inputs else float("inf"),
             alarms=dict(c.alarms),
             recent=list(self.recent),
-            counters=dict(counts),
+            counters=counters.as_dict(),
             ready=ready,
             line_speed_mm_s=self._rates.get("belt", 0.0),
             rejects_by_camera={k: v for k, v in self._rejects_by_camera.items() if v},
@@ -134,4 +137,5 @@ class CellStatus:
                 if d
             },
             camera_fps={n: self._rates.get(n, 0.0) for n in cameras},
+            events={name: asdict(f) for name, f in (events or {}).items()},
         )

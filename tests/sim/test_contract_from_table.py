@@ -110,7 +110,7 @@ def _talk(plc: TablePlc, link: S7PlcLink) -> None:
         reject_offset=5000, confirm_offset=5500, match_tolerance=100,
     )  # fmt: skip
     core = CellCore(plan, layout)
-    core.inference_ready = True
+    core.models_ready()
     pin, t, enc, hb = "PLC → cell", 0.0, 1_000_000, 0
 
     def cycle() -> list[object]:

@@ -15,6 +15,7 @@ import pytest
 
 from controller.contract import AlarmCode, State, Verdict, area_layout, cell_header_bytes
 from controller.core.cell import CellCore, CellPlan, Infer, RecordPart, WriteVerdict
+from controller.core.counters import Count
 from controller.core.packml import Command
 from controller.core.types import ViewResult, ViewStatus
 from drivers.modbus_link import ModbusPlcLink
@@ -61,7 +62,7 @@ class Bench:
             min_part_pitch=round(20 * cpm),
         )
         self.core = CellCore(plan, self.layout)
-        self.core.inference_ready = True
+        self.core.models_ready()
         self.t = 0.0
         self.triggers: list[Trigger] = []
         self.scan = PlcScan(
@@ -87,7 +88,7 @@ class Bench:
             self._execute(self.core.on_plc_inputs(self.link.read_inputs(), self.t))
             for trig in self.triggers:  # each trigger's frame, inspected and good
                 self.counter += 1
-                act = self.core.on_frame(f"c{trig.camera}", trig.t, self.counter, None, self.t)
+                act = self.core.on_frame(f"c{trig.camera}", trig.t, self.counter, self.counter, self.t)
                 if isinstance(act, Infer):
                     res = ViewResult(act.camera, ViewStatus.OK, (0.01,))
                     self._execute(self.core.on_view_result(act.part_id, res, self.t, self.t))
@@ -156,4 +157,4 @@ def test_untrusted_plc_data_holds_rejects_and_resynchronises(
     recorded = [(r.part.epoch, r.part.part_id) for r in bench.records]
     assert len(recorded) == len(set(recorded))
     assert reported <= {pid for _, pid in recorded} | {value}
-    assert core.counts["misroute"] == 0
+    assert core.counters[Count.MISROUTE] == 0

@@ -14,6 +14,7 @@ from controller.core.cell import (
     RecordPart,
     WriteVerdict,
 )
+from controller.core.counters import Count, FrameFate
 from controller.core.packml import Command, State
 from controller.core.types import ReasonCode, ViewResult, ViewStatus
 from tests.plcimage import WRAP, PlcImage
@@ -40,10 +41,11 @@ class Rig:
             min_part_pitch=200,
         )
         self.core = CellCore(plan, self.plc.layout)
-        self.core.inference_ready = True
+        self.core.models_ready()
         self.start_raw = start_raw
         self.t = 0.0
         self.actions: list[object] = []
+        self.tokens = 0
 
     def raw_at(self, t: float) -> int:
         return (self.start_raw + int(t * SPEED)) % WRAP
@@ -73,7 +75,8 @@ class Rig:
         self.tick()
 
     def frame(self, cam: str, t_trigger: float, counter: int = 1) -> object:
-        return self.core.on_frame(cam, t_trigger, counter, f"img-{cam}-{t_trigger}", self.t)
+        self.tokens += 1  # the owner's name for the frame: a running number
+        return self.core.on_frame(cam, t_trigger, counter, self.tokens, self.t)
 
     def result(self, pid: int, cam: str, *defects: str, status: ViewStatus = ViewStatus.OK) -> list[object]:
         res = ViewResult(cam, status, (0.9 if defects else 0.01,), defects)
@@ -111,7 +114,7 @@ def test_part_passes_and_records_after_disposition() -> None:
     rec = [a for a in acts if isinstance(a, RecordPart)]
     assert len(rec) == 1 and rec[0].part.part_id == 1
     assert rec[0].part.expected_kick is False
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
 
 
 def test_defect_in_one_view_fails_the_part() -> None:
@@ -140,7 +143,7 @@ def test_missing_frame_makes_no_decision_at_the_decision_point() -> None:
     rig.run_until(0.1 + 0.41)  # past the decision offset (4000 counts = 0.4 s)
     w = rig.writes()[-1]
     assert (w.part_id, w.verdict, w.reason) == (1, Verdict.NO_DECISION, ReasonCode.MISSING_FRAME)
-    assert rig.core.counts["missing_frame:b"] == 1
+    assert rig.core.counters.frames_of("b", FrameFate.MISSING) == 1
 
 
 def test_extra_trigger_is_dropped_and_counted() -> None:
@@ -150,7 +153,7 @@ def test_extra_trigger_is_dropped_and_counted() -> None:
     rig.run_until(0.2)
     act = rig.frame("a", 0.19)  # 0.09 s after the sensor: 900 counts, far from the 1500 station
     assert isinstance(act, DropFrame) and act.why == "extra"
-    assert rig.core.counts["extra_frame:a"] == 1
+    assert rig.core.counters.frames_of("a", FrameFate.EXTRA) == 1
 
 
 def test_late_frame_for_decided_part() -> None:
@@ -190,7 +193,7 @@ def test_no_repeat_after_the_deadline_and_kick_expected() -> None:
     rig.plc.dispo(1, kicked=True, removed=True, cause=DispositionCause.NO_VERDICT)
     rec = next(a for a in rig.tick() if isinstance(a, RecordPart))
     assert rec.part.expected_kick is True  # a PASS that never reached the PLC is a reject
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
 
 
 def test_parts_entering_outside_execute_are_rejected_and_recorded() -> None:
@@ -210,7 +213,7 @@ def test_kick_mismatch_raises_misroute_alarm() -> None:
     rig.plc.dispo(1, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
     acts = rig.tick()
     assert any(isinstance(a, Alarm) and a.code == AlarmCode.MISROUTE for a in acts)
-    assert rig.core.counts["misroute"] == 1
+    assert rig.core.counters[Count.MISROUTE] == 1
 
 
 def test_failed_kick_confirmation_raises_alarm() -> None:
@@ -321,7 +324,7 @@ def test_slow_reads_do_not_feed_the_frame_timing_history() -> None:
     before = rig.core.history.position_at(rig.t)
     rig.plc.encoder(rig.raw_at(rig.t + 0.05))
     rig.core.on_plc_inputs(rig.plc.snapshot(), rig.t + 0.05, round_trip=0.03)
-    assert rig.core.counts["imprecise_encoder_samples"] == 1
+    assert rig.core.counters[Count.IMPRECISE_ENCODER_SAMPLES] == 1
     assert rig.core.history.position_at(rig.t) == before
 
 
@@ -423,3 +426,28 @@ def test_an_alarm_is_recorded_once_per_episode_with_its_count() -> None:
     assert rig.core.command(Command.UNHOLD) is None
     cleared = [a for a in rig.tick() if isinstance(a, Alarm) and a.cleared]
     assert [(a.code, a.occurrences) for a in cleared] == [(AlarmCode.NO_DISPOSITION, 30)]
+
+
+def test_the_owner_asks_the_core_about_its_parts_through_methods() -> None:
+    rig = Rig()
+    rig.execute()
+    rig.part_at(1, 0.1)
+    assert rig.core.is_undecided(1) and rig.core.any_undecided() and not rig.core.is_undecided(2)
+    assert rig.core.generation_of(1) == 0 and rig.core.generation_of(2) is None
+    assert rig.core.generations_in_use() == {0}
+    track = rig.core.track_of(1)
+    assert track is not None and track.part_id == 1 and rig.core.track_of(2) is None
+    for cam, off in (("a", 0.15), ("b", 0.2)):
+        rig.run_until(0.1 + off + 0.004)
+        rig.frame(cam, 0.1 + off)
+        rig.result(1, cam)
+    assert not rig.core.is_undecided(1) and rig.core.generations_in_use() == set()
+    assert rig.core.awaiting_acks()  # its verdict handed out, no echo yet
+    rig.plc.ack(1, Verdict.PASS)
+    rig.tick()
+    assert not rig.core.awaiting_acks()
+    rig.core.verdict_queue_full()
+    assert rig.core.counters[Count.VERDICT_QUEUE_FULL] == 1
+    assert not rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)
+    rig.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved")
+    assert rig.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)

@@ -101,13 +101,13 @@ def test_a_fault_the_owner_caught_hands_out_its_hold() -> None:
 def test_a_hold_while_starting_waits_for_execute_and_keeps_its_cause() -> None:
     rig = Rig()
     rig.tick()
-    rig.core.inference_ready = False
+    rig.core.models_ready(False)
     for cmd in (Command.RESET, Command.START):
         assert rig.core.command(cmd) is None
         rig.tick()
     rig.actions.clear()
     assert changes(rig.core.fault(AlarmCode.RECORDS_FAILING, "disk gone", rig.t)) == []
-    rig.core.inference_ready = True
+    rig.core.models_ready()
     assert changes(rig.tick()) == [
         (S.STARTING, S.EXECUTE, "state_complete", ""),
         (S.EXECUTE, S.HOLDING, "hold", "alarm RECORDS_FAILING"),

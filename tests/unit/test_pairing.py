@@ -13,6 +13,7 @@ import pytest
 
 from controller.contract import AlarmCode
 from controller.core.cell import CellCore, CellPlan, DropFrame, Infer
+from controller.core.counters import FrameFate
 from controller.core.packml import Command
 from tests.plcimage import WRAP, PlcImage
 
@@ -52,7 +53,7 @@ def run_line(
         trigger_cameras=("a", "b") if trigger_ring else (),
     )
     core = CellCore(plan, plc.layout)
-    core.inference_ready = True
+    core.models_ready()
     rng = np.random.default_rng(seed)
     speed = speed_mm_s * CPM  # counts/s
     start = WRAP - 200_000
@@ -101,8 +102,8 @@ def run_line(
         snap = np.frombuffer(bytes(plc.buf), dtype=plc.layout.plc_dtype)[0]  # between scans: the same
         acts = core.on_plc_inputs(snap, t, triggers=trig.copy() if trigger_ring else None)
         for act in acts:
-            if isinstance(act, Infer | DropFrame) and not isinstance(act.frame, str):
-                true = act.frame
+            if isinstance(act, Infer | DropFrame):  # a frame that waited for its trigger record
+                true = act.token
                 pairs.append((true, act.part_id if isinstance(act, Infer) else None))
         while k < len(triggers) and triggers[k][0] <= belt(t):
             pos, cam, pid = triggers[k]
@@ -117,7 +118,7 @@ def run_line(
             k += 1
         for f in [f for f in frames if f[0] <= t]:
             frames.remove(f)
-            act = core.on_frame(f[1], f[2], f[4], f[3], t)  # the frame object: its true part id
+            act = core.on_frame(f[1], f[2], f[4], f[3], t)  # the frame's token: its true part id
             if act is not None:
                 pairs.append((f[3], act.part_id if isinstance(act, Infer) else None))
                 assert isinstance(act, Infer | DropFrame)
@@ -144,7 +145,7 @@ def test_ambiguous_frames_are_counted_and_alarmed_when_parts_are_too_close() -> 
     pairs, core = run_line(0.020, 4000.0, (20.0, 30.0), parts=200)
     wrong = [(true, got) for true, got in pairs if got is not None and got != true]
     assert not wrong
-    assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
+    assert core.counters.of_fate(FrameFate.AMBIGUOUS) > 0
     assert AlarmCode.FRAMES_AMBIGUOUS in core.alarms
     assert "scan" in core.alarms[AlarmCode.FRAMES_AMBIGUOUS]
 
@@ -165,7 +166,7 @@ def test_a_stray_trigger_pulse_breaks_the_lock_and_it_locks_again() -> None:
     assert not wrong, wrong[:5]
     assert all(got is None for true, got in pairs if true == 0), "a stray frame is never paired"
     assert core.pairing is not None
-    assert core.pairing.counts["trigger_resync:a"] >= 2
+    assert core.pairing.counters.trigger_resyncs["a"] >= 2
     late = [got for true, got in pairs if true > 90]
     assert late and all(g is not None for g in late), "locked again after the stray pulse"
 
@@ -183,7 +184,7 @@ def test_parts_too_close_for_positions_are_rejected_not_trusted_to_the_counter(
     )
     wrong = [(true, got) for true, got in pairs if got is not None and got != true]
     assert not wrong, f"{len(wrong)} frames paired with the wrong part: {wrong[:5]}"
-    assert sum(v for k, v in core.counts.items() if k.startswith("ambiguous_frame:")) > 0
+    assert core.counters.of_fate(FrameFate.AMBIGUOUS) > 0
 
 
 @pytest.mark.parametrize(("strays", "lost"), [((40, 80), ()), ((), (60,))], ids=["strays", "lost"])

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from controller.contract import AlarmCode, CommandResult, DispositionCause, Verdict
 from controller.core.cell import RecordPart, WriteVerdict
+from controller.core.counters import Count
 from controller.core.packml import Command, State
 from controller.core.types import ReasonCode
 from tests.plcimage import WRAP, PlcImage
@@ -74,7 +75,7 @@ def test_plc_restart_finishes_every_part_and_tracks_the_new_ids() -> None:
     recs = records(rig)
     assert {pid for _, pid in recs} == {1, 2, 3}, "every part before the restart has a record"
     assert all(r.part.kicked is None and "plc_restarted" in r.part.alarms for r in recs.values())
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
     # New ids start again at 1: tracked in a new epoch, recorded, never confused with the old.
     for pid in (1, 2):
         rig.part_at(pid, rig.t + 0.05)
@@ -85,7 +86,7 @@ def test_plc_restart_finishes_every_part_and_tracks_the_new_ids() -> None:
     recs = records(rig)
     assert {(1, 1), (1, 2)} <= set(recs)
     assert recs[(1, 1)].part.verdict is Verdict.NO_DECISION  # Held: not inspected
-    assert rig.core.counts["misroute"] == 0
+    assert rig.core.counters[Count.MISROUTE] == 0
 
 
 def test_part_seq_blip_makes_no_phantom_parts_and_the_real_ones_go_on() -> None:
@@ -140,7 +141,7 @@ def test_dispositions_for_parts_from_before_the_cell_connected_are_not_faults() 
     rig.plc.dispo(7, kicked=True, removed=True, cause=DispositionCause.NO_VERDICT)
     rig.tick()
     assert not rig.core.alarms
-    assert rig.core.counts["dispo_before_connect"] == 1
+    assert rig.core.counters[Count.DISPO_BEFORE_CONNECT] == 1
 
 
 def test_unhold_after_a_fault_resumes_inspection() -> None:
@@ -160,7 +161,7 @@ def test_unhold_after_a_fault_resumes_inspection() -> None:
 def test_heartbeat_lost_while_starting_does_not_raise(state_cmds: tuple[Command, ...]) -> None:
     rig = Rig()
     rig.tick()
-    rig.core.inference_ready = False  # stays in Starting
+    rig.core.models_ready(False)  # stays in Starting
     for cmd in state_cmds:
         assert rig.core.command(cmd) is None
         rig.tick()
@@ -170,7 +171,7 @@ def test_heartbeat_lost_while_starting_does_not_raise(state_cmds: tuple[Command,
         rig.plc.area["header"]["heartbeat"] = hb
         rig.tick()
     assert AlarmCode.PLC_HEARTBEAT_LOST in rig.core.alarms
-    rig.core.inference_ready = True
+    rig.core.models_ready()
     rig.plc.area["header"]["heartbeat"] = hb + 5
     rig.tick()
     rig.tick()
@@ -269,4 +270,4 @@ def test_part_ids_wrap_at_2_pow_32_like_the_plc_counter() -> None:
         rig.plc.dispo(pid, kicked=True, removed=True, cause=DispositionCause.VERDICT_REJECT)
     rig.tick()
     assert {pid for _, pid in records(rig)} >= set(ids)
-    assert AlarmCode.DISPO_DATA_INVALID not in rig.core.alarms and rig.core.counts["misroute"] == 0
+    assert AlarmCode.DISPO_DATA_INVALID not in rig.core.alarms and rig.core.counters[Count.MISROUTE] == 0

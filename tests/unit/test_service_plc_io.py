@@ -14,6 +14,7 @@ import pytest
 from controller.contract import Verdict
 from controller.core.cell import WriteVerdict
 from controller.core.types import PartTrack, ReasonCode
+from controller.events import Event, LinkDown, LinkUp
 from controller.service.plc_io import PlcIo
 
 CYCLE_S = 0.002
@@ -97,11 +98,13 @@ class Rig:
         self.written: list[int] = []
         self.lost: list[str] = []
         self.syncs: list[float] = []
+        self.events: list[Event] = []
         self.io = PlcIo(
             link, self.store, CYCLE_S, trigger_ring, queue_size, b"h0",
             on_inputs=lambda snap, t, rt, trig: self.inputs.append((t, rt, trig)),
             on_written=lambda part_id, t: self.written.append(part_id),
             on_link_lost=self.lost.append, on_journal_synced=self.syncs.append,
+            publish=self.events.append,
         )  # fmt: skip
 
     def verdict(self, part_id: int, verdict: Verdict, attempt: int = 1, kept: bool = False) -> bool:
@@ -161,6 +164,18 @@ def test_a_read_error_closes_the_link_and_reconnects() -> None:
         assert calls[failed + 1 : failed + 3] == ["close", "connect"]  # closed before connecting again
 
     run_io(rig, body)
+
+
+def test_the_link_coming_and_going_is_published_once_per_change() -> None:
+    rig = Rig(MemoryLink(connect_failures=2, failing_reads=[3]))
+
+    async def body() -> None:
+        await until(lambda: rig.lost != [] and rig.io.link_up and len(rig.inputs) >= 4)
+
+    run_io(rig, body)
+    assert [type(e) for e in rig.events] == [LinkDown, LinkUp, LinkDown, LinkUp]  # two failed connects: one
+    assert rig.events[0] == LinkDown("connect failed: connection refused")
+    assert rig.events[2] == LinkDown("read timed out")
 
 
 def test_each_cycle_reads_inputs_then_triggers_then_writes_the_header() -> None:
