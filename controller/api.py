@@ -335,7 +335,11 @@ class ControlApi:
                 return _error(f"unknown command {_short(name)} (known: {known})")
             refused = self.control.command(cmd)
             self._status = None  # the next status shows what the command did
-            state = self.control.snapshot().state
+            try:
+                state = self.control.snapshot().state
+            except Exception:  # the command stands: a failed status must not read as a refusal
+                log.exception("status after command %s", cmd.name)
+                state = "UNKNOWN"
             return _line({"ok": refused is None, "state": state, **({"error": refused} if refused else {})})
         if op == "recipe_activate":
             name = req.get("name")

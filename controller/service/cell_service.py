@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,8 @@ from controller.core.cell import (
 )
 from controller.core.counters import Counters
 from controller.core.packml import Command, State
-from controller.core.types import ViewResult
-from controller.events import EventOutlet, StateChanged, alarm_event, part_recorded
+from controller.core.types import PartTrack, ViewResult
+from controller.events import EventOutlet, PartRecorded, StateChanged, alarm_event, part_recorded
 from controller.inference.runner import OnnxRunner
 from controller.inference.worker import Outcome
 from controller.interfaces import Camera, Frame, PlcLink
@@ -75,6 +76,7 @@ class CellService:
         self.layout = area_layout(cell.plc.ring_size)
         #: The cell's events (parts, state, alarms, recipes, the PLC link): publishers subscribe here.
         self.events = EventOutlet()
+        self.event_errors = 0  # events that could not be built (each logged)
         self.models = ModelGenerations(cell, recipe, recipe_dir, self._data_root, self._results_from_worker)
         self.core = CellCore(self.active.plan, self.layout)
         root = self._data_root
@@ -207,20 +209,35 @@ class CellService:
                 t = a.part
                 self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
                 self.status.part_recorded(t, time.monotonic())
-                self.events.publish(part_recorded(t, run=self.store.segment(t.epoch)))
+                self._announce(self._part_event, t)
             elif isinstance(a, RecipeRequest):
                 self.changeover.request_from_plc(a.seq, a.number)
             elif isinstance(a, Alarm):
                 self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
-                self.events.publish(alarm_event(a))
+                self._announce(alarm_event, a)
             elif isinstance(a, StateChanged):
                 self.events.publish(a)
             elif isinstance(a, Infer):
-                frame = self.images.frame(a.token)
+                frame = self.images.lend(a.token)
                 if frame is not None:  # lent to the worker; it comes back with the view's result
                     self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
             elif isinstance(a, DropFrame):
                 self.images.release(a.token)
+
+    def _part_event(self, t: PartTrack) -> PartRecorded:
+        return part_recorded(t, run=self.store.segment(t.epoch))
+
+    def _announce(self, make: Callable[..., Any], *args: Any) -> None:
+        """Build one event and publish it. A fault in building it costs that event only, never
+        the actions after it in the batch nor the cycle's header (logged, then every 1000th)."""
+        try:
+            event = make(*args)
+        except Exception:
+            self.event_errors += 1
+            if self.event_errors == 1 or self.event_errors % 1000 == 0:
+                log.exception("event #%d not published: building it failed", self.event_errors)
+            return
+        self.events.publish(event)
 
     def _decided(self, part_id: int) -> None:
         """The part's first verdict: its images kept by its own recipe's policy, frames released."""
@@ -340,7 +357,9 @@ class CellService:
         self.plc.stop()
         await asyncio.to_thread(self.plc.join, 5.0)
         await self.models.stop_all()
-        self.images.release_all()
+        stopped = not any(stack.worker.alive for stack in self.stacks.values())
+        if left := self.images.release_all(workers_stopped=stopped):
+            log.warning("%d frames left unreleased: their inference worker did not stop in time", left)
         await asyncio.to_thread(self.events.close)  # after the last records: subscribers get them
         await asyncio.to_thread(self.store.close)
         self.link.close()

@@ -31,6 +31,7 @@ class ImageKeeper:
         # A frame object is unique while its buffer is held here: results come back with it.
         self._token_of: dict[int, int] = {}  # id(frame) → token
         self._held: dict[int, dict[str, int]] = {}  # part → camera → token, until decided
+        self._lent: set[int] = set()  # tokens in an inference worker: their results not back yet
         self._images: dict[int, dict[str, np.ndarray]] = {}
         self._passed_seen = 0
         self._tokens = itertools.count(1)
@@ -45,8 +46,16 @@ class ImageKeeper:
         return token
 
     def frame(self, token: int) -> Frame | None:
-        """The frame to infer on (still held here); None if it was released."""
+        """The frame of `token` (still held here); None if it was released."""
         return self._frames.get(token)
+
+    def lend(self, token: int) -> Frame | None:
+        """The frame to infer on, marked as in a worker until its result comes back (`hold`,
+        `release_frame`); None if it was released."""
+        frame = self._frames.get(token)
+        if frame is not None:
+            self._lent.add(token)
+        return frame
 
     def hold(self, part_id: int, frame: Frame) -> bool:
         """A view's result came for an undecided part: keep its frame until the verdict.
@@ -54,6 +63,7 @@ class ImageKeeper:
         token = self._token_of.get(id(frame))
         if token is None:
             return False
+        self._lent.discard(token)
         views = self._held.setdefault(part_id, {})
         previous = views.get(frame.camera)
         views[frame.camera] = token
@@ -66,6 +76,7 @@ class ImageKeeper:
         frame = self._frames.pop(token, None)
         if frame is None:
             return
+        self._lent.discard(token)
         del self._token_of[id(frame)]
         self.released += 1
         frame.release()
@@ -113,8 +124,16 @@ class ImageKeeper:
         """Buffers held now (arrived, not released)."""
         return len(self._frames)
 
-    def release_all(self) -> None:
-        """Release every buffer still held: waiting, in inference or decided on (at shutdown)."""
+    def release_all(self, workers_stopped: bool = True) -> int:
+        """Release every buffer still held at shutdown: waiting, decided on, and, once every
+        inference worker has stopped, in inference. A worker that did not stop may still read
+        its frames: those are left unreleased (a driver's buffer handed back to the grab engine
+        while it is read would be overwritten under it). Returns how many were left."""
+        left = 0
         for token in list(self._frames):
+            if token in self._lent and not workers_stopped:
+                left += 1
+                continue
             self.release(token)
         self._held.clear()
+        return left

@@ -109,3 +109,23 @@ def test_the_console_drives_any_facade() -> None:
     console.print(session.frame((120, 40)))  # type: ignore[arg-type]
     text = console.export_text()
     assert "EXECUTE" in text and "plate-4h" in text and "PLC link lost" in text
+
+
+def test_a_command_applied_is_not_reported_refused_when_the_status_after_it_fails(tmp_path: Path) -> None:
+    class NoStatus(Facade):
+        def snapshot(self) -> StatusSnapshot:
+            raise RuntimeError("camera stats unreadable")
+
+    facade = NoStatus()
+    sock = tmp_path / "api" / "cell.sock"
+
+    async def go() -> None:
+        api = ControlApi(facade, sock)
+        await api.start()
+        try:
+            assert await asyncio.to_thread(ApiClient(sock).command, Command.START) is None  # not a refusal
+        finally:
+            await api.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 10.0))
+    assert facade.commands == [Command.START]

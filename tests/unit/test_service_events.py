@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from controller.config import load_cell_config
 from controller.contract import AlarmCode, RecipeResult, Verdict
@@ -94,3 +95,22 @@ def test_a_refused_recipe_is_published_beside_its_audit(tmp_path: Path) -> None:
     refused = seen[0]
     assert isinstance(refused, RecipeRefused)
     assert (refused.source, refused.name, refused.previous) == ("api", "no-such-recipe", svc.recipe.name)
+
+
+def test_an_event_that_cannot_be_built_costs_only_itself(tmp_path: Path, monkeypatch: Any) -> None:
+    import controller.service.cell_service as wiring
+
+    svc = service(tmp_path)
+    seen: list[Event] = []
+    svc.events.subscribe("watch", seen.append)
+
+    def broken(*args: Any, **kwargs: Any) -> PartRecorded:
+        raise ValueError("a field the event cannot take")
+
+    monkeypatch.setattr(wiring, "part_recorded", broken)
+    # The part's record, and the alarm after it in the same batch, still happen.
+    svc._execute([finished(svc, 7), *svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "disk full")])
+    svc.events.close()
+    assert svc.event_errors == 1
+    assert [type(e) for e in seen] == [AlarmRaised]
+    assert svc.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)

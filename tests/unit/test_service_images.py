@@ -168,3 +168,18 @@ def test_the_service_hands_a_frame_to_the_keeper_and_the_core_its_token(tmp_path
     assert not frames.released and svc.images.holding == 1
     svc._execute(svc.core.decide_all(1.0))  # stopping: the core drops it, by token
     assert frames.released == {(7, "top"): 1} and svc.images.holding == 0
+
+
+def test_frames_still_in_a_worker_that_did_not_stop_are_not_released_at_shutdown() -> None:
+    frames, keeper = Frames(), ImageKeeper()
+    lent = keeper.arrive(frames.frame(1, "top"))
+    back = keeper.arrive(frames.frame(2, "top"))
+    waiting = keeper.arrive(frames.frame(3, "top"))
+    assert keeper.lend(lent) is not None
+    returned = keeper.lend(back)
+    assert returned is not None and keeper.hold(2, returned)  # its result came back: not in a worker
+    assert keeper.release_all(workers_stopped=False) == 1
+    assert frames.released == Counter({(2, "top"): 1, (3, "top"): 1})  # a worker may still read 1
+    assert keeper.holding == 1 and waiting != lent
+    assert keeper.release_all(workers_stopped=True) == 0  # the worker stopped after all
+    assert frames.released == Counter({(1, "top"): 1, (2, "top"): 1, (3, "top"): 1})
