@@ -116,7 +116,7 @@ Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 
 async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
     from simulators.faults import FaultPlan, run_plan
-    from simulators.launcher import PlcEndpoint, SimLine
+    from simulators.launcher import SimLine
     from simulators.scorer import load_records, score
 
     cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
@@ -135,29 +135,9 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         emulation = data_dir / "emulated-camera-images"
     lcfg = line_config(cell, recipe, opts)
     p = cell.plc
-    sim = SimLine(
-        lcfg,
-        PlcEndpoint(
-            ring_size=p.ring_size,
-            db_plc=p.db_plc,
-            db_cell=p.db_cell,
-            protocol=p.protocol,
-            plc_register=p.plc_register,
-            cell_register=p.cell_register,
-            device_id=p.device_id,
-            db_trig=p.db_trig,
-            trig_register=p.trig_register,
-        ),
-        [c.name for c in cell.cameras],
-        emulation,
-    )
+    sim = SimLine(lcfg, p, [c.name for c in cell.cameras], emulation)
     port = await asyncio.to_thread(sim.start)
-    where = (
-        f"DB{p.db_plc} in, DB{p.db_cell} out"
-        if p.protocol == "s7"
-        else f"registers {p.plc_register} in, {p.cell_register} out, unit {p.device_id}"
-    )
-    print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({where})", file=sys.stderr, flush=True)
+    print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({p.areas()})", file=sys.stderr, flush=True)
     cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     link = make_link(cell)

@@ -1,4 +1,6 @@
-"""Starts the simulated line in its own processes: S7 PLC with its scan cycle, and the camera rig.
+"""Starts the simulated line in its own processes: the PLC with its scan cycle, and the camera rig.
+
+The simulated PLC is the one `SIM_PLCS` names for the cell config's protocol (S7 or Modbus TCP).
 
 The PLC scan is a 1 ms loop of pure Python and the rig renders images: both would steal the
 GIL from the controller, so each runs in a process of its own, as they are separate devices.
@@ -12,14 +14,16 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from importlib import import_module
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from controller.contract import area_layout
+from controller.config import PlcConfig, S7Config
+from controller.contract import AreaLayout, area_layout
 from controller.interfaces import Camera
 from drivers.socket_camera import SocketCamera
 from simulators.camera import camera_rig_main
@@ -28,34 +32,43 @@ from simulators.line import CameraFault, LineConfig, Outcome, PlcScan, Trigger
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PlcEndpoint:
-    ring_size: int = 16
-    db_plc: int = 100
-    db_cell: int = 101
-    protocol: str = "s7"
-    plc_register: int = 0
-    cell_register: int = 1000
-    device_id: int = 1
-    db_trig: int = 102
-    trig_register: int = 500
+class SimPlc(Protocol):
+    """A simulated PLC server: the three areas the scan works on, served to the cell's link."""
+
+    plc_area: np.ndarray
+    cell_area: np.ndarray
+    trig_area: np.ndarray
+
+    def start(self, port: int = 0) -> int: ...
+
+    def stop(self) -> None: ...
+
+    def locked(self) -> AbstractContextManager[None]: ...
 
 
-def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connection) -> None:
-    """Process entry: the simulated S7 PLC. Talks to its launcher over `ctl`."""
+class _PlcMaker(Protocol):
+    def __call__(self, config: Any, layout: AreaLayout) -> SimPlc: ...
+
+
+#: The simulated PLC of each protocol, by the names `controller.devices.PLC_DRIVERS` uses: each
+#: module has `make_plc(config, layout)`, imported only when a line uses it.
+SIM_PLCS: dict[str, str] = {
+    "s7": "simulators.s7_plc",
+    "modbus": "simulators.modbus_plc",
+}
+
+
+def make_sim_plc(plc: PlcConfig) -> SimPlc:
+    """The simulated PLC that serves what a cell config's `plc` section describes."""
+    maker = cast(_PlcMaker, import_module(SIM_PLCS[plc.protocol]).make_plc)
+    return maker(plc, area_layout(plc.ring_size))
+
+
+def plc_main(cfg: LineConfig, plc_config: PlcConfig, triggers: Connection, ctl: Connection) -> None:
+    """Process entry: the simulated PLC. Talks to its launcher over `ctl`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
-    layout = area_layout(ep.ring_size)
-    plc: Any
-    if ep.protocol == "modbus":
-        from simulators.modbus_plc import SimModbusPlc
-
-        plc = SimModbusPlc(
-            layout, ep.plc_register, ep.cell_register, device_id=ep.device_id, trig_address=ep.trig_register
-        )
-    else:
-        from simulators.s7_plc import SimS7Plc
-
-        plc = SimS7Plc(layout, ep.db_plc, ep.db_cell, db_trig=ep.db_trig)
+    layout = area_layout(plc_config.ring_size)
+    plc = make_sim_plc(plc_config)
     port = plc.start(0)
     pending: list[Trigger] = []
     scan = PlcScan(
@@ -139,12 +152,14 @@ class SimLine:
     def __init__(
         self,
         cfg: LineConfig,
-        endpoint: PlcEndpoint | None = None,
+        plc: PlcConfig | None = None,
         camera_names: list[str] | None = None,
         emulation_folder: Path | None = None,
         camera_sockets: Path | None = None,
     ):
-        """`emulation_folder`: use pylon's emulated Basler cameras, playing images rendered there.
+        """`plc`: the cell config's PLC section the simulated PLC serves (default: S7, as the
+        demo cell). `emulation_folder`: use pylon's emulated Basler cameras, playing images
+        rendered there.
 
         `camera_sockets`: serve the simulated cameras on UNIX sockets in this folder
         (`camera_address`) for a cell service in another process, instead of `cameras`.
@@ -152,7 +167,7 @@ class SimLine:
         self.cfg = cfg
         self.emulation_folder = emulation_folder
         self.camera_sockets = camera_sockets
-        self.endpoint = endpoint or PlcEndpoint()
+        self.plc = plc or S7Config()
         n = len(cfg.camera_offsets_mm)
         self.camera_names = camera_names or [f"cam{i}" for i in range(n)]
         self._ctx = mp.get_context("spawn")
@@ -170,7 +185,7 @@ class SimLine:
         trig_rx, trig_tx = ctx.Pipe(duplex=False)
         ctl_here, ctl_there = ctx.Pipe()
         plc = ctx.Process(
-            target=plc_main, args=(self.cfg, self.endpoint, trig_tx, ctl_there), name="sim-plc", daemon=True
+            target=plc_main, args=(self.cfg, self.plc, trig_tx, ctl_there), name="sim-plc", daemon=True
         )
         if self.emulation_folder is not None:
             from simulators.pylon_rig import PylonRig

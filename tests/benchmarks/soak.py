@@ -33,7 +33,7 @@ import yaml
 from controller.api import ApiError, request
 from controller.config import load_cell_config, load_recipe
 from controller.demo import DemoOptions, line_config
-from simulators.launcher import PlcEndpoint, SimLine
+from simulators.launcher import SimLine
 from simulators.scorer import load_records, score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def start_line(tmp: Path, ppm: float) -> tuple[SimLine, Path]:
     cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
     recipe = load_recipe(RECIPE)
     lcfg = line_config(cell, recipe, DemoOptions(parts=0, cameras=3, recipe=RECIPE, parts_per_min=ppm))
-    sim = SimLine(lcfg, PlcEndpoint(), [c.name for c in cell.cameras], camera_sockets=tmp / "cams")
+    sim = SimLine(lcfg, cell.plc, [c.name for c in cell.cameras], camera_sockets=tmp / "cams")
     port = sim.start()
     raw = yaml.safe_load(CELL.read_text())
     raw["plc"]["port"] = port
