@@ -14,16 +14,15 @@ import logging
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controller.api import ControlApi, default_socket
+from controller.assembly import build_cell, new_run_id
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
 from controller.core.packml import Command
-from controller.devices import make_link
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -139,10 +138,9 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     port = await asyncio.to_thread(sim.start)
     print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({p.areas()})", file=sys.stderr, flush=True)
     cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    link = make_link(cell)
-    service = CellService(
-        cell, recipe, opts.recipe.parent, link, {c.name: c for c in sim.cameras}, run_id, data_dir
+    run_id = new_run_id()
+    service = build_cell(
+        cell, recipe, opts.recipe.parent, data_dir, run_id=run_id, cameras={c.name: c for c in sim.cameras}
     )
     api = ControlApi(service, opts.socket or default_socket())
     try:
