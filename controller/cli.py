@@ -18,6 +18,21 @@ from controller.config import ConfigError
 INSTALLED_CELL = Path("/etc/inspection-cell/cell.yaml")
 INSTALLED_RECIPES = Path("/etc/inspection-cell/recipes")
 
+#: The installed service's control socket (the unit's RuntimeDirectory and CELLCTL_SOCKET).
+INSTALLED_SOCKET = Path("/run/inspection-cell/cell.sock")
+
+
+def client_socket() -> Path:
+    """The control socket `status`, `console`, `command` and `recipe activate` talk to when
+    --socket does not name one: $CELLCTL_SOCKET; else this user's own service's socket if it is
+    there; else the installed service's (systemd) if it is installed; else this user's default."""
+    from controller.api import default_socket
+
+    own = default_socket()
+    if os.environ.get("CELLCTL_SOCKET") or os.path.exists(own):
+        return own
+    return INSTALLED_SOCKET if os.path.isdir(INSTALLED_SOCKET.parent) else own
+
 
 class _Help(argparse.HelpFormatter):
     """Help that shows each option's default, unless its text already says it."""
@@ -164,6 +179,15 @@ def _fault(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from controller.sim_line import run_sim
+
+    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "sim --recipe")
+    if recipe is None:
+        return 2
+    return run_sim(args.cell, recipe, args.dir, args.cameras, args.ppm, args.seed)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -499,6 +523,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=_demo, parser=d)
 
+    sm = sub.add_parser(
+        "sim",
+        help="run a simulated line (PLC and cameras) for `cellctl run` to attach to, until SIGTERM",
+        description="Starts the simulated PLC (the cell config's protocol, on a free port of 127.0.0.1) "
+        "and cameras (on UNIX sockets), writes the cell config that `cellctl run` attaches with and "
+        "prints the command. Parts come once the cell inspects (Reset, Start).",
+    )
+    sm.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML of the line")
+    sm.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE.stem,
+        help="recipe the line is triggered for first: a file, or a name or number in the folder above "
+        "the cell config's (the PLC's trigger table holds every recipe of that folder)",
+    )
+    sm.add_argument(
+        "--cameras",
+        type=_value("a whole number from 1 to 16", int, 1, 16),
+        default=3,
+        help="number of cameras (first K of the cell config)",
+    )
+    sm.add_argument(
+        "--ppm",
+        type=_value("parts per minute over 0, up to 20000", float, 0.0, 20_000, above=True),
+        default=None,
+        help="line speed in parts per minute (default: the cell config's simulation)",
+    )
+    sm.add_argument(
+        "--seed",
+        type=_value("a whole number", int),
+        default=None,
+        help="simulation seed (default: the cell config's)",
+    )
+    sm.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the cell config it writes and the camera sockets (default: a temporary folder); "
+        "both are removed on exit",
+    )
+    sm.set_defaults(func=_sim)
+
     rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
     rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
     rn.add_argument(
@@ -523,17 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(func=_run)
 
     co = sub.add_parser("console", help="live operator console of the running cell, with command keys")
-    co.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    co.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     co.set_defaults(func=_console)
 
     s = sub.add_parser("status", help="status of the running cell (local API)")
-    s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    s.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_status)
 
     k = sub.add_parser("command", help="send a PackML command to the running cell (local API)")
     k.add_argument("name", choices=[c.name.lower() for c in Command if c is not Command.UNDEFINED])
-    k.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    k.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     k.set_defaults(func=_command)
 
     r = sub.add_parser("recipe", help="validate, list, compare recipes")
@@ -559,7 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     rv.set_defaults(func=_recipe_validate)
     ra = rs.add_parser("activate", help="switch the running cell to a recipe (safe states, or between parts)")
     ra.add_argument("name", help="recipe name, number or file in the service's recipe folder")
-    ra.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    ra.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     ra.set_defaults(func=_recipe_activate)
     rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
     rl.add_argument(

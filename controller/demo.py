@@ -59,7 +59,8 @@ class DemoOptions:
     faults: tuple[str, ...] = ()
 
 
-def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
+def select_cameras(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
+    """The cell's first `k` cameras, and the recipe's settings for each (defaults if it has none)."""
     if not 1 <= k <= len(cell.cameras):
         raise SystemExit(f"--cameras must be 1..{len(cell.cameras)} for cell {cell.name}")
     cams = cell.cameras[:k]
@@ -118,7 +119,7 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     from simulators.launcher import SimLine
     from simulators.scorer import load_records, score
 
-    cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    cell, recipe = select_cameras(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
     if opts.trigger_ring is not None:
         cell = cell.model_copy(
             update={"plc": cell.plc.model_copy(update={"trigger_ring": opts.trigger_ring})}

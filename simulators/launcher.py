@@ -229,6 +229,10 @@ class SimLine:
         self.port = int(port)
         return self.port
 
+    def alive(self) -> bool:
+        """Whether every process of the line still runs."""
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
+
     def camera_address(self, k: int) -> str:
         """Where simulated camera k is served (with `camera_sockets`)."""
         assert self.camera_sockets is not None
