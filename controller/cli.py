@@ -132,6 +132,13 @@ def _resolve(ref: str, folder: Path | None, who: str) -> Path | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from controller.__main__ import quiet_interrupt
+
+    with quiet_interrupt():  # Ctrl-C exits quietly until the demo takes the stop signals itself
+        return _start_demo(args)
+
+
+def _start_demo(args: argparse.Namespace) -> int:
     from controller.demo import DemoOptions, run_demo
     from controller.recipes import folder_duplicates
 
@@ -654,7 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from controller.__main__ import quiet_interrupt
+
+    with quiet_interrupt():  # Ctrl-C while the command's modules load: exit 130, no traceback
+        args = build_parser().parse_args(argv)
     if args.func is _demo and args.cameras_from == "pylon-emulation":
         for option, field in NOT_WITH_PYLON:
             if getattr(args, field) is not None:

@@ -141,9 +141,43 @@ def plc_main(cfg: LineConfig, plc_config: PlcConfig, triggers: Connection, ctl: 
                 time.sleep(delay)
             else:
                 next_t = time.monotonic()  # overran: do not try to catch up with a burst
+    except (EOFError, OSError):  # the launcher is gone (killed, not stopped): stop with it
+        return
     finally:
-        triggers.send(None)
+        with contextlib.suppress(OSError):
+            triggers.send(None)
         plc.stop()
+
+
+#: What a terminal sends its foreground processes: Ctrl-C and hang-up.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+
+def _spawn(proc: Any) -> None:
+    """Start a line process that the terminal's Ctrl-C and hang-up never reach (mid-import, with
+    a traceback each, or under a cell still draining): the launcher stops it. A child inherits
+    ignored signals; dispositions can only be set in the main thread, so from another thread
+    they are blocked instead, which a new interpreter keeps for SIGHUP but not for SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return
+    # Blocked while ignored, a signal to this process waits (the kernel keeps a blocked signal
+    # pending even when ignored) and comes once the handler is back. A handler Python did not
+    # install (None) cannot be put back: that signal is left alone.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
+    old = {s: h for s in TERMINAL_SIGNALS if (h := signal.getsignal(s)) is not None}
+    try:
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        proc.start()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 class SimLine:
@@ -181,6 +215,11 @@ class SimLine:
 
     def start(self, timeout: float = 20.0) -> int:
         """Start both processes; returns the PLC's port on 127.0.0.1."""
+        self.spawn()
+        return self.wait_started(timeout)
+
+    def spawn(self) -> None:
+        """Start the processes (call it from the main thread: then Ctrl-C never reaches them)."""
         ctx = self._ctx
         trig_rx, trig_tx = ctx.Pipe(duplex=False)
         ctl_here, ctl_there = ctx.Pipe()
@@ -191,7 +230,7 @@ class SimLine:
             from simulators.pylon_rig import PylonRig
 
             self._rig = PylonRig(self.cfg, self.camera_names, self.emulation_folder)
-            plc.start()
+            _spawn(plc)
             self._procs = [plc]
             self._rig.start(trig_rx)
             self.cameras = list(self._rig.cameras)
@@ -215,13 +254,18 @@ class SimLine:
                 name="sim-camera-rig",
                 daemon=True,
             )
-            rig.start()
-            plc.start()
+            _spawn(rig)
+            _spawn(plc)
             self._procs = [plc, rig]
             to_close = (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes))
         for conn in to_close:
             conn.close()
         self._ctl = ctl_here
+
+    def wait_started(self, timeout: float = 20.0) -> int:
+        """Wait until the simulated PLC serves; returns its port on 127.0.0.1."""
+        ctl_here = self._ctl
+        assert ctl_here is not None, "spawn() first"
         if not ctl_here.poll(timeout):
             self.stop()
             raise RuntimeError("simulated PLC did not start")
