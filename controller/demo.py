@@ -147,7 +147,7 @@ class StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
     def _record(self, signum: int, frame: object = None) -> None:
         if self.signum is None:
