@@ -18,6 +18,21 @@ from controller.logs import setup_logging
 INSTALLED_CELL = Path("/etc/inspection-cell/cell.yaml")
 INSTALLED_RECIPES = Path("/etc/inspection-cell/recipes")
 
+#: The installed service's control socket (the unit's RuntimeDirectory and CELLCTL_SOCKET).
+INSTALLED_SOCKET = Path("/run/inspection-cell/cell.sock")
+
+
+def client_socket() -> Path:
+    """The control socket `status`, `console`, `command` and `recipe activate` talk to when
+    --socket does not name one: $CELLCTL_SOCKET; else this user's own service's socket if it is
+    there; else the installed service's (systemd) if it is installed; else this user's default."""
+    from controller.api import default_socket
+
+    own = default_socket()
+    if os.environ.get("CELLCTL_SOCKET") or os.path.exists(own):
+        return own
+    return INSTALLED_SOCKET if os.path.isdir(INSTALLED_SOCKET.parent) else own
+
 
 class _Help(argparse.HelpFormatter):
     """Help that shows each option's default, unless its text already says it."""
@@ -118,6 +133,13 @@ def _resolve(ref: str, folder: Path | None, who: str) -> Path | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from controller.__main__ import quiet_interrupt
+
+    with quiet_interrupt():  # Ctrl-C exits quietly until the demo takes the stop signals itself
+        return _start_demo(args)
+
+
+def _start_demo(args: argparse.Namespace) -> int:
     from controller.demo import DemoOptions, run_demo
     from controller.recipes import folder_duplicates
 
@@ -165,6 +187,15 @@ def _fault(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from controller.sim_line import run_sim
+
+    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "sim --recipe")
+    if recipe is None:
+        return 2
+    return run_sim(args.cell, recipe, args.dir, args.cameras, args.ppm, args.seed)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -524,6 +555,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=_demo, parser=d)
 
+    sm = sub.add_parser(
+        "sim",
+        help="run a simulated line (PLC and cameras) for `cellctl run` to attach to, until SIGTERM",
+        description="Starts the simulated PLC (the cell config's protocol, on a free port of 127.0.0.1) "
+        "and cameras (on UNIX sockets), writes the cell config that `cellctl run` attaches with and "
+        "prints the command. Parts come once the cell inspects (Reset, Start).",
+    )
+    sm.add_argument("--cell", type=Path, default=DEFAULT_CELL, help="cell config YAML of the line")
+    sm.add_argument(
+        "--recipe",
+        default=DEFAULT_RECIPE.stem,
+        help="recipe the line is triggered for first: a file, or a name or number in the folder above "
+        "the cell config's (the PLC's trigger table holds every recipe of that folder)",
+    )
+    sm.add_argument(
+        "--cameras",
+        type=_value("a whole number from 1 to 16", int, 1, 16),
+        default=3,
+        help="number of cameras (first K of the cell config)",
+    )
+    sm.add_argument(
+        "--ppm",
+        type=_value("parts per minute over 0, up to 20000", float, 0.0, 20_000, above=True),
+        default=None,
+        help="line speed in parts per minute (default: the cell config's simulation)",
+    )
+    sm.add_argument(
+        "--seed",
+        type=_value("a whole number", int),
+        default=None,
+        help="simulation seed (default: the cell config's)",
+    )
+    sm.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the cell config it writes and the camera sockets (default: a temporary folder); "
+        "both are removed on exit",
+    )
+    sm.set_defaults(func=_sim)
+
     rn = sub.add_parser("run", help="run the cell as a headless service until SIGTERM (systemd: Type=notify)")
     rn.add_argument("--cell", type=Path, required=True, help="cell config YAML")
     rn.add_argument(
@@ -548,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(func=_run)
 
     co = sub.add_parser("console", help="live operator console of the running cell, with command keys")
-    co.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    co.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     co.set_defaults(func=_console)
 
     s = sub.add_parser(
@@ -558,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runs or is stopped, idle or held by an operator; 3 when it needs someone (aborted, held by "
         "an alarm, PLC link down); 1 when no service answers.",
     )
-    s.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    s.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     s.add_argument("--json", action="store_true", help="the whole status as JSON (the API's)")
     s.add_argument(
         "--watch",
@@ -573,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("command", help="send a PackML command to the running cell (local API)")
     k.add_argument("name", choices=[c.name.lower() for c in Command if c is not Command.UNDEFINED])
-    k.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    k.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     k.set_defaults(func=_command)
 
     r = sub.add_parser("recipe", help="validate, list, compare recipes")
@@ -599,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     rv.set_defaults(func=_recipe_validate)
     ra = rs.add_parser("activate", help="switch the running cell to a recipe (safe states, or between parts)")
     ra.add_argument("name", help="recipe name, number or file in the service's recipe folder")
-    ra.add_argument("--socket", type=Path, default=default_socket(), help="the service's control socket")
+    ra.add_argument("--socket", type=Path, default=client_socket(), help="the service's control socket")
     ra.set_defaults(func=_recipe_activate)
     rl = rs.add_parser("list", help="recipes with number, content hash and modification time")
     rl.add_argument(
@@ -637,7 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from controller.__main__ import quiet_interrupt
+
+    with quiet_interrupt():  # Ctrl-C while the command's modules load: exit 130, no traceback
+        args = build_parser().parse_args(argv)
     if args.func is _demo and args.cameras_from == "pylon-emulation":
         for option, field in NOT_WITH_PYLON:
             if getattr(args, field) is not None:

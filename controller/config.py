@@ -11,11 +11,12 @@ import difflib
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from controller.yamlio import YamlError, key_lines, key_path_at, load_yaml
 
@@ -44,35 +45,77 @@ Mm = Annotated[
 ]
 
 
-class CameraConfig(_Strict):
-    """One camera of the cell."""
+class _CameraCommon(_Strict):
+    """What every camera has, whatever its driver."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="angle name used by recipes")
-    driver: Literal["socket", "sim", "pylon"] = Field(
-        "socket",
-        description="pylon: a Basler camera by serial; socket: frames streamed on a UNIX socket at "
-        "`address` (a simulated line, or a gateway); sim: the same as socket (older name)",
-    )
-    serial: str = Field("", description="camera serial number (pylon)")
-    address: str = Field(
-        "", description="socket driver: UNIX socket the frames are served on (empty: inside cellctl demo)"
-    )
+    serial: str = Field("", description="camera serial number (pylon: how the camera is found)")
     station_mm: Mm = Field(description="trigger station, mm after the part sensor")
     width: int = Field(64, ge=8, le=16_384, description="image width (px), the sensor area read out")
     height: int = Field(64, ge=8, le=16_384, description="image height (px)")
-    offset_x: int = Field(0, ge=0, le=16_384, description="sensor area offset (px, pylon)")
-    offset_y: int = Field(0, ge=0, le=16_384, description="sensor area offset (px, pylon)")
+
+
+class PylonCameraConfig(_CameraCommon):
+    """A Basler camera by serial, through pylon."""
+
+    driver: Literal["pylon"] = Field(description="pylon: a Basler camera by serial")
+    offset_x: int = Field(0, ge=0, le=16_384, description="sensor area offset (px)")
+    offset_y: int = Field(0, ge=0, le=16_384, description="sensor area offset (px)")
     pixel_format: Literal["RGB8Packed", "RGB8"] = Field(
-        "RGB8Packed", description="pixel format (pylon); the model takes RGB"
+        "RGB8Packed", description="pixel format; the model takes RGB"
     )
     trigger_source: str = Field(
-        "Line1", pattern=r"^(Line[1-8]|Software|Action[1-4])$", description="FrameStart trigger input (pylon)"
+        "Line1", pattern=r"^(Line[1-8]|Software|Action[1-4])$", description="FrameStart trigger input"
     )
     trigger_activation: Literal["RisingEdge", "FallingEdge"] = Field("RisingEdge", description="trigger edge")
     trigger_latency_ms: float = Field(
         0.0, ge=0, le=1000, description="trigger to frame received, for cameras without timestamp chunks"
     )
-    buffers: int = Field(8, ge=2, le=256, description="pylon grab buffers (bounded)")
+    buffers: int = Field(8, ge=2, le=256, description="grab buffers (bounded)")
+
+    @model_validator(mode="after")
+    def _check_serial(self) -> PylonCameraConfig:
+        if not self.serial:
+            raise Invalid([(("serial",), f"a serial number for pylon camera {self.name}", "none")])
+        return self
+
+
+class SocketCameraConfig(_CameraCommon):
+    """Frames streamed on a UNIX socket: a simulated line (`cellctl sim`), or a gateway of your own."""
+
+    driver: Literal["socket", "sim"] = Field(
+        "socket",
+        description="socket: frames streamed on a UNIX socket at `address`; sim: the same (older name)",
+    )
+    address: str = Field("", description="UNIX socket the frames are served on (empty: inside cellctl demo)")
+
+
+def _variant(field: str, default: str, aliases: dict[str, str] | None = None) -> Callable[[Any], str]:
+    """The tag of a discriminated config: its `field` (absent: `default`), aliases mapped."""
+
+    def tag(value: Any) -> str:
+        raw = value.get(field, default) if isinstance(value, dict) else getattr(value, field, default)
+        text = raw if isinstance(raw, str) else repr(raw)
+        return (aliases or {}).get(text, text)
+
+    return tag
+
+
+def _unknown(field: str, *tags: str) -> dict[str, Any]:
+    """How pydantic reports an unknown tag, for `_problems` to say it in our words."""
+    return {
+        "custom_error_type": "unknown_variant",
+        "custom_error_message": f"unknown {field}",
+        "custom_error_context": {"field": field, "tags": ", ".join(repr(t) for t in tags)},
+    }
+
+
+#: A camera's config by its driver (`controller.devices.CAMERA_DRIVERS` opens each); `sim` is
+#: socket's older name.
+CameraConfig = Annotated[
+    Annotated[PylonCameraConfig, Tag("pylon")] | Annotated[SocketCameraConfig, Tag("socket")],
+    Discriminator(_variant("driver", "socket", {"sim": "socket"}), **_unknown("driver", "pylon", "socket")),
+]
 
 
 class EncoderConfig(_Strict):
@@ -90,25 +133,10 @@ class StationsConfig(_Strict):
     confirm_mm: Mm = Field(description="confirm sensor, checks the kick")
 
 
-class PlcConfig(_Strict):
-    """The PLC link and its data blocks."""
+class _PlcCommon(_Strict):
+    """What every PLC link has, whatever its protocol."""
 
-    protocol: Literal["s7", "modbus"] = Field(
-        "s7", description="field bus: S7 (DBs) or Modbus TCP (holding registers)"
-    )
     host: str = Field("127.0.0.1", description="PLC address")
-    port: int = Field(102, ge=0, le=65535, description="TCP port (S7: 102)")
-    rack: int = Field(0, ge=0, le=7)
-    slot: int = Field(1, ge=0, le=31)
-    db_plc: int = Field(100, ge=1, le=65535, description="DB written by the PLC, read by the cell")
-    db_cell: int = Field(101, ge=1, le=65535, description="DB written by the cell, read by the PLC")
-    device_id: int = Field(1, ge=0, le=255, description="Modbus device (unit) id")
-    plc_register: int = Field(
-        0, ge=0, le=65535, description="Modbus: first holding register of the PLC → cell area"
-    )
-    cell_register: int = Field(
-        1000, ge=0, le=65535, description="Modbus: first holding register of the cell → PLC area"
-    )
     ring_size: int = Field(16, ge=4, le=16, description="slots per ring; 16 keeps the input DB in one S7 PDU")
     trigger_ring: bool = Field(
         False,
@@ -116,16 +144,65 @@ class PlcConfig(_Strict):
         "area, and frames pair with parts exactly by the camera's trigger counter; without it, by "
         "encoder position within the measured uncertainty",
     )
-    db_trig: int = Field(102, ge=1, le=65535, description="S7: DB of the trigger area (written by the PLC)")
-    trig_register: int = Field(
-        500, ge=0, le=65535, description="Modbus: first holding register of the trigger area"
-    )
     cycle_ms: float = Field(2.0, ge=0.5, le=100, description="I/O cycle: one read of the input DB")
     timeout_s: float = Field(0.5, gt=0, le=10, description="request timeout")
     heartbeat_timeout_s: float = Field(
         1.0, gt=0, le=60, description="PLC heartbeat unchanged this long: alarm"
     )
     ack_timeout_ms: float = Field(20.0, gt=0, le=1000, description="repeat a verdict not echoed by then")
+
+    def areas(self) -> str:
+        """Where the data areas are, in the protocol's words (for people)."""
+        raise NotImplementedError
+
+
+class S7Config(_PlcCommon):
+    """A Siemens S7 PLC: the areas are data blocks (DBs)."""
+
+    protocol: Literal["s7"] = Field("s7", description="field bus: S7 (DBs) or Modbus TCP (holding registers)")
+    port: int = Field(102, ge=0, le=65535, description="TCP port")
+    rack: int = Field(0, ge=0, le=7, description="the CPU's rack")
+    slot: int = Field(1, ge=0, le=31, description="the CPU's slot")
+    db_plc: int = Field(100, ge=1, le=65535, description="DB written by the PLC, read by the cell")
+    db_cell: int = Field(101, ge=1, le=65535, description="DB written by the cell, read by the PLC")
+    db_trig: int = Field(102, ge=1, le=65535, description="DB of the trigger area (written by the PLC)")
+
+    def areas(self) -> str:
+        return f"DB{self.db_plc} in, DB{self.db_cell} out"
+
+
+class ModbusConfig(_PlcCommon):
+    """A PLC over Modbus TCP: the areas are holding registers, two bytes each."""
+
+    protocol: Literal["modbus"] = Field(description="field bus: S7 (DBs) or Modbus TCP (holding registers)")
+    port: int = Field(502, ge=0, le=65535, description="TCP port")
+    ring_size: int = Field(
+        8, ge=4, le=16, description="slots per ring; at most 8 (one read holds 125 registers)"
+    )
+    device_id: int = Field(1, ge=0, le=255, description="device (unit) id")
+    plc_register: int = Field(0, ge=0, le=65535, description="first holding register of the PLC → cell area")
+    cell_register: int = Field(
+        1000, ge=0, le=65535, description="first holding register of the cell → PLC area"
+    )
+    trig_register: int = Field(500, ge=0, le=65535, description="first holding register of the trigger area")
+
+    @model_validator(mode="after")
+    def _check_ring(self) -> ModbusConfig:
+        if self.ring_size > 8:
+            expected = "at most 8 for Modbus (one read holds 125 registers)"
+            raise Invalid([(("ring_size",), expected, str(self.ring_size))])
+        return self
+
+    def areas(self) -> str:
+        return f"registers {self.plc_register} in, {self.cell_register} out, unit {self.device_id}"
+
+
+#: The PLC link's config by its protocol (`controller.devices.PLC_DRIVERS` opens each,
+#: `simulators.launcher.SIM_PLCS` serves each on a simulated line).
+PlcConfig = Annotated[
+    Annotated[S7Config, Tag("s7")] | Annotated[ModbusConfig, Tag("modbus")],
+    Discriminator(_variant("protocol", "s7"), **_unknown("protocol", "s7", "modbus")),
+]
 
 
 class InferenceConfig(_Strict):
@@ -190,8 +267,10 @@ class CellConfig(_Strict):
         description="shortest distance between two parts at the sensor (mm); more parts between two "
         "reads of the PLC than the belt travel allows are PLC data the cell does not believe",
     )  # fmt: skip
-    cameras: tuple[CameraConfig, ...] = Field(min_length=1, max_length=16)
-    plc: PlcConfig = PlcConfig()
+    cameras: tuple[CameraConfig, ...] = Field(
+        min_length=1, max_length=16, description="the cell's cameras; `driver` says which fields apply"
+    )
+    plc: PlcConfig = Field(S7Config(), description="the PLC link; `protocol` says which fields apply")
     inference: InferenceConfig = InferenceConfig()
     records: RecordsConfig = RecordsConfig()
     simulation: SimulationConfig = SimulationConfig()
@@ -207,21 +286,11 @@ class CellConfig(_Strict):
                     f"{self.simulation.belt_speed_mm_s:g}",
                 )
             )
-        if self.plc.protocol == "modbus" and self.plc.ring_size > 8:
-            bad.append(
-                (
-                    ("plc", "ring_size"),
-                    "at most 8 for Modbus (one read holds 125 registers)",
-                    str(self.plc.ring_size),
-                )
-            )
         seen: set[str] = set()
         for i, c in enumerate(self.cameras):
             if c.name in seen:
                 bad.append((("cameras", i, "name"), "a name no other camera of the cell has", repr(c.name)))
             seen.add(c.name)
-            if c.driver == "pylon" and not c.serial:
-                bad.append((("cameras", i, "serial"), f"a serial number for pylon camera {c.name}", "none"))
         sizes = {(c.width, c.height) for c in self.cameras}
         if len(sizes) > 1:
             found = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))
@@ -502,7 +571,8 @@ def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[
 
     out: list[Problem] = []
     for err in exc.errors():
-        loc: Loc = tuple(err["loc"])
+        raw: Loc = tuple(err["loc"])
+        loc, _ = _walk(model, raw)  # without the variant tags pydantic puts in (`plc.s7.rack`)
         kind, ctx = err["type"], err.get("ctx") or {}
         found = _show(err.get("input"))
         if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
@@ -510,9 +580,13 @@ def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[
                 full = (*loc, *sub)
                 out.append(Problem(str(path), at(full), ".".join(map(str, full)), expected, what))
             continue
-        if kind == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _field_names(model, loc[:-1]), n=1, cutoff=0.6)
-            expected = "a known key" + (f" (did you mean {close[0]!r}?)" if close else "")
+        if kind == "unknown_variant":  # `protocol: profinet`, `driver: gige`
+            given = err.get("input")
+            loc = (*loc, ctx["field"])
+            expected = f"one of {ctx['tags']}"
+            found = _show(given.get(ctx["field"]) if isinstance(given, dict) else given)
+        elif kind == "extra_forbidden":
+            expected = _known_key(model, raw)
             found = f"unknown key {loc[-1]!r}"
         elif kind == "missing":
             expected, found = _EXPECTED[kind], "nothing"
@@ -530,8 +604,52 @@ def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[
     return out
 
 
-def _model_of(ann: Any) -> Any:
-    """The model or mapping a (possibly optional) annotation holds, else None."""
+def _known_key(model: type[BaseModel], raw: Loc) -> str:
+    """What an unknown key's problem expects: a did-you-mean, or the variant the key belongs to
+    (`device_id` in an S7 config is a Modbus key)."""
+    key = str(raw[-1])
+    _, owner = _walk(model, raw[:-2])
+    if isinstance(owner, Variants) and raw[-2] in owner.models:
+        tag = str(raw[-2])
+        others = [t for t, m in owner.models.items() if t != tag and key in m.model_fields]
+        if others:
+            return f"a key of {owner.field} {tag} ({key} is for {owner.field} {' or '.join(others)})"
+    _, here = _walk(model, raw[:-1])
+    names = list(here.model_fields) if isinstance(here, type) and issubclass(here, BaseModel) else []
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    return "a known key" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """A discriminated union of models: the tag's field and the model of each tag."""
+
+    field: str
+    models: dict[str, type[BaseModel]]
+
+
+def variants(ann: Any, meta: tuple[Any, ...] = ()) -> Variants | None:
+    """The variants of a discriminated union annotation (`PlcConfig`), else None. A model's
+    field keeps the union's metadata apart from it: `meta`."""
+    if get_origin(ann) is Annotated:
+        ann, *more = get_args(ann)
+        meta = (*more, *meta)
+    base = ann
+    disc = next((m for m in meta if isinstance(m, Discriminator)), None)
+    if disc is None or not disc.custom_error_context:
+        return None
+    models = {}
+    for member in get_args(base):
+        model, *tags = get_args(member)
+        models.update({t.tag: model for t in tags if isinstance(t, Tag)})
+    return Variants(str(disc.custom_error_context["field"]), models)
+
+
+def _model_of(ann: Any, meta: tuple[Any, ...] = ()) -> Any:
+    """The model, variants or mapping a (possibly optional) annotation holds, else None."""
+    tagged = variants(ann, meta)
+    if tagged is not None:
+        return tagged
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     if get_origin(ann) is dict:
@@ -543,22 +661,29 @@ def _model_of(ann: Any) -> Any:
     return None
 
 
-def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys allowed at `loc` (nested models, and the values of name → model mappings)."""
+def _walk(model: type[BaseModel], loc: Loc) -> tuple[Loc, Any]:
+    """`loc` without the variant tags in it, and what is at its end: a model, `Variants`, a
+    name → model mapping's annotation, or None (a plain value)."""
+    clean: list[str | int] = []
     m: Any = model
     for part in loc:
+        if isinstance(part, int):  # an item of a list (the cell's cameras)
+            clean.append(part)
+            continue
+        if isinstance(m, Variants):
+            if part in m.models:
+                m = m.models[part]
+                continue
+            m = None
+        clean.append(part)
         if get_origin(m) is dict:  # `part` is a name (a camera's, say): the value's model
             m = _model_of(get_args(m)[1])
-            continue
-        if isinstance(part, int):  # an item of a list of models (the cell's cameras)
-            continue
-        if not (isinstance(m, type) and issubclass(m, BaseModel)):
-            return []
-        field = m.model_fields.get(part)
-        if field is None:
-            return []
-        m = _model_of(field.annotation)
-    return list(m.model_fields) if isinstance(m, type) and issubclass(m, BaseModel) else []
+        elif isinstance(m, type) and issubclass(m, BaseModel) and part in m.model_fields:
+            field = m.model_fields[part]
+            m = _model_of(field.annotation, tuple(field.metadata))
+        else:
+            m = None
+    return tuple(clean), m
 
 
 _KIND = {"Recipe": "recipe", "CellConfig": "cell config"}

@@ -15,13 +15,14 @@ import logging
 import resource
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from controller.api import ControlApi, prepare_socket_folder
+from controller.assembly import build_cell, new_run_id
 from controller.config import CellConfig, ConfigError, load_cell_config
-from controller.devices import make_cameras, make_link
+from controller.contract import Verdict
+from controller.core.counters import Count
 from controller.inference.runner import ModelLoadError
 from controller.interfaces import CameraError
 from controller.recipes import RecipeLookupError, check_recipe, folder_duplicates, recipe_file
@@ -95,17 +96,11 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
     recipe = checked.recipe
     notifier = Notifier.from_env()
     notifier.notify(STATUS=f"opening cameras and loading {recipe.name}")
-    cameras = await asyncio.to_thread(make_cameras, cell, recipe)
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    try:
-        service = await asyncio.to_thread(
-            CellService, cell, recipe, path.parent, make_link(cell), cameras, run_id, opts.data_dir,
-            opts.drain_timeout_s,
-        )  # fmt: skip
-    except Exception:
-        for cam in cameras.values():
-            cam.stop()
-        raise
+    run_id = new_run_id()
+    service = await asyncio.to_thread(
+        build_cell, cell, recipe, path.parent, opts.data_dir, run_id=run_id,
+        drain_timeout_s=opts.drain_timeout_s,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
@@ -117,7 +112,7 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
     try:
         await _supervise(service, notifier, stop, task)
     finally:
-        notifier.notify(STOPPING=1, STATUS=f"stopping: draining {service.core.in_flight()} parts")
+        notifier.notify(STOPPING=1, STATUS=f"stopping: draining {service.in_flight()} parts")
         log.info("stopping: draining parts in flight (at most %.1f s)", opts.drain_timeout_s)
         stop.set()
         await task
@@ -125,10 +120,10 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         notifier.close()
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-    c = service.core.counts
+    c = service.counters
     log.info(
         "stopped: %d parts, %d passed, %d failed, %d no decision",
-        c["parts"], c["verdict:pass"], c["verdict:fail"], c["verdict:no_decision"],
+        c[Count.PARTS], c.verdicts[Verdict.PASS], c.verdicts[Verdict.FAIL], c.verdicts[Verdict.NO_DECISION],
     )  # fmt: skip
     return 0
 

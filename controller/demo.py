@@ -11,19 +11,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import tempfile
+import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from controller.api import ControlApi, default_socket
+from controller.assembly import build_cell, new_run_id
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
 from controller.core.packml import Command
-from controller.devices import make_link
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class DemoOptions:
     faults: tuple[str, ...] = ()
 
 
-def _select(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
+def select_cameras(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
+    """The cell's first `k` cameras, and the recipe's settings for each (defaults if it has none)."""
     if not 1 <= k <= len(cell.cameras):
         raise SystemExit(f"--cameras must be 1..{len(cell.cameras)} for cell {cell.name}")
     cams = cell.cameras[:k]
@@ -113,13 +115,86 @@ def _trigger_table(cell: CellConfig, folder: Path) -> tuple[tuple[int, tuple[flo
 
 Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 
+#: Signals that stop the demo as Ctrl-C does: the belt runs empty, what went through is scored,
+#: and nothing is left behind (processes, control socket, temporary folder).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None) -> dict[str, Any]:
-    from simulators.faults import FaultPlan, run_plan
-    from simulators.launcher import PlcEndpoint, SimLine
+
+class DemoInterrupted(Exception):
+    """A stop signal came before the line ran: there is nothing to score."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} before the line ran")
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP while the demo runs. The first asks for a clean stop (the demo
+    checks `signum` between its steps and in its main loop); a second one while the line runs
+    stops waiting for the belt (the cleanup still runs). Installed from the main thread only."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+    def _record(self, signum: int, frame: object = None) -> None:
+        if self.signum is None:
+            self.signum = signum
+        elif self._task is not None:
+            self._task.cancel()
+
+    def attach(self) -> None:
+        """While the calling coroutine's loop runs, the loop takes the signals (it wakes for them)."""
+        if not self._previous:
+            return
+        self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+        for sig in STOP_SIGNALS:
+            self._loop.add_signal_handler(sig, self._record, sig)
+
+    def detach(self) -> None:
+        if self._loop is None:
+            return
+        for sig in STOP_SIGNALS:
+            self._loop.remove_signal_handler(sig)
+            signal.signal(sig, self._record)
+        self._loop = self._task = None
+
+    def check(self) -> None:
+        """Raise DemoInterrupted if a stop signal came."""
+        if self.signum is not None:
+            raise DemoInterrupted(self.signum)
+
+
+async def _demo(
+    opts: DemoOptions, data_dir: Path, scenario: Scenario | None = None, signals: StopSignals | None = None
+) -> dict[str, Any]:
+    signals = signals or StopSignals()  # not installed: never stops by itself
+    signals.attach()
+    try:
+        return await _demo_run(opts, data_dir, scenario, signals)
+    finally:
+        signals.detach()
+
+
+async def _demo_run(
+    opts: DemoOptions, data_dir: Path, scenario: Scenario | None, signals: StopSignals
+) -> dict[str, Any]:
+    from simulators.launcher import SimLine
     from simulators.scorer import load_records, score
 
-    cell, recipe = _select(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
+    cell, recipe = select_cameras(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
     if opts.trigger_ring is not None:
         cell = cell.model_copy(
             update={"plc": cell.plc.model_copy(update={"trigger_ring": opts.trigger_ring})}
@@ -135,41 +210,58 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         emulation = data_dir / "emulated-camera-images"
     lcfg = line_config(cell, recipe, opts)
     p = cell.plc
-    sim = SimLine(
-        lcfg,
-        PlcEndpoint(
-            ring_size=p.ring_size,
-            db_plc=p.db_plc,
-            db_cell=p.db_cell,
-            protocol=p.protocol,
-            plc_register=p.plc_register,
-            cell_register=p.cell_register,
-            device_id=p.device_id,
-            db_trig=p.db_trig,
-            trig_register=p.trig_register,
-        ),
-        [c.name for c in cell.cameras],
-        emulation,
-    )
-    port = await asyncio.to_thread(sim.start)
-    where = (
-        f"DB{p.db_plc} in, DB{p.db_cell} out"
-        if p.protocol == "s7"
-        else f"registers {p.plc_register} in, {p.cell_register} out, unit {p.device_id}"
-    )
-    print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({where})", file=sys.stderr, flush=True)
-    cell = cell.model_copy(update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})})
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    link = make_link(cell)
-    service = CellService(
-        cell, recipe, opts.recipe.parent, link, {c.name: c for c in sim.cameras}, run_id, data_dir
-    )
-    api = ControlApi(service, opts.socket or default_socket())
+    signals.check()
+    sim = SimLine(lcfg, p, [c.name for c in cell.cameras], emulation)
+    sim.spawn()  # here, in the main thread: the line's processes never see Ctrl-C (see SimLine.spawn)
     try:
+        port = await asyncio.to_thread(sim.wait_started)
+        print(f"simulated PLC: {p.protocol} on 127.0.0.1:{port} ({p.areas()})", file=sys.stderr, flush=True)
+        cell = cell.model_copy(
+            update={"plc": cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})}
+        )
+        run_id = new_run_id()
+        signals.check()
+        service = build_cell(
+            cell,
+            recipe,
+            opts.recipe.parent,
+            data_dir,
+            run_id=run_id,
+            cameras={c.name: c for c in sim.cameras},
+        )
+        api = ControlApi(service, opts.socket or default_socket())
         await api.start()  # before the service runs: a refused socket leaves nothing running
-    except BaseException:
+        outcomes, dropped = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
+    finally:
         await asyncio.to_thread(sim.stop)
-        raise
+    records = load_records(data_dir / cell.records.database, run_id)
+    result = score(outcomes, records, dropped)
+    result.update(
+        run_id=run_id,
+        cameras=len(cell.cameras),
+        cameras_from=opts.cameras_from,
+        parts_per_min=lcfg.parts_per_min,
+        provider=service.runner.info.provider,
+        database=str(data_dir / cell.records.database),
+        counters=service.counters.as_dict(verdicts=False),
+    )
+    return result
+
+
+async def _serve(
+    opts: DemoOptions,
+    data_dir: Path,
+    lcfg: Any,
+    sim: Any,
+    service: CellService,
+    api: ControlApi,
+    scenario: Scenario | None,
+    signals: StopSignals,
+) -> tuple[list[Any], int]:
+    """Run the cell on the line until its parts are through or a stop signal; the outcomes and
+    dropped verdict writes. The service and the API are stopped whatever happens."""
+    from simulators.faults import FaultPlan, run_plan
+
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="cell-service")
     live = None
@@ -190,14 +282,14 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
     try:
         while not service.link_up:
             await asyncio.sleep(0.05)
+            signals.check()
             if task.done():
                 await task
         for cmd in (Command.RESET, Command.START):
+            signals.check()
             res = await asyncio.to_thread(sim.command, int(cmd))
             if res != 1:
-                raise RuntimeError(
-                    f"cell refused {cmd.name} (result {res}) in state {service.core.state.name}"
-                )
+                raise RuntimeError(f"cell refused {cmd.name} (result {res}) in state {service.state.name}")
             await asyncio.sleep(0.05)
         budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
         t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
@@ -206,25 +298,21 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         faults = asyncio.create_task(
             run_plan(plan, sim, data_dir, opts.socket or default_socket()), name="fault-plan"
         )
-        try:
-            while time.monotonic() < t_end and sim.done is None:
-                if live is not None:
-                    live.update(render_status(service.snapshot()))
-                if lcfg.parts:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.to_thread(sim.wait_done, 0.25)
-                else:
-                    await asyncio.sleep(0.25)
-        except asyncio.CancelledError:  # Ctrl-C: run the belt empty, then score what went through
-            me = asyncio.current_task()
-            if me is not None:
-                me.uncancel()
+        # A stop signal ends this loop: the belt runs empty and what went through is scored.
+        while time.monotonic() < t_end and sim.done is None and signals.signum is None:
+            if live is not None:
+                live.update(render_status(service.snapshot()))
+            if lcfg.parts:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.to_thread(sim.wait_done, 0.25)
+            else:
+                await asyncio.sleep(0.25)
         if scripted is not None:
             await scripted
         faults.cancel()
         if sim.done is None:
             await _run_out(sim, lcfg)
-        outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
+        return sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
     finally:
         stop.set()
         await task
@@ -232,19 +320,6 @@ async def _demo(opts: DemoOptions, data_dir: Path, scenario: Scenario | None = N
         if live is not None:
             live.update(render_status(service.snapshot()))
             live.stop()
-        await asyncio.to_thread(sim.stop)
-    records = load_records(data_dir / cell.records.database, run_id)
-    result = score(outcomes, records, dropped)
-    result.update(
-        run_id=run_id,
-        cameras=len(cell.cameras),
-        cameras_from=opts.cameras_from,
-        parts_per_min=lcfg.parts_per_min,
-        provider=service.runner.info.provider,
-        database=str(data_dir / cell.records.database),
-        counters={k: v for k, v in sorted(service.core.counts.items()) if not k.startswith("verdict:")},
-    )
-    return result
 
 
 async def _run_out(sim: Any, lcfg: Any) -> None:
@@ -259,23 +334,37 @@ async def _run_out(sim: Any, lcfg: Any) -> None:
 
 
 def run_demo(opts: DemoOptions) -> int:
-    """Run the demo; prints the scored JSON with --json. Exit 1 if anything was misrouted or lost."""
-    if opts.data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="cell-demo-")
-        data_dir = Path(tmp.name)
-    else:
-        data_dir = opts.data_dir
-    try:
-        result = asyncio.run(_demo(opts, data_dir))
-    except KeyboardInterrupt:
-        return 130
-    if opts.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"{result['parts']} parts: {result['passed']} passed, {result['rejected']} rejected, "
-            f"{result['escapes']} escapes, {result['false_rejects']} false rejects, "
-            f"{result['misrouted']} misrouted, {result['lost']} lost; "
-            f"latency p50 {result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
-        )
+    """Run the demo; prints the scored JSON with --json. Exit 1 if anything was misrouted or
+    lost; 128 + the signal's number when a stop signal came before the line ran."""
+    tmp = tempfile.TemporaryDirectory(prefix="cell-demo-") if opts.data_dir is None else None
+    data_dir = Path(tmp.name) if tmp is not None else opts.data_dir
+    assert data_dir is not None
+    with StopSignals() as signals:
+        try:
+            result = asyncio.run(_demo(opts, data_dir, signals=signals))
+        except DemoInterrupted as exc:
+            print(f"cellctl demo: {exc}", file=sys.stderr)
+            return 128 + exc.signum
+        except asyncio.CancelledError:  # a second signal: stopped without waiting for the belt
+            print("cellctl demo: stopped without running the belt empty", file=sys.stderr)
+            return 128 + (signals.signum or signal.SIGINT)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        if opts.json:
+            if tmp is not None:  # the records went with the temporary folder
+                result["database"] = None
+                print(
+                    "cellctl demo: the records were in a temporary folder, removed on exit "
+                    "(database: null); give --data-dir DIR to keep them",
+                    file=sys.stderr,
+                )
+            print(json.dumps(result, indent=2))
+        else:
+            print(
+                f"{result['parts']} parts: {result['passed']} passed, {result['rejected']} rejected, "
+                f"{result['escapes']} escapes, {result['false_rejects']} false rejects, "
+                f"{result['misrouted']} misrouted, {result['lost']} lost; "
+                f"latency p50 {result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
+            )
     return 0 if result["misrouted"] == 0 and result["lost"] == 0 else 1

@@ -26,8 +26,10 @@ from controller.config import (
     ConfigError,
     Problem,
     Recipe,
+    Variants,
     content_hash,
     load_recipe,
+    variants,
 )
 from controller.yamlio import key_lines
 
@@ -462,7 +464,14 @@ def schema_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str
         rng = _range(field)
         if get_origin(ann) is not None and "Literal" in str(ann):
             rng = ", ".join(repr(a) for a in get_args(ann))
-        if nested is not None and get_origin(ann) is dict:
+        tagged = next(
+            (v for v in (variants(ann, tuple(field.metadata)), *map(variants, get_args(ann))) if v), None
+        )
+        if tagged is not None:  # a discriminated union (the PLC by protocol, cameras by driver)
+            kinds = " or ".join(m.__name__ for m in tagged.models.values())
+            rows.append((path, kinds, f"by `{tagged.field}`", default, field.description or ""))
+            rows.extend(_variant_rows(tagged, f"{path}."))
+        elif nested is not None and get_origin(ann) is dict:
             rows.append((path, f"map of name → {nested.__name__}", rng, default, field.description or ""))
             rows.extend(schema_rows(nested, f"{path}.<name>."))
         elif nested is not None:
@@ -470,6 +479,29 @@ def schema_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str
             rows.extend(schema_rows(nested, f"{path}."))
         else:
             rows.append((path, _type_name(ann), rng, default, field.description or ""))
+    return rows
+
+
+def _variant_rows(tagged: Variants, prefix: str) -> list[tuple[str, str, str, str, str]]:
+    """The rows of every variant, once each: a row that differs between variants, or that only
+    some have, says which (`protocol modbus: …`)."""
+    seen: dict[tuple[str, str, str, str, str], list[str]] = {}
+    for tag, model in tagged.models.items():
+        for row in schema_rows(model, prefix):
+            seen.setdefault(row, []).append(tag)
+    rows: list[tuple[str, str, str, str, str]] = []
+    tag_path = f"{prefix}{tagged.field}"
+    for row, tags in seen.items():
+        if row[0] == tag_path:  # the tag itself: one row naming every variant
+            if not rows or rows[0][0] != tag_path:
+                same = [r for r in seen if r[0] == tag_path]
+                default = next((r[3] for r in same if r[3] != "required"), "required")
+                rng = ", ".join(repr(t) for t in tagged.models)
+                meaning = "; ".join(dict.fromkeys(r[4] for r in same if r[4]))
+                rows.insert(0, (tag_path, "str", rng, default, meaning))
+            continue
+        only = "" if len(tags) == len(tagged.models) else f"{tagged.field} {' or '.join(tags)}: "
+        rows.append((*row[:4], only + row[4]))
     return rows
 
 

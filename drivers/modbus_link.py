@@ -9,6 +9,7 @@ a client with default settings blocks 12 s on a dead server, so timeout and retr
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pymodbus.client import ModbusTcpClient
@@ -16,6 +17,9 @@ from pymodbus.exceptions import ModbusException
 
 from controller.contract import AreaLayout
 from drivers.area_link import AreaWriter, PlcLinkError
+
+if TYPE_CHECKING:
+    from controller.config import ModbusConfig
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +97,11 @@ class ModbusPlcLink(AreaWriter):
             raise PlcLinkError(f"{self!r}: write at {address} failed: {exc}") from None
         if rr.isError():
             raise PlcLinkError(f"{self!r}: write at {address} refused: {rr}")
+
+
+def make_link(config: ModbusConfig, layout: AreaLayout) -> ModbusPlcLink:
+    """The link a cell config's `plc` (protocol modbus) describes (`controller.devices`)."""
+    c = config
+    return ModbusPlcLink(
+        layout, c.host, c.port, c.device_id, c.plc_register, c.cell_register, c.timeout_s, c.trig_register
+    )

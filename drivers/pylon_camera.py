@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pypylon import genicam, pylon
@@ -32,7 +33,10 @@ from pypylon import genicam, pylon
 from controller.interfaces import CameraError, CameraStats, Frame
 from drivers.frame_pool import FramePool
 
-__all__ = ["CameraError", "PylonCamera", "PylonSettings"]
+if TYPE_CHECKING:
+    from controller.config import CameraSettings, PylonCameraConfig
+
+__all__ = ["CameraError", "PylonCamera", "PylonSettings", "make_camera", "pylon_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -346,3 +350,23 @@ class PylonCamera:
             on_frame(Frame(self.name, number, t_trigger, now, out, self._pool.releaser(idx)))
         else:
             self._pool.give_back(idx)
+
+
+def pylon_settings(config: PylonCameraConfig, settings: CameraSettings) -> PylonSettings:
+    """The driver's settings for one camera: hardware from the cell config, exposure and gain
+    from the recipe's `settings`."""
+    c = config
+    return PylonSettings(
+        width=c.width, height=c.height, offset_x=c.offset_x, offset_y=c.offset_y,
+        pixel_format=c.pixel_format, trigger_source=c.trigger_source,
+        trigger_activation=c.trigger_activation, exposure_us=settings.exposure_us,
+        gain_db=settings.gain_db, buffers=c.buffers, trigger_latency_s=c.trigger_latency_ms / 1000.0,
+    )  # fmt: skip
+
+
+def make_camera(config: PylonCameraConfig, settings: CameraSettings) -> PylonCamera:
+    """The camera a cell config's camera (driver pylon) describes, opened by its serial
+    (`controller.devices`). Raises CameraError."""
+    cam = PylonCamera(config.name, config.serial, pylon_settings(config, settings))
+    cam.open()
+    return cam

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import snap7
@@ -18,7 +19,10 @@ from snap7.error import S7Error
 from controller.contract import AreaLayout
 from drivers.area_link import AreaWriter, PlcLinkError
 
-__all__ = ["PlcLinkError", "S7PlcLink"]
+if TYPE_CHECKING:
+    from controller.config import S7Config
+
+__all__ = ["PlcLinkError", "S7PlcLink", "make_link"]
 
 log = logging.getLogger(__name__)
 
@@ -92,3 +96,9 @@ class S7PlcLink(AreaWriter):
             self._require().db_write(self.db_cell, offset, bytearray(data))
         except (S7Error, OSError) as exc:
             raise PlcLinkError(f"{self!r}: write DB{self.db_cell}@{offset} failed: {exc}") from None
+
+
+def make_link(config: S7Config, layout: AreaLayout) -> S7PlcLink:
+    """The link a cell config's `plc` (protocol s7) describes (`controller.devices`)."""
+    c = config
+    return S7PlcLink(layout, c.host, c.port, c.rack, c.slot, c.db_plc, c.db_cell, c.timeout_s, c.db_trig)

@@ -18,9 +18,13 @@ import time
 from collections.abc import Callable
 from multiprocessing import BufferTooShort
 from multiprocessing.connection import Client, Connection
+from typing import TYPE_CHECKING
 
-from controller.interfaces import CameraStats, Frame
+from controller.interfaces import CameraError, CameraStats, Frame
 from drivers.frame_pool import FramePool
+
+if TYPE_CHECKING:
+    from controller.config import CameraSettings, SocketCameraConfig
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +151,14 @@ class SocketCamera:
                 continue
             self.stats.frames += 1
             on_frame(Frame(self.name, counter, t_trig, now, self._pool.images[idx], self._pool.releaser(idx)))
+
+
+def make_camera(config: SocketCameraConfig, settings: CameraSettings) -> SocketCamera:
+    """The camera a cell config's camera (driver socket) describes (`controller.devices`); it
+    connects to its address once started. Exposure and gain are the sender's business."""
+    if not config.address:
+        raise CameraError(
+            f"camera {config.name}: a socket camera needs the address it is served on "
+            "(cameras.address, which `cellctl sim` prints), or runs inside `cellctl demo`"
+        )
+    return SocketCamera(config.name, address=config.address, height=config.height, width=config.width)

@@ -1,4 +1,6 @@
-"""Starts the simulated line in its own processes: S7 PLC with its scan cycle, and the camera rig.
+"""Starts the simulated line in its own processes: the PLC with its scan cycle, and the camera rig.
+
+The simulated PLC is the one `SIM_PLCS` names for the cell config's protocol (S7 or Modbus TCP).
 
 The PLC scan is a 1 ms loop of pure Python and the rig renders images: both would steal the
 GIL from the controller, so each runs in a process of its own, as they are separate devices.
@@ -12,14 +14,16 @@ import multiprocessing as mp
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from importlib import import_module
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from controller.contract import area_layout
+from controller.config import PlcConfig, S7Config
+from controller.contract import AreaLayout, area_layout
 from controller.interfaces import Camera
 from drivers.socket_camera import SocketCamera
 from simulators.camera import camera_rig_main
@@ -28,34 +32,43 @@ from simulators.line import CameraFault, LineConfig, Outcome, PlcScan, Trigger
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PlcEndpoint:
-    ring_size: int = 16
-    db_plc: int = 100
-    db_cell: int = 101
-    protocol: str = "s7"
-    plc_register: int = 0
-    cell_register: int = 1000
-    device_id: int = 1
-    db_trig: int = 102
-    trig_register: int = 500
+class SimPlc(Protocol):
+    """A simulated PLC server: the three areas the scan works on, served to the cell's link."""
+
+    plc_area: np.ndarray
+    cell_area: np.ndarray
+    trig_area: np.ndarray
+
+    def start(self, port: int = 0) -> int: ...
+
+    def stop(self) -> None: ...
+
+    def locked(self) -> AbstractContextManager[None]: ...
 
 
-def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connection) -> None:
-    """Process entry: the simulated S7 PLC. Talks to its launcher over `ctl`."""
+class _PlcMaker(Protocol):
+    def __call__(self, config: Any, layout: AreaLayout) -> SimPlc: ...
+
+
+#: The simulated PLC of each protocol, by the names `controller.devices.PLC_DRIVERS` uses: each
+#: module has `make_plc(config, layout)`, imported only when a line uses it.
+SIM_PLCS: dict[str, str] = {
+    "s7": "simulators.s7_plc",
+    "modbus": "simulators.modbus_plc",
+}
+
+
+def make_sim_plc(plc: PlcConfig) -> SimPlc:
+    """The simulated PLC that serves what a cell config's `plc` section describes."""
+    maker = cast(_PlcMaker, import_module(SIM_PLCS[plc.protocol]).make_plc)
+    return maker(plc, area_layout(plc.ring_size))
+
+
+def plc_main(cfg: LineConfig, plc_config: PlcConfig, triggers: Connection, ctl: Connection) -> None:
+    """Process entry: the simulated PLC. Talks to its launcher over `ctl`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
-    layout = area_layout(ep.ring_size)
-    plc: Any
-    if ep.protocol == "modbus":
-        from simulators.modbus_plc import SimModbusPlc
-
-        plc = SimModbusPlc(
-            layout, ep.plc_register, ep.cell_register, device_id=ep.device_id, trig_address=ep.trig_register
-        )
-    else:
-        from simulators.s7_plc import SimS7Plc
-
-        plc = SimS7Plc(layout, ep.db_plc, ep.db_cell, db_trig=ep.db_trig)
+    layout = area_layout(plc_config.ring_size)
+    plc = make_sim_plc(plc_config)
     port = plc.start(0)
     pending: list[Trigger] = []
     scan = PlcScan(
@@ -128,9 +141,43 @@ def plc_main(cfg: LineConfig, ep: PlcEndpoint, triggers: Connection, ctl: Connec
                 time.sleep(delay)
             else:
                 next_t = time.monotonic()  # overran: do not try to catch up with a burst
+    except (EOFError, OSError):  # the launcher is gone (killed, not stopped): stop with it
+        return
     finally:
-        triggers.send(None)
+        with contextlib.suppress(OSError):
+            triggers.send(None)
         plc.stop()
+
+
+#: What a terminal sends its foreground processes: Ctrl-C and hang-up.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+
+
+def _spawn(proc: Any) -> None:
+    """Start a line process that the terminal's Ctrl-C and hang-up never reach (mid-import, with
+    a traceback each, or under a cell still draining): the launcher stops it. A child inherits
+    ignored signals; dispositions can only be set in the main thread, so from another thread
+    they are blocked instead, which a new interpreter keeps for SIGHUP but not for SIGINT."""
+    if threading.current_thread() is not threading.main_thread():
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
+        try:
+            proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        return
+    # Blocked while ignored, a signal to this process waits (the kernel keeps a blocked signal
+    # pending even when ignored) and comes once the handler is back. A handler Python did not
+    # install (None) cannot be put back: that signal is left alone.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
+    old = {s: h for s in TERMINAL_SIGNALS if (h := signal.getsignal(s)) is not None}
+    try:
+        for sig in old:
+            signal.signal(sig, signal.SIG_IGN)
+        proc.start()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 class SimLine:
@@ -139,12 +186,14 @@ class SimLine:
     def __init__(
         self,
         cfg: LineConfig,
-        endpoint: PlcEndpoint | None = None,
+        plc: PlcConfig | None = None,
         camera_names: list[str] | None = None,
         emulation_folder: Path | None = None,
         camera_sockets: Path | None = None,
     ):
-        """`emulation_folder`: use pylon's emulated Basler cameras, playing images rendered there.
+        """`plc`: the cell config's PLC section the simulated PLC serves (default: S7, as the
+        demo cell). `emulation_folder`: use pylon's emulated Basler cameras, playing images
+        rendered there.
 
         `camera_sockets`: serve the simulated cameras on UNIX sockets in this folder
         (`camera_address`) for a cell service in another process, instead of `cameras`.
@@ -152,7 +201,7 @@ class SimLine:
         self.cfg = cfg
         self.emulation_folder = emulation_folder
         self.camera_sockets = camera_sockets
-        self.endpoint = endpoint or PlcEndpoint()
+        self.plc = plc or S7Config()
         n = len(cfg.camera_offsets_mm)
         self.camera_names = camera_names or [f"cam{i}" for i in range(n)]
         self._ctx = mp.get_context("spawn")
@@ -166,17 +215,22 @@ class SimLine:
 
     def start(self, timeout: float = 20.0) -> int:
         """Start both processes; returns the PLC's port on 127.0.0.1."""
+        self.spawn()
+        return self.wait_started(timeout)
+
+    def spawn(self) -> None:
+        """Start the processes (call it from the main thread: then Ctrl-C never reaches them)."""
         ctx = self._ctx
         trig_rx, trig_tx = ctx.Pipe(duplex=False)
         ctl_here, ctl_there = ctx.Pipe()
         plc = ctx.Process(
-            target=plc_main, args=(self.cfg, self.endpoint, trig_tx, ctl_there), name="sim-plc", daemon=True
+            target=plc_main, args=(self.cfg, self.plc, trig_tx, ctl_there), name="sim-plc", daemon=True
         )
         if self.emulation_folder is not None:
             from simulators.pylon_rig import PylonRig
 
             self._rig = PylonRig(self.cfg, self.camera_names, self.emulation_folder)
-            plc.start()
+            _spawn(plc)
             self._procs = [plc]
             self._rig.start(trig_rx)
             self.cameras = list(self._rig.cameras)
@@ -200,19 +254,28 @@ class SimLine:
                 name="sim-camera-rig",
                 daemon=True,
             )
-            rig.start()
-            plc.start()
+            _spawn(rig)
+            _spawn(plc)
             self._procs = [plc, rig]
             to_close = (trig_rx, trig_tx, ctl_there, *(tx for _, tx in frame_pipes))
         for conn in to_close:
             conn.close()
         self._ctl = ctl_here
+
+    def wait_started(self, timeout: float = 20.0) -> int:
+        """Wait until the simulated PLC serves; returns its port on 127.0.0.1."""
+        ctl_here = self._ctl
+        assert ctl_here is not None, "spawn() first"
         if not ctl_here.poll(timeout):
             self.stop()
             raise RuntimeError("simulated PLC did not start")
         _kind, port = ctl_here.recv()
         self.port = int(port)
         return self.port
+
+    def alive(self) -> bool:
+        """Whether every process of the line still runs."""
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
 
     def camera_address(self, k: int) -> str:
         """Where simulated camera k is served (with `camera_sockets`)."""

@@ -20,6 +20,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from controller.config import ModbusConfig
 from controller.contract import AreaLayout
 
 log = logging.getLogger(__name__)
@@ -130,3 +131,11 @@ class SimModbusPlc:
     def locked(self) -> Iterator[None]:
         with self._lock:
             yield
+
+
+def make_plc(config: ModbusConfig, layout: AreaLayout) -> SimModbusPlc:
+    """The simulated PLC a cell config's `plc` (protocol modbus) talks to (`simulators.launcher`)."""
+    c = config
+    return SimModbusPlc(
+        layout, c.plc_register, c.cell_register, device_id=c.device_id, trig_address=c.trig_register
+    )

@@ -10,6 +10,7 @@ import numpy as np
 from snap7.server import Server
 from snap7.type import SrvArea
 
+from controller.config import S7Config
 from controller.contract import AreaLayout
 
 log = logging.getLogger(__name__)
@@ -62,3 +63,8 @@ class SimS7Plc:
             self._server.unlock_area(SrvArea.DB, self.db_trig)
             self._server.unlock_area(SrvArea.DB, self.db_cell)
             self._server.unlock_area(SrvArea.DB, self.db_plc)
+
+
+def make_plc(config: S7Config, layout: AreaLayout) -> SimS7Plc:
+    """The simulated PLC a cell config's `plc` (protocol s7) talks to (`simulators.launcher`)."""
+    return SimS7Plc(layout, config.db_plc, config.db_cell, db_trig=config.db_trig)

@@ -28,12 +28,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import yaml
 
 from controller.api import ApiError, request
-from controller.config import load_cell_config, load_recipe
-from controller.demo import DemoOptions, line_config
-from simulators.launcher import PlcEndpoint, SimLine
+from controller.sim_line import start_line as serve_line
+from simulators.launcher import SimLine
 from simulators.scorer import load_records, score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,20 +69,10 @@ def proc_sample(pid: int) -> dict[str, float]:
 
 
 def start_line(tmp: Path, ppm: float) -> tuple[SimLine, Path]:
-    """The simulated line in this process, cameras on UNIX sockets; a cell config for it."""
-    cell = load_cell_config(CELL)
-    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
-    recipe = load_recipe(RECIPE)
-    lcfg = line_config(cell, recipe, DemoOptions(parts=0, cameras=3, recipe=RECIPE, parts_per_min=ppm))
-    sim = SimLine(lcfg, PlcEndpoint(), [c.name for c in cell.cameras], camera_sockets=tmp / "cams")
-    port = sim.start()
-    raw = yaml.safe_load(CELL.read_text())
-    raw["plc"]["port"] = port
-    raw["cameras"] = [dict(c, address=sim.camera_address(k)) for k, c in enumerate(raw["cameras"][:3])]
-    (tmp / "cells").mkdir(exist_ok=True)
-    cell_file = tmp / "cells" / "cell.yaml"
-    cell_file.write_text(yaml.safe_dump(raw))
-    return sim, cell_file
+    """The simulated line in this process, cameras on UNIX sockets; a cell config for it (as
+    `cellctl sim` starts it)."""
+    served = serve_line(CELL, RECIPE, tmp / "line", parts_per_min=ppm)
+    return served.sim, served.cell_file
 
 
 def status(sock: Path) -> dict[str, Any]:

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from controller.api import request
-from controller.config import load_cell_config, load_recipe
-from controller.demo import DemoOptions, line_config
-from simulators.launcher import PlcEndpoint, SimLine
+from controller.sim_line import start_line
+from simulators.launcher import SimLine
 from simulators.scorer import load_records, score
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,23 +69,13 @@ class Notifications:
 
 @pytest.fixture
 def line(tmp_path: Path) -> Iterator[tuple[SimLine, Path]]:
-    """The simulated line in this process, its cameras served on sockets; a cell config for it."""
-    cell = load_cell_config(CELL)
-    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
-    recipe = load_recipe(RECIPE)
-    lcfg = line_config(cell, recipe, DemoOptions(parts=0, cameras=3, recipe=RECIPE, parts_per_min=1200))
-    sim = SimLine(lcfg, PlcEndpoint(), [c.name for c in cell.cameras], camera_sockets=tmp_path / "cams")
-    port = sim.start()
-    raw = yaml.safe_load(CELL.read_text())
-    raw["plc"]["port"] = port
-    raw["cameras"] = [dict(c, address=sim.camera_address(k)) for k, c in enumerate(raw["cameras"][:3])]
-    (tmp_path / "cells").mkdir()
-    cell_file = tmp_path / "cells" / "cell.yaml"
-    cell_file.write_text(yaml.safe_dump(raw))
+    """The simulated line in this process, its cameras served on sockets; a cell config for it
+    (as `cellctl sim` starts it)."""
+    served = start_line(CELL, RECIPE, tmp_path / "line", parts_per_min=1200)
     try:
-        yield sim, cell_file
+        yield served.sim, served.cell_file
     finally:
-        sim.stop()
+        served.stop()
 
 
 def start_service(tmp_path: Path, cell_file: Path, notify: Notifications) -> subprocess.Popen[str]:

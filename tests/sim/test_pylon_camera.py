@@ -149,14 +149,20 @@ def test_a_removed_camera_is_reported_then_reopened_reconfigured_and_grabbing(tm
 
 
 def test_cameras_open_by_serial_from_the_cell_config_with_the_recipes_exposure() -> None:
-    from controller.config import load_cell_config, load_recipe
+    from controller.config import PylonCameraConfig, load_cell_config, load_recipe
     from controller.devices import make_cameras
 
     root = Path(__file__).resolve().parents[2]
     cell = load_cell_config(root / "recipes/cells/demo-cell.yaml")
     recipe = load_recipe(root / "recipes/plate-4h.yaml")
     basler = tuple(
-        c.model_copy(update={"driver": "pylon", "serial": f"0815-000{k}", "trigger_source": "Software"})
+        PylonCameraConfig(
+            name=c.name,
+            driver="pylon",
+            serial=f"0815-000{k}",
+            station_mm=c.station_mm,
+            trigger_source="Software",
+        )
         for k, c in enumerate(cell.cameras[:3])
     )
     cams = make_cameras(cell.model_copy(update={"cameras": basler}), recipe)

@@ -1,0 +1,137 @@
+"""`cellctl sim`: a simulated line (the PLC and the cameras) that a `cellctl run` in another
+process attaches to, as the end-to-end tests and the soak do.
+
+The line is the one `cellctl demo` runs, without the cell: the PLC of the cell config's protocol
+on a free port of 127.0.0.1, the cameras streaming on UNIX sockets. It writes the cell config
+to attach with (the same cell, its PLC and cameras pointed at the line) and feeds parts once
+the cell inspects (Reset, Start).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller.config import CellConfig, SocketCameraConfig, load_cell_config, load_recipe
+from controller.demo import DemoOptions, line_config, select_cameras
+
+#: Signals that stop the line (and remove what it made), as they stop `cellctl run`.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class ServedLine:
+    """A running simulated line and the cell config a service attaches to it with."""
+
+    sim: Any  # simulators.launcher.SimLine
+    cell: CellConfig
+    cell_file: Path
+
+    def stop(self) -> None:
+        self.sim.stop()
+
+
+def attached_cell(cell: CellConfig, port: int, addresses: list[str]) -> CellConfig:
+    """`cell` with its PLC on 127.0.0.1:`port` and its cameras at `addresses` (socket cameras)."""
+    cams = tuple(
+        SocketCameraConfig(
+            name=c.name, serial=c.serial, station_mm=c.station_mm, width=c.width, height=c.height, address=a
+        )
+        for c, a in zip(cell.cameras, addresses, strict=True)
+    )
+    plc = cell.plc.model_copy(update={"host": "127.0.0.1", "port": port})
+    return cell.model_copy(update={"plc": plc, "cameras": cams})
+
+
+def start_line(
+    cell_path: Path,
+    recipe_path: Path,
+    folder: Path,
+    *,
+    cameras: int = 3,
+    parts_per_min: float | None = None,
+    seed: int | None = None,
+) -> ServedLine:
+    """Start the line for the cell config's first `cameras` cameras, triggered for the recipe
+    (the PLC's trigger table holds every recipe of its folder); its camera sockets go in
+    `folder`/cams and the cell config to attach with is written to `folder`/cell.yaml."""
+    from simulators.launcher import SimLine
+
+    cell, recipe = select_cameras(load_cell_config(cell_path), load_recipe(recipe_path), cameras)
+    opts = DemoOptions(cameras=cameras, recipe=recipe_path, parts_per_min=parts_per_min, seed=seed)
+    names = [c.name for c in cell.cameras]
+    sim = SimLine(line_config(cell, recipe, opts), cell.plc, names, camera_sockets=folder / "cams")
+    port = sim.start()
+    try:
+        attach = attached_cell(cell, port, [sim.camera_address(k) for k in range(len(cell.cameras))])
+        cell_file = folder / "cell.yaml"
+        head = f"# Written by cellctl sim: cell {cell_path} attached to its simulated line.\n"
+        data = attach.model_dump(mode="json", exclude_defaults=True)
+        data["plc"] = {"protocol": attach.plc.protocol, "host": "127.0.0.1", **data.get("plc", {})}
+        body = yaml.safe_dump(data, sort_keys=False)
+        cell_file.write_text(head + body)
+        load_cell_config(cell_file)  # what it wrote must load as it is
+    except BaseException:
+        sim.stop()
+        raise
+    return ServedLine(sim, attach, cell_file)
+
+
+def attach_text(line: ServedLine, recipe_path: Path) -> str:
+    """What `cellctl sim` prints: where the line is, and how to attach the cell to it."""
+    p, cell_file = line.cell.plc, line.cell_file
+    names = ", ".join(c.name for c in line.cell.cameras)
+    return (
+        f"simulated line for cell {line.cell.name}: {p.protocol} PLC on 127.0.0.1:{p.port} "
+        f"({p.areas()}), cameras {names} on {cell_file.parent / 'cams'}\n"
+        f"cell config to attach with: {cell_file}\n"
+        f"  cellctl run --cell {cell_file} --recipes {recipe_path.parent} --recipe {recipe_path.stem}\n"
+        "  cellctl command reset && cellctl command start    (or: cellctl console)\n"
+        "Parts come once the cell inspects. Ctrl-C or SIGTERM stops the line."
+    )
+
+
+def run_sim(
+    cell_path: Path,
+    recipe_path: Path,
+    folder: Path | None,
+    cameras: int = 3,
+    parts_per_min: float | None = None,
+    seed: int | None = None,
+) -> int:
+    """Run the line until SIGTERM, SIGINT or SIGHUP; exit 0 then, 1 if the line died.
+
+    Without `folder`, its files go in a temporary folder removed on exit."""
+    stop = threading.Event()
+    for sig in STOP_SIGNALS:  # set before the line starts: a signal then still stops it cleanly
+        signal.signal(sig, lambda *_: stop.set())
+    made = folder is None
+    where = Path(tempfile.mkdtemp(prefix="cell-sim-")) if folder is None else folder
+    where.mkdir(parents=True, exist_ok=True)
+    line: ServedLine | None = None
+    try:
+        line = start_line(
+            cell_path, recipe_path, where, cameras=cameras, parts_per_min=parts_per_min, seed=seed
+        )
+        print(attach_text(line, recipe_path), flush=True)
+        while not stop.wait(0.25):
+            if not line.sim.alive():
+                print("cellctl sim: the simulated line stopped", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        if line is not None:
+            line.stop()
+        if made:
+            shutil.rmtree(where, ignore_errors=True)
+        else:
+            (where / "cell.yaml").unlink(missing_ok=True)
+            shutil.rmtree(where / "cams", ignore_errors=True)
