@@ -199,30 +199,46 @@ class CellService:
 
     # ---------------------------------------------------------------- actions
     def _execute(self, actions: list[Action]) -> None:
+        """Carry out the core's actions in order. One that fails (a bug) costs only itself: the
+        rest of the batch (other parts' verdicts and records) is still carried out, and the
+        failure holds the line with an alarm, as a fault in the core's own handling does."""
+        failed = None
         for a in actions:
-            if isinstance(a, WriteVerdict):
-                if a.attempt == 1:
-                    self._decided(a.part_id)
-                if not self.plc.queue_verdict(a, self.core.track_of(a.part_id), self.images.kept(a.part_id)):
-                    self.core.verdict_queue_full()  # counted; the core repeats unacked verdicts
-            elif isinstance(a, RecordPart):
-                t = a.part
-                self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
-                self.status.part_recorded(t, time.monotonic())
-                self._announce(self._part_event, t)
-            elif isinstance(a, RecipeRequest):
-                self.changeover.request_from_plc(a.seq, a.number)
-            elif isinstance(a, Alarm):
-                self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
-                self._announce(alarm_event, a)
-            elif isinstance(a, StateChanged):
-                self.events.publish(a)
-            elif isinstance(a, Infer):
-                frame = self.images.lend(a.token)
-                if frame is not None:  # lent to the worker; it comes back with the view's result
-                    self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
-            elif isinstance(a, DropFrame):
-                self.images.release(a.token)
+            try:
+                self._carry_out(a)
+            except Exception as exc:
+                self._loop_errors += 1
+                what = type(a).__name__
+                if self._loop_errors == 1 or self._loop_errors % 1000 == 0:
+                    log.exception("control loop error #%d carrying out %s", self._loop_errors, what)
+                failed = f"control loop error carrying out {what}: {type(exc).__name__}: {exc}"
+        if failed is not None and not self.core.alarm_active(AlarmCode.CONTROL_LOOP_ERROR):
+            self._execute(self.core.fault(AlarmCode.CONTROL_LOOP_ERROR, failed[:200], time.monotonic()))
+
+    def _carry_out(self, a: Action) -> None:
+        if isinstance(a, WriteVerdict):
+            if a.attempt == 1:
+                self._decided(a.part_id)
+            if not self.plc.queue_verdict(a, self.core.track_of(a.part_id), self.images.kept(a.part_id)):
+                self.core.verdict_queue_full()  # counted; the core repeats unacked verdicts
+        elif isinstance(a, RecordPart):
+            t = a.part
+            self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
+            self.status.part_recorded(t, time.monotonic())
+            self._announce(self._part_event, t)
+        elif isinstance(a, RecipeRequest):
+            self.changeover.request_from_plc(a.seq, a.number)
+        elif isinstance(a, Alarm):
+            self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
+            self._announce(alarm_event, a)
+        elif isinstance(a, StateChanged):
+            self.events.publish(a)
+        elif isinstance(a, Infer):
+            frame = self.images.lend(a.token)
+            if frame is not None:  # lent to the worker; it comes back with the view's result
+                self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
+        elif isinstance(a, DropFrame):
+            self.images.release(a.token)
 
     def _part_event(self, t: PartTrack) -> PartRecorded:
         return part_recorded(t, run=self.store.segment(t.epoch))
