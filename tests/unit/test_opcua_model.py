@@ -203,3 +203,25 @@ def test_trusted_clients_need_an_encrypted_endpoint() -> None:
     with pytest.raises(ValidationError, match="trusted_clients: expected no trusted_clients with security"):
         OpcUaConfig(security="none", trusted_clients="pki/trusted")
     assert OpcUaConfig(trusted_clients="pki/trusted").trusted_clients == "pki/trusted"
+
+
+def test_the_result_event_and_the_status_show_a_recipe_hash_alike() -> None:
+    from dataclasses import replace
+
+    full = "0123456789abcdef" * 4
+    fields = result_fields(replace(part(), recipe_hash=full), simulated=False)
+    view = CellView()
+    view.apply_snapshot(snapshot(recipe_hash=full[:12]))
+    assert fields["RecipeHash"] == view.values()["RecipeHash"] == full[:12]
+    assert json.loads(fields["ResultContent"])["recipe_hash"] == full  # the whole hash stays in the content
+    docs = {v.name: v.doc for v in VARIABLES} | {n: d for n, _, d in RESULT_FIELDS}
+    assert "12 hex digits" in docs["RecipeHash"]
+
+
+def test_processed_counts_judged_parts_not_those_in_flight() -> None:
+    view = CellView()
+    view.apply_snapshot(snapshot(parts=13, passed=7, failed=2, no_decision=1, in_flight=3))
+    v = view.values()
+    assert v["ProdProcessedCount"] == 10 == v["ProdPassedCount"] + v["ProdDefectiveCount"]
+    speed = next(x for x in VARIABLES if x.name == "CurMachSpeed")
+    assert "10 s" in speed.doc and "minute" not in speed.doc.replace("per minute", "")
