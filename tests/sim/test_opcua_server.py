@@ -58,12 +58,14 @@ class StubControl:
         self.refuse: str | None = None
         self.recipe_answer = (RecipeResult.ACTIVE, "judges from part 41 on")
         self.commands: list[Command] = []
+        self.sources: list[str] = []
         self.recipes: list[tuple[str, str | None, int | None]] = []
         self.threads: set[str] = set()
 
-    def command(self, cmd: Command) -> str | None:
+    def command(self, cmd: Command, source: str = "api") -> str | None:
         self.threads.add(threading.current_thread().name)
         self.commands.append(cmd)
+        self.sources.append(source)
         return self.refuse
 
     async def activate_recipe(
@@ -334,6 +336,7 @@ def test_operator_commands_viewer_is_refused(
 
     run(body)
     assert stub.commands == [Command.HOLD, Command.HOLD]
+    assert stub.sources == ["opcua", "opcua"]  # the state change says who commanded it
     assert stub.recipes == []
 
 
