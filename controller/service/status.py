@@ -9,8 +9,9 @@ figures into one `StatusSnapshot`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
+from typing import Any
 
 from controller.contract import Verdict
 from controller.core.cell import CellCore, percentile
@@ -38,6 +39,9 @@ class CellStatus:
         self._rate_base: tuple[float, int, dict[str, int]] | None = None
         #: When the PLC's inputs were last read (monotonic; 0: never).
         self.last_inputs = 0.0
+        #: The plant connections' figures by name, for the snapshot (set where they are started;
+        #: called on the loop, reads only the publishers' own counts).
+        self.plant: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
 
     def part_recorded(self, t: PartTrack, now: float) -> None:
         """A finished part: counted for the rate, listed as recent, its stages measured."""
@@ -138,4 +142,5 @@ class CellStatus:
             },
             camera_fps={n: self._rates.get(n, 0.0) for n in cameras},
             events={name: asdict(f) for name, f in (events or {}).items()},
+            plant={k: dict(v) for k, v in self.plant().items()} if self.plant is not None else {},
         )
