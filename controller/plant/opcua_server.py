@@ -69,8 +69,8 @@ class OpcUaStartError(RuntimeError):
 class OpcUaFigures:
     """The server's counts for the status: running; clients: TCP connections open now (one per
     OPC UA client); events taken from the outlet; queued: events in the inbox, not yet taken;
-    result events sent; events dropped (the inbox full, or the server not running); failed: events, snapshots or variable writes that failed;
-    status reads that failed."""
+    result events sent; events dropped (the inbox full, or the server not running); failed:
+    events, snapshots or variable writes that failed; status reads that failed."""
 
     running: bool
     clients: int
@@ -167,8 +167,8 @@ class OpcUaServer:
         srv = self._server
         clients = len(srv.bserver.clients) if srv is not None and srv.bserver is not None else 0
         return OpcUaFigures(
-            self._running, clients, self.events, len(self._inbox), self.results_sent, self.dropped, self.failed,
-            self.status_failures, self.config.endpoint,
+            self._running, clients, self.events, len(self._inbox), self.results_sent, self.dropped,
+            self.failed, self.status_failures, self.config.endpoint,
         )  # fmt: skip
 
     # ----------------------------------------------------------------- events
