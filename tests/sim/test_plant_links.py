@@ -113,3 +113,23 @@ def test_a_plant_connection_that_cannot_start_is_one_line_and_closes_the_others(
             links.start(outlet, NoControl(), None)  # type: ignore[arg-type]
     assert links.mqtt is not None and links.mqtt._closed and outlet.figures() == {}
     outlet.close()
+
+
+def test_the_demo_gets_a_local_broker_and_a_cell_config_with_both_enabled(tmp_path: Path) -> None:
+    from controller.assembly import with_local_plant
+    from controller.config import load_cell_config
+    from controller.plant.local_broker import start_local_broker
+    from tests.e2e.test_service import CELL
+
+    broker = start_local_broker(tmp_path / "broker")
+    try:
+        cell = with_local_plant(load_cell_config(CELL), mqtt_port=broker.port, opcua_port=4841)
+        assert cell.mqtt.enabled and cell.mqtt.port == broker.port and cell.mqtt.host == "127.0.0.1"
+        assert cell.opcua.enabled and cell.opcua.endpoint == "opc.tcp://127.0.0.1:4841/inspection-cell/"
+        assert cell.opcua.security == "none" and cell.opcua.anonymous
+        assert type(cell).model_validate(cell.model_dump()) == cell  # a valid cell config, as written
+        with Listener(broker.port, "#"):
+            pass  # it answers
+    finally:
+        broker.stop()
+    assert not with_local_plant(load_cell_config(CELL)).mqtt.enabled  # None: left as it is
