@@ -355,6 +355,29 @@ def test_wrong_password_and_anonymous_refused(served: tuple[OpcUaServer, StubCon
     run(body)
 
 
+def test_anonymous_sessions_are_viewers_where_allowed(cell_loop: asyncio.AbstractEventLoop) -> None:
+    cfg = OpcUaConfig(
+        enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/cell/", security="none", anonymous=True
+    )
+    server = OpcUaServer(cfg, StubControl(), cell_loop=cell_loop)
+    server.start()
+
+    async def body() -> None:
+        async with Client(cfg.endpoint, timeout=5) as c:  # no user: anonymous
+            assert await (await child(c, "PackTags", "Status", "StateCurrentName")).read_value() == "IDLE"
+            idx = await c.get_namespace_index(NS)
+            sub = await c.create_subscription(50, Collect())
+            etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
+            await sub.subscribe_events(await child(c), etype)
+            with pytest.raises(BadUserAccessDenied):  # a viewer
+                await call(c, COMMAND, "start")
+
+    try:
+        run(body)
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------- never blocking
 def test_on_event_never_blocks_and_counts_what_it_drops(cell_loop: asyncio.AbstractEventLoop) -> None:
     cfg = OpcUaConfig(endpoint="opc.tcp://127.0.0.1:4840/", security="none", queue_size=2)
