@@ -6,11 +6,11 @@ session (off, on, off, on by default), so the machine's load falls on both alike
 table and the difference, writes .bench/plant_overhead.json. Only asserts that runs completed;
 the goal (issue 14) is a p99 difference under 1 ms.
 
-BENCH_PLANT_SECONDS (30): parts fed per run; BENCH_PLANT_PAIRS (2): off/on pairs."""
+BENCH_PLANT_SECONDS (30): parts fed per run; BENCH_PLANT_PAIRS (2): off/on pairs;
+BENCH_PLANT_ONLY (mqtt or opcua): enable only that one; BENCH_PLANT_SYNC (full): the spool's sync."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,7 +18,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / ".bench"
 SECONDS = float(os.environ.get("BENCH_PLANT_SECONDS", "30"))
 PAIRS = int(os.environ.get("BENCH_PLANT_PAIRS", "2"))
+ONLY = os.environ.get("BENCH_PLANT_ONLY", "")
+SYNC = os.environ.get("BENCH_PLANT_SYNC", "full")
 PPM = 1500.0
 CAMERAS = 4
 WARMUP_PARTS = 50  # the first parts after Start: caches and the model's first batches
@@ -54,7 +55,15 @@ def recipe_folder(tmp: Path) -> Path:
 
 def with_plant(cell_file: Path, broker: Broker, opcua_port: int) -> Path:
     data = yaml.safe_load(cell_file.read_text())
-    data["mqtt"] = {"enabled": True, "port": broker.port, "site": "bench", "area": "a", "line": "l1"}
+    if ONLY != "opcua":
+        data["mqtt"] = {
+            "enabled": True, "port": broker.port, "site": "bench", "area": "a", "line": "l1",
+            "spool": {"sync": SYNC},
+        }  # fmt: skip
+    if ONLY == "mqtt":
+        out = cell_file.with_name("plant-cell.yaml")
+        out.write_text(yaml.safe_dump(data, sort_keys=False))
+        return out
     data["opcua"] = {
         "enabled": True, "endpoint": f"opc.tcp://127.0.0.1:{opcua_port}/cell/", "security": "none",
         "anonymous": True, "simulated": True,
@@ -65,45 +74,32 @@ def with_plant(cell_file: Path, broker: Broker, opcua_port: int) -> Path:
 
 
 class OpcUaWatcher:
-    """An OPC UA client subscribed to result events, on a thread of its own (as a plant's)."""
+    """An OPC UA client subscribed to result events, in a process of its own (`opcua_watch`)."""
 
     def __init__(self, port: int) -> None:
-        self.port, self.events = port, 0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self.error = ""
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._run()), name="bench-opcua", daemon=True
-        )
-        self._thread.start()
-
-    def event_notification(self, event: Any) -> None:
-        self.events += 1
-
-    async def _run(self) -> None:
-        from asyncua import Client
-
-        try:
-            async with Client(f"opc.tcp://127.0.0.1:{self.port}/cell/", timeout=5) as c:
-                idx = await c.get_namespace_index("urn:inspection-cell:machine-vision")
-                cell = await c.nodes.objects.get_child([f"{idx}:InspectionCell"])
-                etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
-                sub = await c.create_subscription(100, self)
-                await sub.subscribe_events(cell, etype, queuesize=10_000)
-                self._ready.set()
-                while not self._stop.is_set():
-                    await asyncio.sleep(0.1)
-                await sub.delete()
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            self._ready.set()
+        self.events, self.error = 0, ""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.benchmarks.opcua_watch", f"opc.tcp://127.0.0.1:{port}/cell/"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
 
     def wait_ready(self) -> None:
-        self._ready.wait(20)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline().strip()
+        if line != "ready":
+            self.error = f"the OPC UA client did not subscribe ({line or 'no output'})"
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        if self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self._proc.communicate(timeout=15)
+            self.events = int(out.split()[-1]) if out.split() else 0
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            self._proc.kill()
+            self._proc.wait()
+            self.error = f"the OPC UA client: {type(exc).__name__}"
 
 
 def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
@@ -139,13 +135,16 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
             except Exception:
                 pass
             time.sleep(0.2)
-        if plant:
+        if plant and ONLY != "mqtt":
             watcher = OpcUaWatcher(port)
             watcher.wait_ready()
         assert request(sock, {"op": "command", "command": "reset"})["ok"]
         time.sleep(0.3)
         assert request(sock, {"op": "command", "command": "start"})["ok"]
         time.sleep(SECONDS)
+        stages = request(sock, {"op": "status"})["status"]["stage_ms"]
+        if watcher is not None:
+            watcher.close()  # before the server goes
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
@@ -170,6 +169,7 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
         "p50_ms": round(statistics.median(lat), 3), "p99_ms": round(lat[int(0.99 * (len(lat) - 1))], 3),
         "mqtt_parts": mqtt_parts, "opcua_events": watcher.events if watcher is not None else 0,
         "opcua_error": watcher.error if watcher is not None else "",
+        "stage_p50_p99_ms": {k: [round(v[0], 2), round(v[1], 2)] for k, v in stages.items()},
     }  # fmt: skip
 
 
@@ -186,7 +186,8 @@ def test_plant_overhead(tmp_path: Path) -> None:
                 print(
                     f"run {len(runs)}: plant {'on ' if plant else 'off'}  parts {r['parts']}  "
                     f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  no decision {r['no_decision']}  "
-                    f"mqtt parts {r['mqtt_parts']}  opcua events {r['opcua_events']} {r['opcua_error']}",
+                    f"mqtt parts {r['mqtt_parts']}  opcua events {r['opcua_events']} {r['opcua_error']}\n"
+                    f"  stages p50/p99 ms: {r['stage_p50_p99_ms']}",
                     flush=True,
                 )
     finally:
@@ -196,6 +197,7 @@ def test_plant_overhead(tmp_path: Path) -> None:
     diff = statistics.mean(on) - statistics.mean(off)
     summary = {
         "parts_per_min": PPM, "cameras": CAMERAS, "seconds": SECONDS, "broker": broker.kind,
+        "only": ONLY or "both", "spool_sync": SYNC,
         "p99_off_ms": off, "p99_on_ms": on, "p99_difference_ms": round(diff, 3), "runs": runs,
     }  # fmt: skip
     print(
