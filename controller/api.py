@@ -1,6 +1,7 @@
 """The local control API: JSON lines over a UNIX socket (mode 0660, folder 0750).
 
-Requests: {"op": "status"}, {"op": "command", "command": "hold"} and
+Requests: {"op": "status"}, {"op": "command", "command": "hold"} (optionally with "source":
+"console", who sent it; default "api") and
 {"op": "recipe_activate", "name": ...}: the three operations of the control facade
 (`controller.control.CellControl`), which the server is given and calls, and which `ApiClient`
 offers again on the client's side. Replies carry "ok" and, when refused, "error" with the
@@ -39,6 +40,8 @@ from controller.snapshot import StatusSnapshot, snapshot_from_dict
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096
+#: Who a command over the API may say sent it (its state change's cause); none given: "api".
+COMMAND_SOURCES = ("api", "console")
 _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -333,7 +336,10 @@ class ControlApi:
             if cmd is None or cmd is Command.UNDEFINED:
                 known = ", ".join(c.name.lower() for c in Command if c is not Command.UNDEFINED)
                 return _error(f"unknown command {_short(name)} (known: {known})")
-            refused = self.control.command(cmd)
+            source = req.get("source", "api")
+            if source not in COMMAND_SOURCES:
+                return _error(f"unknown source {_short(source)} (known: {', '.join(COMMAND_SOURCES)})")
+            refused = self.control.command(cmd, source)
             self._status = None  # the next status shows what the command did
             try:
                 state = self.control.snapshot().state
@@ -452,8 +458,10 @@ class ApiClient:
         self.path, self.timeout = path, timeout
         self.status_timeout, self.activate_timeout = status_timeout, activate_timeout
 
-    def command(self, cmd: Command) -> str | None:
-        reply = request(self.path, {"op": "command", "command": cmd.name.lower()}, self.timeout)
+    def command(self, cmd: Command, source: str = "api") -> str | None:
+        """`source`: "api" or "console" (who sent it, the state change's cause)."""
+        req = {"op": "command", "command": cmd.name.lower(), "source": source}
+        reply = request(self.path, req, self.timeout)
         return None if reply.get("ok") else str(reply.get("error"))
 
     async def activate_recipe(

@@ -1,8 +1,10 @@
 """One place builds a cell: a cell config and a recipe in, the service with its PLC link and
-cameras out. `cellctl run`, `cellctl demo` and the tests all build the cell here."""
+cameras out; its plant connections (MQTT, OPC UA) started on it. `cellctl run`, `cellctl demo`
+and the tests all build the cell here."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -10,6 +12,9 @@ from pathlib import Path
 from controller.config import CellConfig, Recipe
 from controller.devices import make_cameras, make_link
 from controller.interfaces import Camera
+from controller.plant.config import MqttConfig
+from controller.plant.links import PlantLinks
+from controller.plant.opcua_config import OpcUaConfig
 from controller.service import CellService
 
 
@@ -45,3 +50,40 @@ def build_cell(
         for cam in opened.values():
             cam.stop()
         raise
+
+
+def start_plant(
+    service: CellService, data_dir: Path, cell_loop: asyncio.AbstractEventLoop | None
+) -> PlantLinks:
+    """The plant connections the service's cell config enables, started on its event outlet
+    and control facade (`cell_loop`: the loop the service runs on, where the OPC UA server calls
+    the facade), their figures in its status. Blocking; call it after `build_cell`, before
+    `service.run`. Raises `PlantStartError` (one line). The caller runs `links.follow(service.
+    snapshot)` as a task on `cell_loop` and calls `links.close()` after the service stopped."""
+    cell = service.cell
+    links = PlantLinks(cell.mqtt, cell.opcua, cell.name, data_dir)
+    if links.enabled:
+        links.start(service.events, service, cell_loop)
+        service.status.plant = links.figures
+    return links
+
+
+def with_local_plant(
+    cell: CellConfig, mqtt_port: int | None = None, opcua_port: int | None = None
+) -> CellConfig:
+    """`cell` with MQTT to a broker on 127.0.0.1:`mqtt_port` and an OPC UA server on
+    127.0.0.1:`opcua_port` (security none, anonymous viewers) enabled; None leaves that one as
+    it is. For `cellctl demo --mqtt/--opcua`: watch with `mosquitto_sub -v -t 'inspection/v1/#'`
+    and any OPC UA client on opc.tcp://127.0.0.1:<port>/inspection-cell/."""
+    update: dict[str, object] = {}
+    if mqtt_port is not None:
+        update["mqtt"] = MqttConfig(
+            enabled=True, host="127.0.0.1", port=mqtt_port, site="demo", area="demo", line="line1",
+            status_interval_s=2.0, spool=cell.mqtt.spool,
+        )  # fmt: skip
+    if opcua_port is not None:
+        update["opcua"] = OpcUaConfig(
+            enabled=True, endpoint=f"opc.tcp://127.0.0.1:{opcua_port}/inspection-cell/", security="none",
+            anonymous=True, simulated=True,
+        )  # fmt: skip
+    return cell.model_copy(update=update)

@@ -18,6 +18,9 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from controller.plant.config import Invalid as PlantInvalid
+from controller.plant.config import MqttConfig
+from controller.plant.opcua_config import OpcUaConfig
 from controller.yamlio import YamlError, key_lines, key_path_at, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -274,6 +277,12 @@ class CellConfig(_Strict):
     inference: InferenceConfig = InferenceConfig()
     records: RecordsConfig = RecordsConfig()
     simulation: SimulationConfig = SimulationConfig()
+    mqtt: MqttConfig = Field(
+        MqttConfig(), description="results, state and status to an MQTT broker (README: Plant connection)"
+    )
+    opcua: OpcUaConfig = Field(
+        OpcUaConfig(), description="an OPC UA server for the plant (README: Plant connection: OPC UA)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CellConfig:
@@ -575,7 +584,7 @@ def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[
         loc, _ = _walk(model, raw)  # without the variant tags pydantic puts in (`plc.s7.rack`)
         kind, ctx = err["type"], err.get("ctx") or {}
         found = _show(err.get("input"))
-        if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
+        if kind == "value_error" and isinstance(ctx.get("error"), Invalid | PlantInvalid):
             for sub, expected, what in ctx["error"].items:
                 full = (*loc, *sub)
                 out.append(Problem(str(path), at(full), ".".join(map(str, full)), expected, what))

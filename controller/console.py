@@ -91,6 +91,9 @@ def status_lines(s: StatusSnapshot) -> list[str]:
         + (f" ({causes})" if causes else ""),
     ]
     lines += [f"alarm {c}: {t}" for c, t in sorted(s.alarms.items())] or ["no active alarms"]
+    plant = plant_line(s)
+    if plant is not None:
+        lines.append(f"plant: {plant}")
     why = attention(s)
     if why:
         lines.append("needs attention: " + "; ".join(why))
@@ -106,6 +109,28 @@ def _header(s: StatusSnapshot) -> Text:
         ("  PLC ", "dim"),
         ("up" if s.link_up else "DOWN", "green" if s.link_up else "bold red"), (hb, "dim"),
     )  # fmt: skip
+
+
+def plant_line(s: StatusSnapshot) -> str | None:
+    """The plant connections in one line (`MQTT up 40 sent 0 queued 0 dropped │ OPC UA up 2
+    clients 42 sent 0 dropped`); None when none is enabled."""
+    parts = []
+    for name, label in (("mqtt", "MQTT"), ("opcua", "OPC UA")):
+        f = s.plant.get(name)
+        if f is None:
+            continue
+        up = "up" if f.get("connected") else "DOWN"
+        clients = f" {f.get('clients', 0)} clients" if name == "opcua" else ""
+        queued = f" {f.get('queued', 0)} queued" if name == "mqtt" else ""
+        parts.append(f"{label} {up}{clients} {f.get('sent', 0)} sent{queued} {f.get('dropped', 0)} dropped")
+    return " │ ".join(parts) if parts else None
+
+
+def _plant(s: StatusSnapshot) -> Text | None:
+    line = plant_line(s)
+    if line is None:
+        return None
+    return Text.assemble(("plant ", "dim"), (line, "bold red" if " DOWN " in line else ""))
 
 
 def _counts(s: StatusSnapshot) -> Table:
@@ -183,7 +208,8 @@ def render_status(
     the header, counts and alarms; the stage and camera tables; rejects by reason and the last
     parts. Blank lines go first, then tables, then alarms past the first."""
     top, bottom = _tables(s)
-    head: list[RenderableType] = [_header(s), _counts(s)]
+    plant = _plant(s)
+    head: list[RenderableType] = [_header(s), _counts(s), *([plant] if plant is not None else [])]
     tail = _footer(footer, keys)
     if size is None:
         return _panel([*head, top, bottom, _alarms(s)], tail, spaced=True)

@@ -21,8 +21,10 @@ class CellControl(Protocol):
     """Commands, recipe activation and status of one cell. In process, call it on the cell's
     event loop; a remote one raises `ControlError` when the cell cannot be reached."""
 
-    def command(self, cmd: Command) -> str | None:
-        """Apply a state command; the reason when refused, else None."""
+    def command(self, cmd: Command, source: str = "api") -> str | None:
+        """Apply a state command; the reason when refused, else None. `source` is who sent it
+        ("api", "console", "opcua"): the state change's cause, so the plant sees who stopped
+        the line."""
         ...
 
     async def activate_recipe(

@@ -5,6 +5,10 @@ watchdog from the control loop itself (a stalled loop or a dead I/O or inference
 the pets, and systemd restarts the service), and publishes a one-line STATUS. SIGTERM,
 SIGINT or SIGHUP stop it: the cell takes no new parts, finishes the parts in flight or rejects them
 fail-safe after the drain timeout, flushes the records and exits 0.
+
+The plant connections the cell config enables (MQTT, OPC UA) start once the service is built and
+subscribe to its event outlet; at a stop they get the last events, then close each with its own
+time budget (MQTT sends what is queued and marks the cell offline, "stopped").
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.api import ControlApi, prepare_socket_folder
-from controller.assembly import build_cell, new_run_id
+from controller.assembly import build_cell, new_run_id, start_plant
 from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.contract import Verdict
 from controller.core.counters import Count
 from controller.inference.runner import ModelLoadError
 from controller.interfaces import CameraError
+from controller.plant.links import PlantLinks, PlantStartError
 from controller.recipes import RecipeLookupError, check_recipe, folder_duplicates, recipe_file
 from controller.service import CellService
 from controller.systemd import Notifier, watchdog_interval
@@ -101,8 +106,16 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         build_cell, cell, recipe, path.parent, opts.data_dir, run_id=run_id,
         drain_timeout_s=opts.drain_timeout_s,
     )  # fmt: skip
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    try:
+        plant = await asyncio.to_thread(start_plant, service, opts.data_dir, loop)
+    except PlantStartError as exc:
+        for cam in service.cameras.values():  # the service never ran: what build_cell opened
+            cam.stop()
+        service.link.close()
+        raise StartupError(f"plant connection: {exc}") from None
+    follow = asyncio.create_task(plant.follow(service.snapshot), name="plant-status")
+    stop = asyncio.Event()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     api = ControlApi(service, opts.socket)
@@ -116,6 +129,8 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         log.info("stopping: draining parts in flight (at most %.1f s)", opts.drain_timeout_s)
         stop.set()
         await task
+        follow.cancel()
+        await close_plant(plant)
         await api.stop()
         notifier.close()
         for sig in STOP_SIGNALS:
@@ -126,6 +141,16 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
         c[Count.PARTS], c.verdicts[Verdict.PASS], c.verdicts[Verdict.FAIL], c.verdicts[Verdict.NO_DECISION],
     )  # fmt: skip
     return 0
+
+
+async def close_plant(plant: PlantLinks) -> None:
+    """Close the plant connections after the service stopped (its outlet delivered the last
+    events to them), each within its own budget, and log what they sent."""
+    if not plant.enabled:
+        return
+    await asyncio.to_thread(plant.close)
+    for name, f in plant.figures().items():
+        log.info("plant %s: %d sent, %d queued, %d dropped", name, f["sent"], f["queued"], f["dropped"])
 
 
 async def _supervise(

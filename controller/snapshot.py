@@ -39,6 +39,9 @@ class StatusSnapshot:
     camera_fps: dict[str, float] = field(default_factory=dict)
     #: The event outlet's subscribers by name: queued, delivered, dropped, failed, queue_size.
     events: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The plant connections the cell config enables, by name ("mqtt", "opcua"): connected,
+    #: sent, queued, dropped; OPC UA also clients. Empty when none is enabled.
+    plant: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def snapshot_from_dict(d: dict[str, Any]) -> StatusSnapshot:

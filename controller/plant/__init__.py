@@ -1,7 +1,9 @@
 """The plant's view of the cell: publishers and servers that subscribe to the event outlet (MQTT, OPC UA).
 
 `MqttConfig` is the cell config's `mqtt:` section; `MqttPublisher` sends the cell's events,
-state and status to a broker under the topic and payload contract in `messages`.
+state and status to a broker under the topic and payload contract in `messages`. The OPC UA
+server is `opcua_server.OpcUaServer` (its section `opcua_config.OpcUaConfig`); `links.PlantLinks`
+starts, feeds and closes the enabled ones as one (`controller.assembly.start_plant`).
 """
 
 from controller.plant.config import MqttConfig, MqttSpool, MqttTls, SecretError

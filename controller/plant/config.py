@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: One level of the topic tree: no MQTT wildcards or separators, nothing a historian chokes on.
 LEVEL = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -21,6 +21,21 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}$")
 
 class SecretError(ValueError):
     """A secret the config names cannot be read (file missing or empty, variable unset)."""
+
+
+Loc = tuple[str | int, ...]
+
+
+class Invalid(ValueError):
+    """What a plant section's checks found, every item at once: (field path within the model,
+    expected, found). The cell config's loader turns each into a `file:line: field: expected
+    …, found …` problem (as it does its own `controller.config.Invalid`)."""
+
+    def __init__(self, items: list[tuple[Loc, str, str]]) -> None:
+        super().__init__(
+            "; ".join(f"{'.'.join(map(str, loc))}: expected {e}, found {f}" for loc, e, f in items)
+        )
+        self.items = items
 
 
 class _Strict(BaseModel):
@@ -39,7 +54,8 @@ class MqttTls(_Strict):
     @model_validator(mode="after")
     def _pair(self) -> MqttTls:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("tls: cert_file and key_file go together (give both or neither)")
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise Invalid([((missing,), "cert_file and key_file together (give both or neither)", "nothing")])
         return self
 
 
@@ -115,41 +131,31 @@ class MqttConfig(_Strict):
     )
     spool: MqttSpool = MqttSpool()
 
-    @field_validator("password")
-    @classmethod
-    def _no_inline_password(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError(
-                "the password is never kept in the cell config: use password_file or password_env"
-            )
-        return value
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix_levels(cls, value: str) -> str:
-        if not _PREFIX.match(value):
-            raise ValueError("topic levels of letters, digits, '_', '.', '-' with '/' between (at most 8)")
-        return value
-
-    @field_validator("site", "area", "line", "cell")
-    @classmethod
-    def _level(cls, value: str) -> str:
-        if value and not re.match(LEVEL, value):
-            raise ValueError("one topic level: 1-64 letters, digits, '_', '.', '-'")
-        return value
-
     @model_validator(mode="after")
     def _check(self) -> MqttConfig:
+        bad: list[tuple[Loc, str, str]] = []
+        if self.password is not None:
+            bad.append((("password",), "password_file or password_env (a password is never kept in the "
+                        "cell config)", repr(self.password)))  # fmt: skip
+        if not _PREFIX.match(self.prefix):
+            bad.append((("prefix",), "topic levels of letters, digits, '_', '.', '-' with '/' between "
+                        "(at most 8)", repr(self.prefix)))  # fmt: skip
+        for key in ("site", "area", "line", "cell"):
+            value = getattr(self, key)
+            if value and not re.match(LEVEL, value):
+                bad.append(((key,), "one topic level: 1-64 letters, digits, '_', '.', '-'", repr(value)))
+            elif not value and self.enabled and key != "cell":
+                bad.append(((key,), "a topic level (required when mqtt is enabled)", "nothing"))
         if self.password_file is not None and self.password_env is not None:
-            raise ValueError("password_file or password_env, not both")
+            both = repr(self.password_env)
+            bad.append((("password_env",), "password_file or password_env, not both", both))
         if (self.password_file or self.password_env) and self.username is None:
-            raise ValueError("a password needs a username")
+            bad.append((("username",), "a username (a password needs one)", "nothing"))
         if self.reconnect_max_s < self.reconnect_min_s:
-            raise ValueError("reconnect_max_s is less than reconnect_min_s")
-        if self.enabled:
-            missing = [k for k in ("site", "area", "line") if not getattr(self, k)]
-            if missing:
-                raise ValueError(f"{', '.join(missing)} must be set when mqtt is enabled (topic levels)")
+            bad.append((("reconnect_max_s",), f"at least reconnect_min_s ({self.reconnect_min_s:g})",
+                        f"{self.reconnect_max_s:g}"))  # fmt: skip
+        if bad:
+            raise Invalid(bad)
         return self
 
     def levels(self, cell_name: str = "") -> tuple[str, str, str, str]:
@@ -189,4 +195,4 @@ class MqttConfig(_Strict):
         return None
 
 
-__all__ = ["LEVEL", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]
+__all__ = ["LEVEL", "Invalid", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]

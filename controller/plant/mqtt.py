@@ -3,6 +3,10 @@
 Lifecycle: `MqttPublisher(config, spool_path, ...)`, `start()`, then
 `outlet.subscribe("mqtt", p.on_event, on_close=p.close)`; `figures()` at any time.
 
+The cell's status is pushed, never pulled: the one who owns the cell calls `set_status` with a
+plain copy of its snapshot from the cell's loop (the daemon, every `status_interval_s`), and
+the connection thread only sends the latest copy, so it never reads the service's state.
+
 `on_event` runs on the outlet's delivery thread and only appends the event's message to the
 disk spool (never the network), so a broker outage costs the control loop nothing and loses
 no result: the spool keeps each message until the broker acknowledged it (QoS 1 or 2). One
@@ -16,6 +20,7 @@ message's `stream` and `seq` let a consumer drop the repeat.
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import threading
@@ -83,19 +88,19 @@ class MqttPublisher:
     """Publishes the cell's events to one MQTT broker (see the module docstring).
 
     `spool_path`: the disk queue's file; `cell_name`: the cell level when the config leaves it
-    empty; `status`: returns the cell's snapshot for the periodic status message (called on
-    the publisher's thread); `files_dir`: the folder relative TLS and password files are in."""
+    empty; `files_dir`: the folder relative TLS and password files are in. The periodic status
+    message carries what `set_status` was last given."""
 
     def __init__(
         self,
         config: MqttConfig,
         spool_path: Path,
         cell_name: str = "",
-        status: Callable[[], Mapping[str, Any]] | None = None,
         files_dir: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.config, self._status, self._clock = config, status, clock
+        self.config, self._clock = config, clock
+        self._status: Mapping[str, Any] | None = None  # the latest pushed, replaced whole
         self._files_dir = files_dir
         self.topics = Topics(config.prefix, *config.levels(cell_name))
         self.client_id = config.resolved_client_id(cell_name)
@@ -163,6 +168,16 @@ class MqttPublisher:
             self._failed += 1
             self._error(f"spool: {type(exc).__name__}: {exc}")
             return
+
+    def set_status(self, cell: Mapping[str, Any]) -> None:
+        """The cell's status for the next status messages: a plain mapping (the snapshot as
+        JSON-able values), copied here, so the caller's later changes are not sent. Call it
+        where the cell's state may be read (its loop); the connection thread reads only this."""
+        self._status = json.loads(json.dumps(cell, default=str))
+
+    def status_message(self) -> Message:
+        """The periodic status message now: the latest status pushed and the figures."""
+        return status_message(self.topics, self._clock(), self._status, self.figures().to_dict())
 
     def figures(self) -> MqttFigures:
         """The current counts (any thread)."""
@@ -321,13 +336,7 @@ class MqttPublisher:
         return client.publish(m.topic, m.payload, qos=1, retain=m.retain)
 
     def _publish_status(self, client: paho.Client) -> None:
-        cell: Mapping[str, Any] | None = None
-        if self._status is not None:
-            try:
-                cell = self._status()
-            except Exception as exc:  # the status is a courtesy: the message goes without it
-                self._error(f"status: {type(exc).__name__}: {exc}")
-        self._publish(client, status_message(self.topics, self._clock(), cell, self.figures().to_dict()))
+        self._publish(client, self.status_message())
 
     @staticmethod
     def _drop_socket(client: paho.Client) -> None:

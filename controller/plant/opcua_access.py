@@ -53,9 +53,9 @@ class CellUsers(UserManager):
     ) -> User | None:
         """The user for a session's identity token, or None to refuse it."""
         if username is None:
-            if certificate is None and self._anonymous:
-                return User(role=UserRole.Anonymous)
-            return None
+            # Anonymous: the server offers no X509 identity tokens (refused before this), and
+            # `certificate` is the secure channel's peer certificate (b"" without security).
+            return User(role=UserRole.Anonymous) if self._anonymous else None
         expected = self._passwords.get(username)
         given = (password or "").encode()
         # compare_digest on the stored password either way: the time taken says nothing

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from controller.plant.config import Invalid, Loc
+
 Role = Literal["viewer", "operator", "engineer"]
 
 #: Each role may do what the roles before it may: a viewer reads, browses and subscribes; an
@@ -49,17 +51,19 @@ class OpcUaUser(_Strict):
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the password"
     )
 
-    @field_validator("password")
-    @classmethod
-    def _no_inline_password(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError("a password is never kept in the cell config: use password_file or password_env")
-        return value
-
     @model_validator(mode="after")
     def _one_source(self) -> OpcUaUser:
-        if (self.password_file is None) == (self.password_env is None):
-            raise ValueError(f"user {self.name}: give password_file or password_env (one of them)")
+        bad: list[tuple[Loc, str, str]] = []
+        if self.password is not None:
+            bad.append((("password",), "password_file or password_env (a password is never kept in the "
+                        "cell config)", repr(self.password)))  # fmt: skip
+        if self.password_file is not None and self.password_env is not None:
+            both = repr(self.password_env)
+            bad.append((("password_env",), "password_file or password_env, not both", both))
+        elif self.password_file is None and self.password_env is None:
+            bad.append((("password_file",), f"password_file or password_env for user {self.name}", "nothing"))
+        if bad:
+            raise Invalid(bad)
         return self
 
 
@@ -131,26 +135,27 @@ class OpcUaConfig(_Strict):
         except ValueError:
             port = None
         if parts.scheme != "opc.tcp" or not parts.hostname or port is None or not 1 <= port <= 65535:
-            raise ValueError(f"expected opc.tcp://host:port/path with a port 1-65535, found {value!r}")
+            raise Invalid([((), "opc.tcp://host:port/path with a port 1-65535", repr(value))])
         return value
 
     @model_validator(mode="after")
     def _check(self) -> OpcUaConfig:
+        bad: list[tuple[Loc, str, str]] = []
         if self.security == "none" and not is_local_host(self.host):
-            raise ValueError(
-                f"security none is allowed only on a loopback endpoint (localhost, 127.0.0.1, ::1), "
-                f"not on {self.host}: use basic256sha256"
-            )
+            bad.append((("security",), f"basic256sha256 on {self.host} (none is allowed only on a loopback "
+                        "endpoint: localhost, 127.0.0.1, ::1)", "none"))  # fmt: skip
         if self.trusted_clients is not None and self.security == "none":
-            raise ValueError(
-                "trusted_clients needs security basic256sha256 (None has no client certificates)"
-            )
+            bad.append((("trusted_clients",), "no trusted_clients with security none (it has no client "
+                        "certificates; use basic256sha256)", repr(self.trusted_clients)))  # fmt: skip
         names = [u.name for u in self.users]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"users named more than once: {', '.join(twice)}")
+        for i, u in enumerate(self.users):
+            if names.index(u.name) != i:
+                bad.append((("users", i, "name"), "a name no other user has", repr(u.name)))
         if self.enabled and not self.users and not self.anonymous:
-            raise ValueError("no one could log in: add users, or set anonymous (viewers only)")
+            bad.append((("users",), "users, or anonymous: true (viewers only): else no one could log in",
+                        "none"))  # fmt: skip
+        if bad:
+            raise Invalid(bad)
         return self
 
     @property

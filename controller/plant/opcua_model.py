@@ -50,6 +50,9 @@ VISION_STATES: dict[State, tuple[str, str]] = {
     State.EXECUTE: ("Operational", "ContinuousExecution"),
 }
 
+#: Hex digits of a recipe hash shown in variables and result events (the status snapshot's too).
+HASH_DIGITS = 12
+
 #: PackTags UnitModeCurrent: the cell has one mode, Production (PackML mode 1).
 UNIT_MODE_PRODUCTION = 1
 
@@ -76,7 +79,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("Status", "StateCurrent", "Int32", "PackML state number (0-17)"),
     Variable("Status", "StateCurrentName", "String", "PackML state name"),
     Variable("Status", "UnitModeCurrent", "Int32", "PackML unit mode: 1 Production"),
-    Variable("Status", "CurMachSpeed", "Double", "parts per minute, over the last minute"),
+    Variable("Status", "CurMachSpeed", "Double", "parts per minute, counted over the last 10 s"),
     Variable("Status", "LineSpeedMmS", "Double", "conveyor speed, mm/s"),
     Variable("Status", "LinkUp", "Boolean", "the PLC link is up"),
     Variable("Status", "Ready", "Boolean", "models warm and the line ready to inspect"),
@@ -86,7 +89,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("Status", "LatencyP50Ms", "Double", "trigger to verdict written, median (ms)"),
     Variable("Status", "LatencyP99Ms", "Double", "trigger to verdict written, 99th percentile (ms)"),
     Variable("Status", "LastResultId", "String", "ResultId of the newest result"),
-    Variable("Admin", "ProdProcessedCount", "Int64", "parts judged since the service started"),
+    Variable("Admin", "ProdProcessedCount", "Int64",
+              "parts judged since the service started: passed + defective (not those in flight)"),
     Variable("Admin", "ProdDefectiveCount", "Int64", "parts rejected: failed or no decision"),
     Variable("Admin", "ProdPassedCount", "Int64", "parts passed"),
     Variable("Admin", "ProdNoDecisionCount", "Int64", "parts rejected without a decision (NO_DECISION)"),
@@ -102,7 +106,8 @@ RESULT_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("RunId", "String", "the record store's run (one PLC epoch)"),
     ("RecipeId", "String", "the recipe that judged the part"),
     ("RecipeNumber", "Int32", "its number, as the PLC selects it"),
-    ("RecipeHash", "String", "its content hash (first 12 hex digits)"),
+    ("RecipeHash", "String", "its content hash (first 12 hex digits, as Status/RecipeHash; whole in "
+                             "ResultContent)"),
     ("ModelHash", "String", "the model's SHA-256"),
     ("IsSimulated", "Boolean", "the part came from a simulated line"),
     ("Verdict", "String", "pass, fail or no_decision"),
@@ -136,7 +141,7 @@ def result_fields(event: PartRecorded, simulated: bool) -> dict[str, Any]:
         "RunId": event.run,
         "RecipeId": event.recipe,
         "RecipeNumber": event.recipe_number,
-        "RecipeHash": event.recipe_hash,
+        "RecipeHash": event.recipe_hash[:HASH_DIGITS],
         "ModelHash": event.model_hash,
         "IsSimulated": simulated,
         "Verdict": event.verdict.name.lower(),
@@ -217,7 +222,7 @@ class CellView:
             self.alarms.pop(event.code, None)
         elif isinstance(event, RecipeActivated):
             # the status shows a hash's first 12 digits: so do the variables, whichever came last
-            self.recipe, self.recipe_hash = event.name, event.recipe_hash[:12]
+            self.recipe, self.recipe_hash = event.name, event.recipe_hash[:HASH_DIGITS]
         elif isinstance(event, LinkUp):
             self.link_up = True
         elif isinstance(event, LinkDown):
@@ -245,7 +250,7 @@ class CellView:
             "LatencyP50Ms": _finite(self.p50),
             "LatencyP99Ms": _finite(self.p99),
             "LastResultId": self.last_result,
-            "ProdProcessedCount": self.parts,
+            "ProdProcessedCount": self.passed + self.failed + self.no_decision,
             "ProdDefectiveCount": self.failed + self.no_decision,
             "ProdPassedCount": self.passed,
             "ProdNoDecisionCount": self.no_decision,
@@ -267,6 +272,6 @@ def _finite(x: float) -> float:
 
 
 __all__ = [
-    "RESULT_FIELDS", "UNIT_MODE_PRODUCTION", "VARIABLES", "VISION_STATES", "CellView", "ResultRing",
-    "Variable", "result_content", "result_fields", "result_id", "vision_state",
+    "HASH_DIGITS", "RESULT_FIELDS", "UNIT_MODE_PRODUCTION", "VARIABLES", "VISION_STATES", "CellView",
+    "ResultRing", "Variable", "result_content", "result_fields", "result_id", "vision_state",
 ]  # fmt: skip

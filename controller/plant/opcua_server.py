@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Who the recipe changes made here are audited as.
+#: Who the commands and recipe changes made here are audited as (a state change's cause).
 SOURCE = "opcua"
 
 #: The objects variables sit in: (browse path under the cell object).
@@ -68,13 +68,14 @@ class OpcUaStartError(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class OpcUaFigures:
     """The server's counts for the status: running; clients: TCP connections open now (one per
-    OPC UA client); events taken from the outlet; result events sent; events dropped (the inbox
-    full, or the server not running); failed: events, snapshots or variable writes that failed;
-    status reads that failed."""
+    OPC UA client); events taken from the outlet; queued: events in the inbox, not yet taken;
+    result events sent; events dropped (the inbox full, or the server not running); failed:
+    events, snapshots or variable writes that failed; status reads that failed."""
 
     running: bool
     clients: int
     events: int
+    queued: int
     results_sent: int
     dropped: int
     failed: int
@@ -166,8 +167,8 @@ class OpcUaServer:
         srv = self._server
         clients = len(srv.bserver.clients) if srv is not None and srv.bserver is not None else 0
         return OpcUaFigures(
-            self._running, clients, self.events, self.results_sent, self.dropped, self.failed,
-            self.status_failures, self.config.endpoint,
+            self._running, clients, self.events, len(self._inbox), self.results_sent, self.dropped,
+            self.failed, self.status_failures, self.config.endpoint,
         )  # fmt: skip
 
     # ----------------------------------------------------------------- events
@@ -365,14 +366,23 @@ class OpcUaServer:
 
     # --------------------------------------------------------------- methods
     async def _command(self, parent: ua.NodeId, command: ua.Variant) -> list[ua.Variant]:
-        """PackTags.Command(Command: String) → (Accepted, Reason): a PackML command by name or number."""
+        """PackTags.Command(Command: String) → (Accepted, Reason): a PackML command by name or
+        number, sent as from "opcua" (the state change's cause). One the cell does not answer
+        within `call_timeout_s` is reported not accepted, yet may still be applied later (it
+        waits on the cell's loop, as a recipe change past `recipe_timeout_s` goes on)."""
         text = str(command.Value or "").strip()
         cmd = _parse_command(text)
         if cmd is None:
             names = ", ".join(c.name.lower() for c in Command if c is not Command.UNDEFINED)
             return _out((False, ua.VariantType.Boolean), (f"unknown command {text!r}: one of {names}", None))
         try:
-            refused = await self._on_cell(lambda: self._control.command(cmd), self.config.call_timeout_s)
+            refused = await self._on_cell(
+                lambda: self._control.command(cmd, SOURCE), self.config.call_timeout_s
+            )
+        except TimeoutError as exc:
+            # Not cancelled: the command is queued on the cell's loop and may still be applied.
+            reason = f"{exc}; the command may still be applied (read StateCurrent)"
+            return _out((False, ua.VariantType.Boolean), (reason, None))
         except Exception as exc:
             return _out((False, ua.VariantType.Boolean), (f"the cell did not answer: {exc}", None))
         log.info("opcua: command %s %s", cmd.name.lower(), "refused: " + refused if refused else "accepted")

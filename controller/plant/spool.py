@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS queue (
     retain INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
+-- expire() deletes by age each second: without it, a full scan of a large spool under the lock.
+CREATE INDEX IF NOT EXISTS queue_created ON queue (created);
 """
 _FORMAT = "1"
 
@@ -124,8 +126,7 @@ class Spool:
                 )
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._recount()
+                self._rollback()
                 raise
             self._last_seq = seq
             self._count += 1 - dropped[0]
@@ -145,6 +146,13 @@ class Spool:
             count += len(rows)
             size += sum(r[0] for r in rows)
         return count, size
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not already (a failed COMMIT may have), so
+        the error that got here is the one raised; then count again what is queued."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+        self._recount()
 
     def _recount(self) -> None:
         count, size = self._db.execute(
@@ -178,8 +186,7 @@ class Spool:
                 ]
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._recount()
+                self._rollback()
                 raise
             self._count -= len(gone)
             self._bytes -= sum(r[0] for r in gone)

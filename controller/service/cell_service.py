@@ -312,10 +312,11 @@ class CellService:
             a.runner.info.provider, self.link_up, self.ready, time.monotonic(), self.events.figures(),
         )  # fmt: skip
 
-    def command(self, cmd: Command) -> str | None:
-        """Apply a local command (CLI, console); its state change goes out at once. Must be
-        called on the loop. Returns None if accepted, or why it was refused."""
-        refused = self.core.command(cmd)
+    def command(self, cmd: Command, source: str = "api") -> str | None:
+        """Apply a local command (CLI, console, OPC UA); its state change goes out at once with
+        `source` as its cause. Must be called on the loop. Returns None if accepted, or why it
+        was refused."""
+        refused = self.core.command(cmd, source)
         self._execute(self.core.take_outbox())
         return refused
 

@@ -9,11 +9,14 @@ figures into one `StatusSnapshot`.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
+from typing import Any
+
+import numpy as np
 
 from controller.contract import Verdict
-from controller.core.cell import CellCore, percentile
+from controller.core.cell import CellCore
 from controller.core.counters import Count, Counters, FrameFate
 from controller.core.types import PartTrack, ViewStatus
 from controller.events import SubscriberFigures
@@ -38,6 +41,9 @@ class CellStatus:
         self._rate_base: tuple[float, int, dict[str, int]] | None = None
         #: When the PLC's inputs were last read (monotonic; 0: never).
         self.last_inputs = 0.0
+        #: The plant connections' figures by name, for the snapshot (set where they are started;
+        #: called on the loop, reads only the publishers' own counts).
+        self.plant: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
 
     def part_recorded(self, t: PartTrack, now: float) -> None:
         """A finished part: counted for the rate, listed as recent, its stages measured."""
@@ -107,7 +113,10 @@ class CellStatus:
             }
             for n, cam in cameras.items()
         }
-        lat = list(c.latencies)
+        # One array and one percentile call per series: the snapshot runs on the control loop
+        # (the API, the OPC UA server each second, the MQTT status), so it is kept cheap.
+        total = _p50_p99(c.latencies)
+        stages = {k: _p50_p99(d) for k, d in self._stages.items() if d}
         return StatusSnapshot(
             state=c.state.name,
             recipe=recipe,
@@ -119,8 +128,8 @@ class CellStatus:
             no_decision=counters.verdicts[Verdict.NO_DECISION],
             in_flight=c.in_flight(),
             parts_per_min=ppm,
-            latency_p50_ms=percentile(lat, 50) * 1e3,
-            latency_p99_ms=percentile(lat, 99) * 1e3,
+            latency_p50_ms=total[0],
+            latency_p99_ms=total[1],
             rejects_by_reason=counters.rejects_by_reason(),
             cameras=cams,
             link_up=link_up,
@@ -131,11 +140,17 @@ class CellStatus:
             ready=ready,
             line_speed_mm_s=self._rates.get("belt", 0.0),
             rejects_by_camera={k: v for k, v in self._rejects_by_camera.items() if v},
-            stage_ms={
-                k: (percentile(d, 50) * 1e3, percentile(d, 99) * 1e3)
-                for k, d in (*self._stages.items(), ("total", lat))
-                if d
-            },
+            stage_ms={**stages, **({"total": total} if c.latencies else {})},
             camera_fps={n: self._rates.get(n, 0.0) for n in cameras},
             events={name: asdict(f) for name, f in (events or {}).items()},
+            plant={k: dict(v) for k, v in self.plant().items()} if self.plant is not None else {},
         )
+
+
+def _p50_p99(values: Iterable[float]) -> tuple[float, float]:
+    """The median and 99th percentile of `values` (seconds) in ms; NaN for none."""
+    arr = np.fromiter(values, dtype=float)
+    if not arr.size:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(arr, (50, 99)) * 1e3
+    return float(p50), float(p99)

@@ -61,9 +61,8 @@ def part(part_id: int) -> PartRecorded:
 def wired(mqtt_broker: Broker, tmp_path: Path) -> Iterator[tuple[EventOutlet, MqttPublisher]]:
     """An outlet with the publisher subscribed, as the service wires it."""
     outlet = EventOutlet()
-    pub = MqttPublisher(
-        config(mqtt_broker), tmp_path / "spool.sqlite", status=lambda: {"parts": 3, "p99_ms": 4.2}
-    )
+    pub = MqttPublisher(config(mqtt_broker), tmp_path / "spool.sqlite")
+    pub.set_status({"parts": 3, "p99_ms": 4.2})  # as the daemon pushes it from the cell's loop
     pub.start()
     outlet.subscribe("mqtt", pub.on_event, on_close=pub.close)
     try:

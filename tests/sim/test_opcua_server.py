@@ -58,12 +58,14 @@ class StubControl:
         self.refuse: str | None = None
         self.recipe_answer = (RecipeResult.ACTIVE, "judges from part 41 on")
         self.commands: list[Command] = []
+        self.sources: list[str] = []
         self.recipes: list[tuple[str, str | None, int | None]] = []
         self.threads: set[str] = set()
 
-    def command(self, cmd: Command) -> str | None:
+    def command(self, cmd: Command, source: str = "api") -> str | None:
         self.threads.add(threading.current_thread().name)
         self.commands.append(cmd)
+        self.sources.append(source)
         return self.refuse
 
     async def activate_recipe(
@@ -334,6 +336,7 @@ def test_operator_commands_viewer_is_refused(
 
     run(body)
     assert stub.commands == [Command.HOLD, Command.HOLD]
+    assert stub.sources == ["opcua", "opcua"]  # the state change says who commanded it
     assert stub.recipes == []
 
 
@@ -350,6 +353,29 @@ def test_wrong_password_and_anonymous_refused(served: tuple[OpcUaServer, StubCon
                 pass
 
     run(body)
+
+
+def test_anonymous_sessions_are_viewers_where_allowed(cell_loop: asyncio.AbstractEventLoop) -> None:
+    cfg = OpcUaConfig(
+        enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/cell/", security="none", anonymous=True
+    )
+    server = OpcUaServer(cfg, StubControl(), cell_loop=cell_loop)
+    server.start()
+
+    async def body() -> None:
+        async with Client(cfg.endpoint, timeout=5) as c:  # no user: anonymous
+            assert await (await child(c, "PackTags", "Status", "StateCurrentName")).read_value() == "IDLE"
+            idx = await c.get_namespace_index(NS)
+            sub = await c.create_subscription(50, Collect())
+            etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
+            await sub.subscribe_events(await child(c), etype)
+            with pytest.raises(BadUserAccessDenied):  # a viewer
+                await call(c, COMMAND, "start")
+
+    try:
+        run(body)
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------- never blocking

@@ -40,7 +40,7 @@ class StubService:
             alarms={}, recent=[],
         )  # fmt: skip
 
-    def command(self, cmd: Command) -> str | None:
+    def command(self, cmd: Command, source: str = "api") -> str | None:
         self.commands.append(cmd)
         return None
 

@@ -98,3 +98,40 @@ def test_pylon_cameras_need_a_serial_and_one_image_size(tmp_path: Path) -> None:
     p.write_text(text.replace('serial: "SIM-1",', 'serial: "SIM-1", width: 128,'))
     with pytest.raises(ConfigError, match="one image size"):
         load_cell_config(p)
+
+
+def _cell_with(tmp_path: Path, extra: str) -> Path:
+    p = tmp_path / "cell.yaml"
+    p.write_text((ROOT / "recipes/cells/demo-cell.yaml").read_text() + extra)
+    return p
+
+
+def test_plant_connections_are_off_by_default() -> None:
+    cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
+    assert not cell.mqtt.enabled and not cell.opcua.enabled
+
+
+def test_plant_config_errors_say_file_line_field_expected_found(tmp_path: Path) -> None:
+    p = _cell_with(
+        tmp_path,
+        "mqtt:\n  enabled: true\n  site: s1\n  password: hunter2\n  prefix: 'a//b'\n"
+        "opcua:\n  enabled: true\n  endpoint: opc.tcp://0.0.0.0:4840/x\n  security: none\n"
+        "  anonymous: true\n",
+    )
+    with pytest.raises(ConfigError) as e:
+        load_cell_config(p)
+    text = [str(prob) for prob in e.value.problems]
+    assert not any("Value error" in t or "value_error" in t for t in text), text
+    lines = p.read_text().splitlines()
+    by_field = {prob.field: prob for prob in e.value.problems}
+    pw = by_field["mqtt.password"]
+    assert lines[pw.line - 1].strip().startswith("password:")
+    assert "password_file or password_env" in pw.expected and pw.found == "'hunter2'"
+    assert "topic levels" in by_field["mqtt.prefix"].expected and by_field["mqtt.prefix"].found == "'a//b'"
+    assert by_field["mqtt.area"].found == "nothing" and "enabled" in by_field["mqtt.area"].expected
+    assert "mqtt.line" in by_field
+    sec = by_field["opcua.security"]
+    assert lines[sec.line - 1].strip().startswith("security:")
+    assert "basic256sha256" in sec.expected and "0.0.0.0" in sec.expected and sec.found == "none"
+    for t in text:
+        assert t.startswith(f"{p}:") and ": expected " in t and ", found " in t, t

@@ -138,3 +138,27 @@ def test_alarms_that_wrap_are_counted_when_they_do_not_fit() -> None:
     for rows in range(14, 30):
         text = render(snapshot(alarms=alarms), size=(60, rows), keys=KEYS)
         assert len(text.splitlines()) <= rows and "q quit" in text, (rows, text)
+
+
+PLANT = {
+    "mqtt": {"connected": False, "sent": 40, "queued": 2, "dropped": 1},
+    "opcua": {"connected": True, "sent": 42, "queued": 0, "dropped": 0, "clients": 2},
+}
+
+
+def test_the_plant_connections_are_one_compact_line_when_enabled() -> None:
+    from controller.console import plant_line
+
+    assert plant_line(snapshot()) is None and "MQTT" not in render(snapshot())
+    line = plant_line(snapshot(plant=PLANT))
+    assert line == "MQTT DOWN 40 sent 2 queued 1 dropped │ OPC UA up 2 clients 42 sent 0 dropped", line
+    only = plant_line(snapshot(plant={"opcua": PLANT["opcua"]}))
+    assert only is not None and "MQTT" not in only and "OPC UA up 2 clients" in only
+    text = render(snapshot(plant=PLANT), size=(80, 24), keys=KEYS)
+    assert [ln for ln in text.splitlines() if "MQTT DOWN 40 sent" in ln and "OPC UA up 2 clients" in ln]
+    assert len(text.splitlines()) <= 24 and "q quit" in text
+    assert snapshot_from_dict(json.loads(json.dumps(asdict(snapshot(plant=PLANT))))).plant == PLANT
+    from controller.console import status_lines
+
+    assert "plant: MQTT DOWN 40 sent" in "\n".join(status_lines(snapshot(plant=PLANT)))
+    assert not any(ln.startswith("plant") for ln in status_lines(snapshot()))

@@ -31,10 +31,12 @@ class Facade:
     def __init__(self) -> None:
         self.state = "STOPPED"
         self.commands: list[Command] = []
+        self.sources: list[str] = []
         self.activations: list[tuple[str, str | None, int | None]] = []
 
-    def command(self, cmd: Command) -> str | None:
+    def command(self, cmd: Command, source: str = "api") -> str | None:
         self.commands.append(cmd)
+        self.sources.append(source)
         if cmd is Command.HOLD:
             return "HOLD is not allowed in STOPPED"
         self.state = "EXECUTE"
@@ -129,3 +131,23 @@ def test_a_command_applied_is_not_reported_refused_when_the_status_after_it_fail
 
     asyncio.run(asyncio.wait_for(go(), 10.0))
     assert facade.commands == [Command.START]
+
+
+def test_a_command_over_the_api_says_who_sent_it(tmp_path: Path) -> None:
+    facade = Facade()
+    sock = tmp_path / "api" / "cell.sock"
+
+    async def go() -> None:
+        api = ControlApi(facade, sock)
+        await api.start()
+        try:
+            client = ApiClient(sock)
+            assert await asyncio.to_thread(client.command, Command.START) is None
+            assert await asyncio.to_thread(client.command, Command.START, "console") is None
+            refused = await asyncio.to_thread(client.command, Command.START, "opcua")
+            assert refused is not None and "source" in refused
+        finally:
+            await api.stop()
+
+    asyncio.run(asyncio.wait_for(go(), 10.0))
+    assert facade.sources == ["api", "console"]

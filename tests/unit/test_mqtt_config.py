@@ -24,7 +24,9 @@ def test_off_by_default_and_needs_nothing_then() -> None:
 
 
 def test_enabled_needs_the_topic_levels() -> None:
-    assert "site, area, line must be set" in problems(enabled=True)
+    assert "site: expected a topic level (required when mqtt is enabled)" in problems(enabled=True)
+    assert "area: expected a topic level" in problems(enabled=True)
+    assert "line: expected a topic level" in problems(enabled=True)
     c = MqttConfig.model_validate(ON)
     assert c.levels() == ("plant1", "pack", "line2", "cell3")
     assert c.resolved_client_id() == "cell-plant1-pack-line2-cell3"
@@ -75,17 +77,18 @@ def test_password_from_a_file_relative_to_the_files_folder(tmp_path: Path) -> No
 
 def test_secret_rules() -> None:
     assert "not both" in problems(username="u", password_file="a", password_env="B")
-    assert "needs a username" in problems(password_env="B")
+    assert "username: expected a username (a password needs one)" in problems(password_env="B")
     assert MqttConfig().resolve_password() is None
 
 
 def test_tls_certificate_and_key_go_together() -> None:
-    assert "cert_file and key_file go together" in problems(tls={"cert_file": "c.pem"})
+    assert "key_file: expected cert_file and key_file together" in problems(tls={"cert_file": "c.pem"})
     c = MqttConfig.model_validate({"tls": {"ca_file": "ca.pem", "cert_file": "c.pem", "key_file": "k.pem"}})
     assert c.tls is not None and c.tls.ca_file == "ca.pem"
 
 
 def test_limits_are_checked_where_declared() -> None:
-    assert "reconnect_max_s is less" in problems(reconnect_min_s=5, reconnect_max_s=1)
+    expected = "reconnect_max_s: expected at least reconnect_min_s (5), found 1"
+    assert expected in problems(reconnect_min_s=5, reconnect_max_s=1)
     assert "port" in problems(port=0)
     assert "max_mb" in problems(spool={"max_mb": 0})

@@ -39,3 +39,22 @@ def test_an_event_before_start_or_after_close_is_counted_not_raised(tmp_path: Pa
 def test_figures_of_a_cell_with_mqtt_off() -> None:
     f = MqttFigures.off().to_dict()
     assert f["enabled"] is False and f["connected"] is False and f["queued"] == 0 and f["last_error"] == ""
+
+
+def test_the_status_is_pushed_from_the_cells_loop_never_read_from_the_publishers_thread(
+    tmp_path: Path,
+) -> None:
+    import inspect
+    import json
+
+    # No callable the connection thread could use to read the service's state.
+    assert "status" not in inspect.signature(MqttPublisher).parameters
+    pub = MqttPublisher(MqttConfig.model_validate(ON), tmp_path / "s.sqlite", cell_name="c")
+    assert json.loads(pub.status_message().payload)["data"]["cell"] is None  # none pushed yet
+    snap = {"parts": 3, "latency_p99_ms": 4.2, "cameras": {"top": {"frames": 9}}}
+    pub.set_status(snap)
+    snap["parts"] = 99  # the caller's dict changing later changes nothing sent
+    snap["cameras"]["top"]["frames"] = 0
+    data = json.loads(pub.status_message().payload)["data"]
+    assert data["cell"] == {"parts": 3, "latency_p99_ms": 4.2, "cameras": {"top": {"frames": 9}}}
+    assert data["mqtt"]["enabled"] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,40 @@ def test_a_file_it_cannot_open_is_a_one_line_error(tmp_path: Path) -> None:
         Spool(tmp_path / "f" / "q.sqlite", 100, 60)
     with pytest.raises(ValueError, match="must be positive"):
         Spool(tmp_path / "q.sqlite", 0, 60)
+
+
+def test_expiry_finds_old_messages_by_an_index_not_a_full_scan(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "q.sqlite", 10_000, 3600)
+    plan = s._db.execute("EXPLAIN QUERY PLAN DELETE FROM queue WHERE created < ?", (0.0,)).fetchall()
+    assert any("USING INDEX" in str(row[-1]) or "USING COVERING INDEX" in str(row[-1]) for row in plan), plan
+    s.close()
+
+
+class _CommitFails:
+    """A connection whose COMMIT fails after SQLite already rolled back (a disk I/O error)."""
+
+    def __init__(self, db: object) -> None:
+        self.db = db
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql == "COMMIT":
+            self.db.execute("ROLLBACK")  # type: ignore[attr-defined]
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)  # type: ignore[attr-defined]
+
+
+def test_a_failed_commit_raises_its_own_error_not_a_rollback_error(tmp_path: Path) -> None:
+    s = Spool(tmp_path / "q.sqlite", 10_000, 3600)
+    s.append("t", False, body())
+    real = s._db
+    s._db = _CommitFails(real)  # type: ignore[assignment]
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        s.append("t", False, body())
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        s.remove([1])
+    s._db = real
+    assert s.depth == 1 and [m.seq for m in s.peek(0, 10)] == [1]
+    s.close()

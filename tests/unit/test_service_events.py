@@ -114,3 +114,15 @@ def test_an_event_that_cannot_be_built_costs_only_itself(tmp_path: Path, monkeyp
     assert svc.event_errors == 1
     assert [type(e) for e in seen] == [AlarmRaised]
     assert svc.core.alarm_active(AlarmCode.IMAGES_NOT_SAVED)
+
+
+def test_a_state_change_says_who_commanded_it(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    seen: list[Event] = []
+    svc.events.subscribe("watch", seen.append)
+    assert svc.command(Command.RESET) is None
+    svc.core.sm.complete_acting()  # Resetting → Idle
+    assert svc.command(Command.STOP, source="opcua") is None
+    svc.events.close()
+    causes = [(e.trigger, e.cause) for e in seen if isinstance(e, StateChanged)]
+    assert causes[0] == ("reset", "api") and causes[-1] == ("stop", "opcua"), causes

@@ -109,3 +109,20 @@ def test_belt_speed_and_frame_rates_over_the_housekeeping_period() -> None:
     status.measure_rates(11.0, 6_000, {"top": 60, "left": 55})  # stopped
     s = snap(status, Counters(), now=11.0)
     assert s.line_speed_mm_s == 0.0 and s.camera_fps == {"top": 0.0, "left": 0.0}
+
+
+def test_the_plant_connections_figures_are_in_the_snapshot_and_its_json() -> None:
+    from dataclasses import asdict
+
+    from controller.snapshot import snapshot_from_dict
+
+    status = CellStatus(CAMERAS, counts_per_mm=10.0)
+    assert snap(status, Counters(), now=5.0).plant == {}  # none enabled
+    figures = {
+        "mqtt": {"connected": True, "sent": 40, "queued": 2, "dropped": 0},
+        "opcua": {"connected": True, "sent": 42, "queued": 0, "dropped": 1, "clients": 2},
+    }
+    status.plant = lambda: figures
+    s = snap(status, Counters(), now=5.0)
+    assert s.plant == figures and s.plant is not figures
+    assert snapshot_from_dict(asdict(s)).plant == figures
