@@ -7,23 +7,17 @@ password comes from a file or an environment variable, read when the publisher s
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.plant.secrets import Loc, PasswordSource, SecretError
+
 #: One level of the topic tree: no MQTT wildcards or separators, nothing a historian chokes on.
 LEVEL = r"^[A-Za-z0-9_.-]{1,64}$"
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}$")
-
-
-class SecretError(ValueError):
-    """A secret the config names cannot be read (file missing or empty, variable unset)."""
-
-
-Loc = tuple[str | int, ...]
 
 
 class Invalid(ValueError):
@@ -82,7 +76,7 @@ class MqttSpool(_Strict):
     )
 
 
-class MqttConfig(_Strict):
+class MqttConfig(_Strict, PasswordSource):
     """The MQTT publisher: the cell's events, its state and status to a broker (contract: README)."""
 
     enabled: bool = Field(False, description="publish to an MQTT broker")
@@ -100,15 +94,6 @@ class MqttConfig(_Strict):
     )
     tls: MqttTls | None = Field(None, description="TLS settings; none: plain TCP")
     username: str | None = Field(None, min_length=1, description="user name, if the broker asks for one")
-    password: str | None = Field(
-        None, description="not allowed: the password is read from password_file or password_env"
-    )
-    password_file: str | None = Field(
-        None, min_length=1, description="file holding the password (first line)"
-    )
-    password_env: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the password"
-    )
     prefix: str = Field(
         "inspection", description="topic root before the version: one or more levels, '/' between"
     )
@@ -133,10 +118,7 @@ class MqttConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> MqttConfig:
-        bad: list[tuple[Loc, str, str]] = []
-        if self.password is not None:
-            bad.append((("password",), "password_file or password_env (a password is never kept in the "
-                        "cell config)", repr(self.password)))  # fmt: skip
+        bad = self.password_problems()
         if not _PREFIX.match(self.prefix):
             bad.append((("prefix",), "topic levels of letters, digits, '_', '.', '-' with '/' between "
                         "(at most 8)", repr(self.prefix)))  # fmt: skip
@@ -146,9 +128,6 @@ class MqttConfig(_Strict):
                 bad.append(((key,), "one topic level: 1-64 letters, digits, '_', '.', '-'", repr(value)))
             elif not value and self.enabled and key != "cell":
                 bad.append(((key,), "a topic level (required when mqtt is enabled)", "nothing"))
-        if self.password_file is not None and self.password_env is not None:
-            both = repr(self.password_env)
-            bad.append((("password_env",), "password_file or password_env, not both", both))
         if (self.password_file or self.password_env) and self.username is None:
             bad.append((("username",), "a username (a password needs one)", "nothing"))
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -174,25 +153,7 @@ class MqttConfig(_Strict):
     def resolve_password(self, environ: dict[str, str] | None = None, base: Path | None = None) -> str | None:
         """The password from its file or variable (None: none configured). Raises SecretError
         with a one-line reason when it cannot be read. `base`: folder relative files are in."""
-        env = os.environ if environ is None else environ
-        if self.password_env is not None:
-            value = env.get(self.password_env)
-            if not value:
-                raise SecretError(f"mqtt: password_env {self.password_env} is not set (or empty)")
-            return value
-        if self.password_file is not None:
-            path = Path(self.password_file)
-            if base is not None and not path.is_absolute():
-                path = base / path
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise SecretError(f"mqtt: password_file {path}: {exc.strerror or exc}") from None
-            value = text.splitlines()[0] if text else ""
-            if not value:
-                raise SecretError(f"mqtt: password_file {path} is empty")
-            return value
-        return None
+        return self.read_password("mqtt", base, environ)
 
 
 __all__ = ["LEVEL", "Invalid", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]

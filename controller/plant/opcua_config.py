@@ -8,7 +8,6 @@ file or an environment variable, read when the server starts (`read_password`).
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -16,7 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from controller.plant.config import Invalid, Loc
+from controller.plant.config import Invalid
+from controller.plant.secrets import Loc, PasswordSource, SecretError
 
 Role = Literal["viewer", "operator", "engineer"]
 
@@ -28,39 +28,20 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "engineer")
 LOCAL_HOSTS = ("localhost",)
 
 
-class SecretError(ValueError):
-    """A password the config names cannot be read (file missing or empty, variable unset)."""
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class OpcUaUser(_Strict):
+class OpcUaUser(_Strict, PasswordSource):
     """One user of the OPC UA server, with a role and a password kept outside the config."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="user name the client logs in with")
     role: Role = Field(description="viewer: read; operator: also Command; engineer: also SelectRecipe")
-    password: str | None = Field(
-        None, description="not allowed: the password is read from password_file or password_env"
-    )
-    password_file: str | None = Field(
-        None, min_length=1, description="file holding the password (first line)"
-    )
-    password_env: str | None = Field(
-        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="environment variable holding the password"
-    )
 
     @model_validator(mode="after")
     def _one_source(self) -> OpcUaUser:
-        bad: list[tuple[Loc, str, str]] = []
-        if self.password is not None:
-            bad.append((("password",), "password_file or password_env (a password is never kept in the "
-                        "cell config)", repr(self.password)))  # fmt: skip
-        if self.password_file is not None and self.password_env is not None:
-            both = repr(self.password_env)
-            bad.append((("password_env",), "password_file or password_env, not both", both))
-        elif self.password_file is None and self.password_env is None:
+        bad = self.password_problems()
+        if self.password_file is None and self.password_env is None:
             bad.append((("password_file",), f"password_file or password_env for user {self.name}", "nothing"))
         if bad:
             raise Invalid(bad)
@@ -181,20 +162,9 @@ def is_local_host(host: str) -> bool:
 
 def read_password(user: OpcUaUser, base: Path, env: Mapping[str, str] | None = None) -> str:
     """The user's password from its file (first line; relative to `base`) or its variable."""
-    environ: Mapping[str, str] = os.environ if env is None else env
-    if user.password_env is not None:
-        value = environ.get(user.password_env, "")
-        if not value:
-            raise SecretError(f"opcua user {user.name}: environment variable {user.password_env} is not set")
-        return value
-    path = base / Path(user.password_file or "")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SecretError(f"opcua user {user.name}: cannot read {path}: {exc.strerror or exc}") from None
-    value = text.splitlines()[0].strip() if text.strip() else ""
-    if not value:
-        raise SecretError(f"opcua user {user.name}: {path} is empty")
+    value = user.read_password(f"opcua user {user.name}", base, env)
+    if value is None:  # the model requires one source; kept for the type
+        raise SecretError(f"opcua user {user.name}: no password_file or password_env")
     return value
 
 
