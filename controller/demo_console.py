@@ -35,6 +35,9 @@ from controller.snapshot import StatusSnapshot
 from controller.terminal import ConsoleSession, show
 
 OPTIONS: TypeAdapter[DemoOptions] = TypeAdapter(DemoOptions)
+#: How much lower this process (the console) runs than the cell when both want a core: drawing
+#: waits, the cell does not. Raised after the child started, which keeps its own priority.
+CONSOLE_NICE = 10
 #: The child's log lines kept for after the console (the older ones are counted), as `held_logs`.
 HELD_LINES = 500
 
@@ -163,6 +166,8 @@ def run_with_console(opts: DemoOptions, console: Console) -> int:
     previous = {sig: signal.signal(sig, child.forward) for sig in STOP_SIGNALS}
     try:
         child.start()
+        with contextlib.suppress(OSError):
+            os.nice(CONSOLE_NICE)  # this thread and those it starts (the key reader)
         assert opts.socket is not None
         child.client = _DemoClient(opts.socket, status_timeout=1.0)
         child.session = DemoSession(child.client, child.forward)
