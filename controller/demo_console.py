@@ -20,9 +20,10 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from types import FrameType
-from typing import IO, Any
+from typing import IO
 
 from pydantic import TypeAdapter
 from rich.console import Console
@@ -66,7 +67,7 @@ class DemoSession(ConsoleSession):
     """`cellctl console`'s session, keys, legend and confirmations; q stops the demo (as Ctrl-C
     does: the belt runs empty, then the score) instead of leaving the console."""
 
-    def __init__(self, control: CellControl, stop_demo: Any) -> None:
+    def __init__(self, control: CellControl, stop_demo: Callable[[int], None]) -> None:
         super().__init__(control)
         self.stop_demo = stop_demo
 
