@@ -174,6 +174,7 @@ def _start_demo(args: argparse.Namespace) -> int:
         plc_scan_ms=args.plc_scan_ms,
         plc_scan_jitter_ms=args.plc_scan_jitter_ms,
         faults=tuple(args.fault),
+        verbose=args.verbose + args.sub_verbose,
     )
     return run_demo(opts)
 

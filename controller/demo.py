@@ -59,6 +59,7 @@ class DemoOptions:
     plc_scan_jitter_ms: float | None = None
     #: Faults to inject, `TARGET[INDEX]:KIND[=VALUE]@SECONDS` (see `simulators.faults`).
     faults: tuple[str, ...] = ()
+    verbose: int = 0  # -v given this many times: the log level of the console's control process
 
 
 def select_cameras(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -264,21 +265,6 @@ async def _serve(
 
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="cell-service")
-    live = None
-    if not opts.headless:
-        from rich.console import Console
-        from rich.live import Live
-
-        from controller.console import render_status
-
-        # With --json, stdout carries only the result: the console goes to stderr.
-        live = Live(
-            render_status(service.snapshot()),
-            refresh_per_second=4,
-            screen=False,
-            console=Console(stderr=opts.json),
-        )
-        live.start()
     try:
         while not service.link_up:
             await asyncio.sleep(0.05)
@@ -300,8 +286,6 @@ async def _serve(
         )
         # A stop signal ends this loop: the belt runs empty and what went through is scored.
         while time.monotonic() < t_end and sim.done is None and signals.signum is None:
-            if live is not None:
-                live.update(render_status(service.snapshot()))
             if lcfg.parts:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.to_thread(sim.wait_done, 0.25)
@@ -317,9 +301,6 @@ async def _serve(
         stop.set()
         await task
         await api.stop()
-        if live is not None:
-            live.update(render_status(service.snapshot()))
-            live.stop()
 
 
 async def _run_out(sim: Any, lcfg: Any) -> None:
@@ -335,7 +316,17 @@ async def _run_out(sim: Any, lcfg: Any) -> None:
 
 def run_demo(opts: DemoOptions) -> int:
     """Run the demo; prints the scored JSON with --json. Exit 1 if anything was misrouted or
-    lost; 128 + the signal's number when a stop signal came before the line ran."""
+    lost; 128 + the signal's number when a stop signal came before the line ran.
+
+    Unless headless, on a terminal, it runs in a child process and this one shows the console
+    (`controller.demo_console`); without a terminal it runs as headless."""
+    if not opts.headless and (sys.stderr if opts.json else sys.stdout).isatty():
+        from rich.console import Console
+
+        from controller.demo_console import run_with_console
+
+        # With --json, stdout carries only the result: the console goes to stderr.
+        return run_with_console(opts, Console(stderr=opts.json))
     tmp = tempfile.TemporaryDirectory(prefix="cell-demo-") if opts.data_dir is None else None
     data_dir = Path(tmp.name) if tmp is not None else opts.data_dir
     assert data_dir is not None

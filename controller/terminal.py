@@ -15,7 +15,7 @@ import termios
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Empty, Queue
 
@@ -56,7 +56,10 @@ def _keys(stop: threading.Event) -> Iterator[Queue[str]]:
     finally:
         stop.set()
         reader.join(timeout=1.0)
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        # TCSAFLUSH: keys typed but not read are dropped, never handed to the shell afterwards.
+        # A terminal that hung up cannot be set any more (termios.error): nothing to restore.
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
 
 
 class ConsoleSession:
@@ -124,14 +127,24 @@ class ConsoleSession:
 
 def attach(socket: Path, refresh_hz: float = 4.0) -> int:
     """Run the console until q or Ctrl-C. Log records wait until the screen is closed."""
+    return show(ConsoleSession(ApiClient(socket, status_timeout=1.0)), Console(), refresh_hz)
+
+
+def show(
+    session: ConsoleSession,
+    console: Console,
+    refresh_hz: float = 4.0,
+    ended: Callable[[], bool] = lambda: False,
+) -> int:
+    """Draw `session` on `console`'s alternate screen and hand it the keys until a key quits
+    (`session.key` returns False), Ctrl-C, or `ended()` (checked at every redraw). Log records
+    wait until the screen is closed."""
     from controller.logs import held_logs
 
-    console = Console()
-    session = ConsoleSession(ApiClient(socket, status_timeout=1.0))
     stop = threading.Event()
     with held_logs(), _keys(stop) as keys, Live(console=console, screen=True, auto_refresh=False) as live:
         try:
-            while True:
+            while not ended():
                 live.update(session.frame((console.width, console.height)), refresh=True)
                 deadline = time.monotonic() + 1.0 / refresh_hz
                 while (left := deadline - time.monotonic()) > 0:
@@ -144,3 +157,4 @@ def attach(socket: Path, refresh_hz: float = 4.0) -> int:
                     live.update(session.frame((console.width, console.height)), refresh=True)
         except KeyboardInterrupt:
             return 0
+    return 0

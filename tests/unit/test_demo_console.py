@@ -1,0 +1,99 @@
+"""The demo's console (issue 15, item 4): `cellctl console`'s session with q stopping the demo,
+its options handed to the control process, and the screen it draws on."""
+
+from __future__ import annotations
+
+import io
+import signal
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from controller.api import ApiError
+from controller.contract import Command
+from controller.demo import DemoOptions
+from controller.demo_console import OPTIONS, DemoSession, _Child, _DemoClient
+from controller.snapshot import StatusSnapshot
+from controller.terminal import show
+from tests.unit.test_console import snapshot
+
+
+class FakeCell:
+    """The control facade of a cell that accepts every command."""
+
+    def __init__(self) -> None:
+        self.sent: list[Command] = []
+
+    def command(self, cmd: Command) -> str | None:
+        self.sent.append(cmd)
+        return None
+
+    def snapshot(self) -> StatusSnapshot:
+        return snapshot(state="HELD" if self.sent and self.sent[-1] is Command.HOLD else "EXECUTE")
+
+    async def activate_recipe(
+        self, source: str, name: str | None = None, number: int | None = None
+    ) -> object:
+        raise NotImplementedError
+
+
+def session() -> tuple[DemoSession, FakeCell, list[int]]:
+    cell, stops = FakeCell(), []
+    return DemoSession(cell, stops.append), cell, stops  # type: ignore[arg-type]
+
+
+def test_the_console_keys_command_the_demo_cell_and_stop_asks_first() -> None:
+    s, cell, _ = session()
+    assert s.key("h") and cell.sent == [Command.HOLD] and "HELD" in s.footer()
+    assert s.key("x") and "press y to STOP" in s.footer() and cell.sent == [Command.HOLD]
+    assert s.key("n") and s.footer() == "stop cancelled"
+    assert s.key("x") and s.key("y") and cell.sent == [Command.HOLD, Command.STOP]
+
+
+def test_q_stops_the_demo_and_keeps_the_console_until_it_has_scored() -> None:
+    s, cell, stops = session()
+    s.key("x")
+    assert s.key("q") is True  # the console stays: the demo drains, then it ends
+    assert stops == [signal.SIGINT] and s.pending is None and cell.sent == []
+    s.key("Q")
+    assert stops == [signal.SIGINT, signal.SIGINT]  # again: at once
+
+
+def test_the_control_process_gets_the_same_options() -> None:
+    opts = DemoOptions(
+        parts=300,
+        cell=Path("/x/cell.yaml"),
+        socket=Path("/run/s.sock"),
+        faults=("plc:restart@10",),
+        verbose=1,
+    )
+    assert OPTIONS.validate_json(OPTIONS.dump_json(opts)) == opts
+
+
+def test_until_the_demo_answers_it_says_it_is_starting(tmp_path: Path) -> None:
+    client = _DemoClient(tmp_path / "nothing.sock", status_timeout=0.2)
+    with pytest.raises(ApiError, match="the demo is starting"):
+        client.snapshot()
+    client.stopping = True
+    with pytest.raises(ApiError, match="scoring"):
+        client.snapshot()
+
+
+def test_signals_before_the_child_runs_wait_for_it_and_a_hang_up_ends_the_drawing() -> None:
+    child = _Child(DemoOptions())
+    child.forward(signal.SIGINT)
+    assert child.pending == [signal.SIGINT]
+    child.forward(signal.SIGHUP)
+    assert child.ended()
+
+
+def test_the_screen_is_the_alternate_one_and_is_left_when_the_demo_ends() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=80, height=24, force_terminal=True, color_system=None)
+    s, _, _ = session()
+    frames = iter([False, False, True])
+    assert show(s, console, refresh_hz=100.0, ended=lambda: next(frames)) == 0
+    text = out.getvalue()
+    assert text.count("inspection cell") == 2 and "h hold" in text
+    assert text.index("\x1b[?1049h") < text.index("inspection cell") < text.rindex("\x1b[?1049l")
