@@ -175,6 +175,8 @@ def _start_demo(args: argparse.Namespace) -> int:
         plc_scan_jitter_ms=args.plc_scan_jitter_ms,
         faults=tuple(args.fault),
         verbose=args.verbose + args.sub_verbose,
+        mqtt=args.mqtt,
+        opcua=args.opcua,
     )
     return run_demo(opts)
 
@@ -553,6 +555,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="control socket (default: CELLCTL_SOCKET or a per-user folder)",
+    )
+    port = _value("a port from 1 to 65535", int, 1, 65535)
+    d.add_argument(
+        "--mqtt",
+        nargs="?",
+        const=0,
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="publish to a local MQTT broker started for the demo (Mosquitto, else amqtt), on PORT "
+        "(default: a free one); watch with mosquitto_sub",
+    )
+    d.add_argument(
+        "--opcua",
+        nargs="?",
+        const=0,
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="serve OPC UA on 127.0.0.1:PORT, anonymous viewers (default: 4840, or a free one if it "
+        "is taken); watch with any OPC UA client",
     )
     d.set_defaults(func=_demo, parser=d)
 

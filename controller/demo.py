@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -20,11 +21,15 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from controller.api import ControlApi, default_socket
-from controller.assembly import build_cell, new_run_id
+from controller.assembly import build_cell, new_run_id, start_plant, with_local_plant
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
 from controller.core.packml import Command
+from controller.daemon import close_plant
+from controller.plant.links import PlantLinks, PlantStartError
+from controller.plant.local_broker import start_local_broker
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,8 @@ DEFAULT_CELL = ROOT / "recipes" / "cells" / "demo-cell.yaml"
 DEFAULT_RECIPE = ROOT / "recipes" / "plate-4h.yaml"
 #: Emulated cameras play pre-rendered images: without --parts, this many.
 EMULATED_PARTS = 300
+#: OPC UA's registered port: `--opcua` without a port takes it, or a free one if it is taken.
+OPCUA_PORT = 4840
 
 
 @dataclass
@@ -60,6 +67,45 @@ class DemoOptions:
     #: Faults to inject, `TARGET[INDEX]:KIND[=VALUE]@SECONDS` (see `simulators.faults`).
     faults: tuple[str, ...] = ()
     verbose: int = 0  # -v given this many times: the log level of the console's control process
+    mqtt: int | None = None  # a local broker's port (0: a free one); None: no MQTT
+    opcua: int | None = None  # the OPC UA server's port (0: 4840 or a free one); None: no OPC UA
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds it
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def plant_ports(opts: DemoOptions) -> DemoOptions:
+    """`opts` with the ports `--mqtt` and `--opcua` left open (0) chosen: a free one for the
+    broker; 4840 for OPC UA, or a free one if it is taken. Chosen once, before the console
+    starts the control process, so both know them."""
+    mqtt = _free_port() if opts.mqtt == 0 else opts.mqtt
+    opcua = opts.opcua
+    if opcua == 0:
+        opcua = OPCUA_PORT if _port_free(OPCUA_PORT) else _free_port()
+    return replace(opts, mqtt=mqtt, opcua=opcua)
+
+
+def watch_lines(mqtt: int | None, opcua: int | None) -> list[str]:
+    """How a person watches the demo's plant connections: the broker's and the server's port."""
+    lines = []
+    if mqtt:
+        lines.append(f"MQTT: mosquitto_sub -h 127.0.0.1 -p {mqtt} -v -t 'inspection/v1/#'")
+    if opcua:
+        lines.append(f"OPC UA: opc.tcp://127.0.0.1:{opcua}/inspection-cell/ (anonymous viewer)")
+    return lines
 
 
 def select_cameras(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
@@ -192,9 +238,6 @@ async def _demo(
 async def _demo_run(
     opts: DemoOptions, data_dir: Path, scenario: Scenario | None, signals: StopSignals
 ) -> dict[str, Any]:
-    from simulators.launcher import SimLine
-    from simulators.scorer import load_records, score
-
     cell, recipe = select_cameras(load_cell_config(opts.cell), load_recipe(opts.recipe), opts.cameras)
     if opts.trigger_ring is not None:
         cell = cell.model_copy(
@@ -210,8 +253,32 @@ async def _demo_run(
         opts = replace(opts, parts=opts.parts or EMULATED_PARTS, drop_frames=0.0, extra_triggers=0.0)
         emulation = data_dir / "emulated-camera-images"
     lcfg = line_config(cell, recipe, opts)
-    p = cell.plc
     signals.check()
+    # The broker first: where none can run, the demo is refused before anything else starts.
+    broker = start_local_broker(data_dir / "mqtt-broker", opts.mqtt) if opts.mqtt is not None else None
+    try:
+        if broker is not None or opts.opcua is not None:
+            cell = with_local_plant(cell, broker.port if broker else None, opts.opcua)
+        return await _demo_line(opts, data_dir, scenario, signals, cell, recipe, lcfg, emulation)
+    finally:
+        if broker is not None:
+            broker.stop()  # not in a thread: a second signal must not cancel the stop
+
+
+async def _demo_line(
+    opts: DemoOptions,
+    data_dir: Path,
+    scenario: Scenario | None,
+    signals: StopSignals,
+    cell: CellConfig,
+    recipe: Recipe,
+    lcfg: Any,
+    emulation: Path | None,
+) -> dict[str, Any]:
+    from simulators.launcher import SimLine
+    from simulators.scorer import load_records, score
+
+    p = cell.plc
     sim = SimLine(lcfg, p, [c.name for c in cell.cameras], emulation)
     sim.spawn()  # here, in the main thread: the line's processes never see Ctrl-C (see SimLine.spawn)
     try:
@@ -230,9 +297,15 @@ async def _demo_run(
             run_id=run_id,
             cameras={c.name: c for c in sim.cameras},
         )
-        api = ControlApi(service, opts.socket or default_socket())
-        await api.start()  # before the service runs: a refused socket leaves nothing running
-        outcomes, dropped = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
+        plant = await _start_plant(service, data_dir)
+        follow = asyncio.create_task(plant.follow(service.snapshot), name="plant-status")
+        try:
+            api = ControlApi(service, opts.socket or default_socket())
+            await api.start()  # before the service runs: a refused socket leaves nothing running
+            outcomes, dropped = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
+        finally:
+            follow.cancel()
+            await close_plant(plant)  # after the service stopped: the plant got its last events
     finally:
         await asyncio.to_thread(sim.stop)
     records = load_records(data_dir / cell.records.database, run_id)
@@ -246,7 +319,25 @@ async def _demo_run(
         database=str(data_dir / cell.records.database),
         counters=service.counters.as_dict(verdicts=False),
     )
+    if plant.enabled:
+        result["plant"] = plant.figures()
     return result
+
+
+async def _start_plant(service: CellService, data_dir: Path) -> PlantLinks:
+    """The plant links `with_local_plant` enabled, as `cellctl run` starts them; how to watch
+    them on stderr."""
+    try:
+        plant = await asyncio.to_thread(start_plant, service, data_dir, asyncio.get_running_loop())
+    except PlantStartError:
+        service.link.close()  # the service never ran: the simulated line stops the cameras
+        raise
+    cell = service.cell
+    mqtt = cell.mqtt.port if cell.mqtt.enabled else None
+    opcua = urlsplit(cell.opcua.endpoint).port if cell.opcua.enabled else None
+    for line in watch_lines(mqtt, opcua):
+        print(line, file=sys.stderr, flush=True)
+    return plant
 
 
 async def _serve(
@@ -320,6 +411,7 @@ def run_demo(opts: DemoOptions) -> int:
 
     Unless headless, on a terminal, it runs in a child process and this one shows the console
     (`controller.demo_console`); without a terminal it runs as headless."""
+    opts = plant_ports(opts)
     if not opts.headless and (sys.stderr if opts.json else sys.stdout).isatty():
         from rich.console import Console
 

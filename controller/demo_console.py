@@ -14,6 +14,7 @@ Run as a module (`python -m controller.demo_console OPTIONS_JSON`), it is that c
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ from rich.console import Console
 from controller.api import ApiClient, ApiError, default_socket
 from controller.config import ConfigError
 from controller.control import CellControl
-from controller.demo import STOP_SIGNALS, DemoOptions, run_demo
+from controller.demo import STOP_SIGNALS, DemoOptions, run_demo, watch_lines
 from controller.snapshot import StatusSnapshot
 from controller.terminal import ConsoleSession, show
 
@@ -67,9 +68,15 @@ class DemoSession(ConsoleSession):
     """`cellctl console`'s session, keys, legend and confirmations; q stops the demo (as Ctrl-C
     does: the belt runs empty, then the score) instead of leaving the console."""
 
-    def __init__(self, control: CellControl, stop_demo: Callable[[int], None]) -> None:
+    def __init__(
+        self, control: CellControl, stop_demo: Callable[[int], None], watch: list[str] | None = None
+    ) -> None:
         super().__init__(control)
         self.stop_demo = stop_demo
+        #: How to watch the plant connections (`--mqtt`, `--opcua`): the message line until a
+        #: key's answer replaces it.
+        if watch:
+            self.message, self.message_until = " │ ".join(watch), math.inf
 
     def key(self, ch: str) -> bool:
         if ch in ("q", "Q"):
@@ -171,7 +178,7 @@ def run_with_console(opts: DemoOptions, console: Console) -> int:
             os.nice(CONSOLE_NICE)  # this thread and those it starts (the key reader)
         assert opts.socket is not None
         child.client = _DemoClient(opts.socket, status_timeout=1.0)
-        child.session = DemoSession(child.client, child.forward)
+        child.session = DemoSession(child.client, child.forward, watch_lines(opts.mqtt, opts.opcua))
         with contextlib.suppress(OSError):  # the terminal hung up: there is nothing to draw on
             show(child.session, console, ended=child.ended)
         rc = child.finish()

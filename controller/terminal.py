@@ -92,7 +92,7 @@ class ConsoleSession:
 
     def send(self, cmd: str) -> None:
         try:
-            refused = self.control.command(Command[cmd.upper()])
+            refused = self.control.command(Command[cmd.upper()], source="console")
         except ControlError as exc:
             self.say(f"{cmd}: {exc}")
             return

@@ -55,6 +55,8 @@ def refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--cameras", "0"], "--cameras: expected a whole number from 1 to 16, found '0'"),
         (["--spacing-jitter", "0.7"], "--spacing-jitter: expected"),
         (["--plc-scan-ms", "0"], "--plc-scan-ms: expected"),
+        (["--mqtt", "70000"], "--mqtt: expected a port from 1 to 65535, found '70000'"),
+        (["--opcua", "port"], "--opcua: expected a port from 1 to 65535, found 'port'"),
     ],
 )
 def test_bad_demo_options_are_refused_in_one_line(
@@ -79,6 +81,13 @@ def test_good_options_still_run(demo_calls: list[Any]) -> None:
     assert main(["demo", "--headless", "--parts", "5", "--drop-frames", "0.5", "--ppm", "600"]) == 0
     (opts,) = demo_calls
     assert opts.parts == 5 and opts.drop_frames == 0.5 and opts.parts_per_min == 600
+
+
+def test_mqtt_and_opcua_take_an_optional_port(demo_calls: list[Any]) -> None:
+    assert main(["demo", "--headless", "--parts", "5"]) == 0
+    assert main(["demo", "--headless", "--parts", "5", "--mqtt", "--opcua"]) == 0
+    assert main(["demo", "--headless", "--parts", "5", "--mqtt", "1884", "--opcua", "4841"]) == 0
+    assert [(o.mqtt, o.opcua) for o in demo_calls] == [(None, None), (0, 0), (1884, 4841)]
 
 
 def test_run_refuses_a_negative_drain_timeout(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from controller.api import ApiClient
 from controller.console import KEYS, render_status, render_unreachable
+from controller.contract import Command
 from controller.service import StatusSnapshot, snapshot_from_dict
 from controller.terminal import ConsoleSession
 
@@ -162,3 +163,19 @@ def test_the_plant_connections_are_one_compact_line_when_enabled() -> None:
 
     assert "plant: MQTT DOWN 40 sent" in "\n".join(status_lines(snapshot(plant=PLANT)))
     assert not any(ln.startswith("plant") for ln in status_lines(snapshot()))
+
+
+def test_a_console_command_says_it_came_from_the_console() -> None:
+    sent: list[tuple[Command, str]] = []
+
+    class Cell:
+        def command(self, cmd: Command, source: str = "api") -> str | None:
+            sent.append((cmd, source))
+            return None
+
+        def snapshot(self) -> StatusSnapshot:
+            return snapshot(state="HELD")
+
+    session = ConsoleSession(Cell())  # type: ignore[arg-type]
+    assert session.key("h") and session.footer() == "hold: accepted, HELD"
+    assert sent == [(Command.HOLD, "console")]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import io
 import signal
+import socket
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from rich.console import Console
 
 from controller.api import ApiError
 from controller.contract import Command
-from controller.demo import DemoOptions
+from controller.demo import DemoOptions, plant_ports, watch_lines
 from controller.demo_console import OPTIONS, DemoSession, _Child, _DemoClient
 from controller.snapshot import StatusSnapshot
 from controller.terminal import show
@@ -25,7 +27,8 @@ class FakeCell:
     def __init__(self) -> None:
         self.sent: list[Command] = []
 
-    def command(self, cmd: Command) -> str | None:
+    def command(self, cmd: Command, source: str = "api") -> str | None:
+        assert source == "console"
         self.sent.append(cmd)
         return None
 
@@ -67,8 +70,36 @@ def test_the_control_process_gets_the_same_options() -> None:
         socket=Path("/run/s.sock"),
         faults=("plc:restart@10",),
         verbose=1,
+        mqtt=1884,
+        opcua=4841,
     )
     assert OPTIONS.validate_json(OPTIONS.dump_json(opts)) == opts
+
+
+def test_the_console_says_how_to_watch_the_plant_connections() -> None:
+    cell = FakeCell()
+    s = DemoSession(cell, lambda sig: None, watch_lines(1884, 4840))  # type: ignore[arg-type]
+    assert s.footer() == (
+        "MQTT: mosquitto_sub -h 127.0.0.1 -p 1884 -v -t 'inspection/v1/#' │ "
+        "OPC UA: opc.tcp://127.0.0.1:4840/inspection-cell/ (anonymous viewer)"
+    )
+    assert s.key("h") and s.footer() == "hold: accepted, HELD"  # a key's answer replaces it
+    assert DemoSession(cell, lambda sig: None).footer() == ""  # type: ignore[arg-type]
+
+
+def test_plant_ports_are_chosen_once_opcua_4840_unless_taken() -> None:
+    assert plant_ports(DemoOptions()) == DemoOptions()  # neither asked for
+    given = plant_ports(DemoOptions(mqtt=1884, opcua=4841))
+    assert (given.mqtt, given.opcua) == (1884, 4841)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with mock.patch("controller.demo.OPCUA_PORT", port):
+            chosen = plant_ports(DemoOptions(mqtt=0, opcua=0))
+    assert chosen.mqtt and chosen.opcua and chosen.opcua != port and chosen.mqtt != port
+    with mock.patch("controller.demo.OPCUA_PORT", port):  # free again
+        assert plant_ports(DemoOptions(opcua=0)).opcua == port
 
 
 def test_until_the_demo_answers_it_says_it_is_starting(tmp_path: Path) -> None:
