@@ -153,6 +153,13 @@ def _start_demo(args: argparse.Namespace) -> int:
     if dups:
         print(f"cellctl demo: recipe folder {recipe.parent}: {'; '.join(dups)}", file=sys.stderr)
         return 2
+    if args.mqtt is not None:
+        from controller.plant.local_broker import broker_problem
+
+        why = broker_problem()
+        if why is not None:
+            print(f"cellctl demo: --mqtt: {why}", file=sys.stderr)
+            return 2
     opts = DemoOptions(
         parts=args.parts,
         cameras=args.cameras,

@@ -35,16 +35,23 @@ def _binaries() -> dict[str, str]:
     return found
 
 
+def broker_problem() -> str | None:
+    """Why no local broker can run here, naming what to install; None when one can."""
+    if _binaries():
+        return None
+    return (
+        "no MQTT broker for the demo: install Mosquitto (apt-get install mosquitto) or amqtt "
+        "(pip install -e '.[dev]')"
+    )
+
+
 class LocalBroker:
     """One broker process on 127.0.0.1:`port` (0: a free one); its config and log in `folder`."""
 
     def __init__(self, folder: Path, port: int = 0) -> None:
         found = _binaries()
         if not found:
-            raise PlantStartError(
-                "no MQTT broker for the demo: install Mosquitto (apt-get install mosquitto) or amqtt "
-                "(pip install -e '.[dev]')"
-            )
+            raise PlantStartError(str(broker_problem()))
         self.kind = "mosquitto" if "mosquitto" in found else "amqtt"
         self._binary, self.folder = found[self.kind], folder
         self.port = port or _free_port()
@@ -108,4 +115,4 @@ def start_local_broker(folder: Path, port: int = 0) -> LocalBroker:
     return broker
 
 
-__all__ = ["LocalBroker", "start_local_broker"]
+__all__ = ["LocalBroker", "broker_problem", "start_local_broker"]

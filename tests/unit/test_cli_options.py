@@ -90,6 +90,21 @@ def test_mqtt_and_opcua_take_an_optional_port(demo_calls: list[Any]) -> None:
     assert [(o.mqtt, o.opcua) for o in demo_calls] == [(None, None), (0, 0), (1884, 4841)]
 
 
+def test_mqtt_is_refused_in_one_line_where_no_broker_can_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], demo_calls: list[Any]
+) -> None:
+    import controller.plant.local_broker as local_broker
+
+    monkeypatch.setattr(local_broker, "_binaries", dict)
+    assert main(["demo", "--headless", "--parts", "5", "--mqtt"]) == 2
+    out = capsys.readouterr()
+    lines = (out.out + out.err).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cellctl demo: --mqtt: no MQTT broker"), lines
+    assert "apt-get install mosquitto" in lines[0] and "amqtt" in lines[0], lines
+    assert not demo_calls
+    assert main(["demo", "--headless", "--parts", "5", "--opcua"]) == 0  # OPC UA needs no broker
+
+
 def test_run_refuses_a_negative_drain_timeout(capsys: pytest.CaptureFixture[str]) -> None:
     line = refused(["run", "--cell", "c.yaml", "--recipe", "x", "--drain-timeout", "-1"], capsys)
     assert "--drain-timeout: expected" in line, line
