@@ -7,11 +7,14 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+
+_received: list[int] = []  # the stop signals that came while loading
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise SystemExit(128 + signum)  # no traceback out of whichever module was loading
 
 
@@ -29,9 +32,23 @@ def quiet_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _load_cli() -> Callable[[], int]:
+    from controller.cli import main as cli_main
+
+    return cli_main
+
+
 def main() -> int:
-    with quiet_interrupt():
-        from controller.cli import main as cli_main
+    try:
+        with quiet_interrupt():
+            cli_main = _load_cli()
+    except BaseException:
+        # The exit may come back wrapped (a class being built turns it into a RuntimeError).
+        if not _received:
+            raise
+        name = signal.Signals(_received[0]).name
+        print(f"cellctl: stopped by {name} while starting", file=sys.stderr)
+        return 128 + _received[0]
     return cli_main()
 
 

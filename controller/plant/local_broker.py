@@ -80,7 +80,11 @@ class LocalBroker:
         command = self._command()
         log = self.folder / f"{self.kind}.log"
         with open(log, "ab") as out:  # the process keeps its own copy of the descriptor
-            self._proc = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+            # A session of its own: a terminal's Ctrl-C goes to the demo's process group, and the
+            # broker must outlive the demo's drain (the demo stops it last, on every path).
+            self._proc = subprocess.Popen(
+                command, stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._proc.poll() is None:
             try:

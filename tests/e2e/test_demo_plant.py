@@ -102,3 +102,28 @@ def test_sigterm_stops_the_demo_broker_too(tmp_path: Path) -> None:
     assert rc == 0, err[-2000:]
     assert refused(mqtt) and refused(opcua), "the broker or the server still listens"
     demo.assert_nothing_left()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_ctrl_c_to_the_terminal_drains_the_demo_before_its_broker_stops(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C goes to its whole process group: the broker must not be in it, or it
+    # dies before the demo has sent what it queued (found by a new user: 13 messages queued).
+    demo = Demo(tmp_path, "--parts", "2000", "--json", "--mqtt", "--opcua")
+    try:
+        mqtt, opcua = watched_ports(demo)
+        with Listener(mqtt, "inspection/v1/#", client_id="e2e-ctrl-c") as listener:
+            asyncio.run(read_state_until(opcua, "EXECUTE"))
+            time.sleep(1.0)
+            demo.signal(signal.SIGINT, group=True)
+            rc, out, err = demo.finish()
+            online = [json.loads(p)["data"] for p, _ in listener.on("online")]
+    finally:
+        demo.finish()
+    clean(err)
+    assert rc in (0, 130), err[-2000:]
+    assert "connection to 127.0.0.1" not in err, err[-2000:]  # the broker stayed up to the end
+    plant = json.loads(out)["plant"]
+    assert plant["mqtt"]["queued"] == 0 and plant["mqtt"]["dropped"] == 0, plant
+    assert online[-1]["online"] is False and online[-1]["reason"] == "stopped", online
+    demo.assert_nothing_left()
