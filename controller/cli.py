@@ -140,11 +140,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _start_demo(args: argparse.Namespace) -> int:
+    from controller.config import load_cell_config
     from controller.demo import DemoOptions, run_demo
     from controller.recipes import folder_duplicates
 
     if args.headless and args.parts == 0:
         print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
+        return 2
+    if not args.cell.is_file():  # before the recipe, which is looked up beside it
+        print(f"cellctl demo --cell: {args.cell}: no such file", file=sys.stderr)
+        return 2
+    cell = load_cell_config(args.cell)
+    if not 1 <= args.cameras <= len(cell.cameras):
+        print(
+            f"cellctl demo: --cameras: expected a whole number from 1 to {len(cell.cameras)} (the cameras "
+            f"of cell {cell.name}), found {args.cameras}",
+            file=sys.stderr,
+        )
         return 2
     recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "demo --recipe")
     if recipe is None:
@@ -400,7 +412,12 @@ def _recipe_diff(args: argparse.Namespace) -> int:
     paths = [_resolve(ref, folder, "recipe diff") for ref in (args.a, args.b)]
     if paths[0] is None or paths[1] is None:
         return 2
-    a, b = load_recipe(paths[0]), load_recipe(paths[1])
+    try:
+        a, b = load_recipe(paths[0]), load_recipe(paths[1])
+    except ConfigError as exc:  # trouble is 2, as diff has it; 1 says only "they differ"
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 2
     changes = diff_recipes(a, b)
     for field, va, vb in changes:
         print(f"{field}: {va!r} -> {vb!r}")

@@ -355,7 +355,7 @@ class CellService:
 
     async def _shutdown(self) -> None:
         if self.core.state not in (State.STOPPED, State.ABORTED, State.STOPPING):
-            self.command(Command.STOP)
+            self.command(Command.STOP, source="shutdown")
         deadline = time.monotonic() + self.drain_timeout_s
         while self.core.any_undecided() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -137,6 +137,8 @@ def test_service_notifies_systemd_obeys_the_api_and_drains_on_sigterm(
     assert took < 3 + 8  # the drain timeout plus the flush
     assert notify.count("STOPPING") == 1
     assert "Traceback" not in out
+    # A stop by signal says so in the journal, not "api" (a systemd stop is not an operator's).
+    assert "-> STOPPING (stop, shutdown)" in out, out[-2000:]
 
     fed = sim.close_infeed()
     deadline = time.monotonic() + 10

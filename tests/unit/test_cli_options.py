@@ -162,6 +162,29 @@ def test_recipe_diff_exits_like_diff(tmp_path: Path, capsys: pytest.CaptureFixtu
     shutil.copy(a, tmp_path / "same.yaml")
     assert main(["recipe", "diff", str(a), str(tmp_path / "same.yaml")]) == 0
     assert "no differences" in capsys.readouterr().out
+    # Trouble is 2, as diff has it: a broken file is not "they differ".
+    (tmp_path / "bad.yaml").write_text(GOOD.replace("rule: any_fail", "rule: any_fial"))
+    assert main(["recipe", "diff", str(a), str(tmp_path / "bad.yaml")]) == 2
+
+
+def test_demo_names_a_missing_cell_file_not_the_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], demo_calls: list[Any]
+) -> None:
+    assert main(["demo", "--cell", str(tmp_path / "nope.yaml"), "--headless", "--parts", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cellctl demo --cell: {tmp_path / 'nope.yaml'}: no such file", err
+    assert demo_calls == []
+
+
+def test_demo_refuses_more_cameras_than_the_cell_has_in_one_line(
+    capsys: pytest.CaptureFixture[str], demo_calls: list[Any]
+) -> None:
+    assert main(["demo", "--cameras", "7", "--headless", "--parts", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "cellctl demo: --cameras: expected a whole number from 1 to 4"
+    ), err
+    assert demo_calls == []
 
 
 #: How each command of the README's usage block exits when no service runs, by its first words:
