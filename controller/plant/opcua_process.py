@@ -271,7 +271,7 @@ class OpcUaProcess:
         if not self._ready.is_set():
             self._start_error = f"opcua: the server process ended before it listened (exit code {code})"
             self._ready.set()
-        elif not self._closing:
+        elif not self._closing and self._start_error is None:  # a start error is raised, not logged
             log.error("opcua: the server process ended (exit code %d): the cell goes on without OPC UA", code)
 
 
