@@ -1,9 +1,11 @@
 """The cell's OPC UA server: its state, results and recipe selection for the plant (OPC 40100 / PackTags).
 
-A subscriber of the event outlet and a user of the control facade. It runs on a thread of its
-own with its own asyncio loop, so the control loop never waits on it: `on_event` (the outlet's
-callback) only appends to a bounded inbox, counting what does not fit; the facade is called on
-the cell's loop (`cell_loop`) from the server's, with a timeout. asyncua bounds what a slow
+A subscriber of the event outlet and a user of the control facade. The cell runs it in a
+process of its own (`opcua_child`, fed through `opcua_process`), with the control API as its
+facade and the status pushed (`poll_status` false); in process, as the tests run it, it works
+alike. It runs on a thread of its own with its own asyncio loop, so its caller never waits
+on it: `on_event` (the outlet's callback) only appends to a bounded inbox, counting what does
+not fit; the facade is called on `cell_loop` from the server's, with a timeout. asyncua bounds what a slow
 client can hold (each monitored item's queue, the unacknowledged notifications), so a client
 that stops reading loses its own notifications and slows nothing else.
 
