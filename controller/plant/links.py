@@ -105,18 +105,21 @@ class PlantLinks:
         also parse the request and serialise the reply here; pushed, the OPC UA status is
         serialised on the pipe's writer thread, and costs nothing more when MQTT takes the
         snapshot anyway."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         due: dict[str, float] = {}
         if self.mqtt is not None:
-            due["mqtt"] = 0.0
+            due["mqtt"] = start
         if self.opcua is not None:
-            due["opcua"] = 0.0
+            due["opcua"] = start
         if not due:
             return
         intervals = {"mqtt": self.mqtt_config.status_interval_s, "opcua": self.opcua_config.status_interval_s}
-        loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            ready = [name for name, at in due.items() if at <= now]
+            # On a fixed grid from the start, within a few ms: with intervals that are multiples
+            # (1 s and 10 s by default) both fall due together and share one snapshot.
+            ready = [name for name, at in due.items() if at <= now + 0.005]
             if ready:
                 try:
                     snap = snapshot()
@@ -127,7 +130,7 @@ class PlantLinks:
                 except Exception as exc:  # the status is a courtesy: the next one may work
                     log.warning("plant: status failed: %s: %s", type(exc).__name__, exc)
                 for name in ready:
-                    due[name] = now + intervals[name]
+                    due[name] = max(due[name] + intervals[name], now)  # behind: no burst to catch up
             await asyncio.sleep(max(0.0, min(due.values()) - loop.time()))
 
     def figures(self) -> dict[str, dict[str, Any]]:
