@@ -40,8 +40,9 @@ from controller.snapshot import StatusSnapshot, snapshot_from_dict
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096
-#: Who a command over the API may say sent it (its state change's cause); none given: "api".
-COMMAND_SOURCES = ("api", "console")
+#: Who a command or recipe change over the API may say sent it (the state change's cause, the audit); none
+#: given: "api". "opcua": the OPC UA server, which runs in a process of its own.
+COMMAND_SOURCES = ("api", "console", "opcua")
 _ACCEPT_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -351,6 +352,9 @@ class ControlApi:
             name = req.get("name")
             if not isinstance(name, str) or not name:
                 return _error('recipe_activate needs "name": a recipe name')
+            source = req.get("source", "api")
+            if source not in COMMAND_SOURCES:
+                return _error(f"unknown source {_short(source)} (known: {', '.join(COMMAND_SOURCES)})")
             if self._activations.delay(loop.time()) > 0:  # changeovers are rare; a flood is refused here
                 self._activations.give_back()
                 self.counts["rate_limited"] += 1
@@ -361,7 +365,7 @@ class ControlApi:
                         "error": f"busy: over {self.limits.activate_per_s:g} recipe requests/s",
                     }
                 )
-            result, reason = await self.control.activate_recipe("api", name=name)
+            result, reason = await self.control.activate_recipe(source, name=name)
             self._status = None
             ok = result.name == "ACTIVE"
             if ok:

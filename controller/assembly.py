@@ -53,17 +53,22 @@ def build_cell(
 
 
 def start_plant(
-    service: CellService, data_dir: Path, cell_loop: asyncio.AbstractEventLoop | None
+    service: CellService,
+    data_dir: Path,
+    cell_loop: asyncio.AbstractEventLoop | None,
+    *,
+    api_socket: Path | None = None,
 ) -> PlantLinks:
     """The plant connections the service's cell config enables, started on its event outlet
-    and control facade (`cell_loop`: the loop the service runs on, where the OPC UA server calls
-    the facade), their figures in its status. Blocking; call it after `build_cell`, before
+    (`cell_loop`: the loop the service runs on), their figures in its status. The OPC UA server
+    runs in a process of its own and commands the cell through its control API on `api_socket`
+    (None: it refuses commands and recipe selection, saying why). Blocking; call it after `build_cell`, before
     `service.run`. Raises `PlantStartError` (one line). The caller runs `links.follow(service.
     snapshot)` as a task on `cell_loop` and calls `links.close()` after the service stopped."""
     cell = service.cell
     links = PlantLinks(cell.mqtt, cell.opcua, cell.name, data_dir)
     if links.enabled:
-        links.start(service.events, service, cell_loop)
+        links.start(service.events, service, cell_loop, api_socket=api_socket)
         service.status.plant = links.figures
     return links
 

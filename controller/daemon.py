@@ -108,7 +108,7 @@ async def serve(opts: RunOptions, cell: CellConfig) -> int:
     )  # fmt: skip
     loop = asyncio.get_running_loop()
     try:
-        plant = await asyncio.to_thread(start_plant, service, opts.data_dir, loop)
+        plant = await asyncio.to_thread(start_plant, service, opts.data_dir, loop, api_socket=opts.socket)
     except PlantStartError as exc:
         for cam in service.cameras.values():  # the service never ran: what build_cell opened
             cam.stop()

@@ -1,9 +1,11 @@
 """The cell's OPC UA server: its state, results and recipe selection for the plant (OPC 40100 / PackTags).
 
-A subscriber of the event outlet and a user of the control facade. It runs on a thread of its
-own with its own asyncio loop, so the control loop never waits on it: `on_event` (the outlet's
-callback) only appends to a bounded inbox, counting what does not fit; the facade is called on
-the cell's loop (`cell_loop`) from the server's, with a timeout. asyncua bounds what a slow
+A subscriber of the event outlet and a user of the control facade. The cell runs it in a
+process of its own (`opcua_child`, fed through `opcua_process`), with the control API as its
+facade and the status pushed (`poll_status` false); in process, as the tests run it, it works
+alike. It runs on a thread of its own with its own asyncio loop, so its caller never waits
+on it: `on_event` (the outlet's callback) only appends to a bounded inbox, counting what does
+not fit; the facade is called on `cell_loop` from the server's, with a timeout. asyncua bounds what a slow
 client can hold (each monitored item's queue, the unacknowledged notifications), so a client
 that stops reading loses its own notifications and slows nothing else.
 
@@ -93,16 +95,20 @@ class OpcUaServer:
         cell_loop: asyncio.AbstractEventLoop | None = None,
         data_dir: Path = Path("."),
         env: Mapping[str, str] | None = None,
+        poll_status: bool = True,
     ) -> None:
         """`control` is called on `cell_loop` (the loop that owns the cell: in process, the
         facade must be called there); None calls it on the server's own loop (a facade that
         may be called from any thread, or a test's stub). Relative paths in the config (the
         certificate, password files) are taken from `data_dir`; passwords in variables from
-        `env` (default: the process environment)."""
+        `env` (default: the process environment). `poll_status` false: the status is not read
+        from `control` but handed in with `on_snapshot` (the cell pushes it, in order with its
+        events)."""
         self.config = config
         self._control, self._cell_loop = control, cell_loop
         self._data_dir, self._env = data_dir, env
-        self._inbox: deque[Event] = deque()
+        self._poll = poll_status
+        self._inbox: deque[Event | StatusSnapshot] = deque()
         self._inbox_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -172,7 +178,7 @@ class OpcUaServer:
         )  # fmt: skip
 
     # ----------------------------------------------------------------- events
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event | StatusSnapshot) -> None:
         """The outlet's callback: queue the event for the server's loop. Never blocks."""
         loop, wake = self._loop, self._wake
         with self._inbox_lock:
@@ -189,6 +195,11 @@ class OpcUaServer:
         if first:  # one wake-up per batch: the loop's callback queue stays bounded too
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(wake.set)
+
+    def on_snapshot(self, snap: StatusSnapshot) -> None:
+        """The cell's status, pushed (`poll_status` false): shown after the events queued before
+        it, through the same bounded inbox. Never blocks."""
+        self.on_event(snap)
 
     # ------------------------------------------------------------ the thread
     def _run(self, passwords: dict[str, str]) -> None:
@@ -219,7 +230,9 @@ class OpcUaServer:
         with self._inbox_lock:
             self._running = True
         self._started.set()
-        poller = asyncio.create_task(self._poll_status(), name="opcua-status")
+        poller = asyncio.create_task(
+            self._poll_status() if self._poll else self._stop.wait(), name="opcua-status"
+        )
         try:
             while not self._stop.is_set():
                 await self._wake.wait()
@@ -259,6 +272,12 @@ class OpcUaServer:
             batch = list(self._inbox)
             self._inbox.clear()
         for event in batch:
+            if isinstance(event, StatusSnapshot):
+                try:
+                    self._view.apply_snapshot(event)
+                except Exception as exc:  # a snapshot it cannot read: the next one may do
+                    self._failed("status snapshot", exc)
+                continue
             self.events += 1
             try:
                 await self._take(event)

@@ -7,7 +7,9 @@ table and the difference, writes .bench/plant_overhead.json. Only asserts that r
 the goal (issue 14) is a p99 difference under 1 ms.
 
 BENCH_PLANT_SECONDS (30): parts fed per run; BENCH_PLANT_PAIRS (2): off/on pairs;
-BENCH_PLANT_ONLY (mqtt or opcua): enable only that one; BENCH_PLANT_SYNC (full): the spool's sync."""
+BENCH_PLANT_ONLY (mqtt or opcua): enable only that one; BENCH_PLANT_SYNC (full): the spool's sync.
+Each run also keeps the cell's plant figures at its end (sent, queued, dropped; the OPC UA
+server runs in a process of its own, `controller.plant.opcua_process`)."""
 
 from __future__ import annotations
 
@@ -142,7 +144,8 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
         time.sleep(0.3)
         assert request(sock, {"op": "command", "command": "start"})["ok"]
         time.sleep(SECONDS)
-        stages = request(sock, {"op": "status"})["status"]["stage_ms"]
+        status = request(sock, {"op": "status"})["status"]
+        stages, plant_figures = status["stage_ms"], status.get("plant", {})
         if watcher is not None:
             watcher.close()  # before the server goes
         proc.send_signal(signal.SIGTERM)
@@ -170,6 +173,7 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
         "mqtt_parts": mqtt_parts, "opcua_events": watcher.events if watcher is not None else 0,
         "opcua_error": watcher.error if watcher is not None else "",
         "stage_p50_p99_ms": {k: [round(v[0], 2), round(v[1], 2)] for k, v in stages.items()},
+        "plant_figures": plant_figures,
     }  # fmt: skip
 
 
@@ -187,7 +191,8 @@ def test_plant_overhead(tmp_path: Path) -> None:
                     f"run {len(runs)}: plant {'on ' if plant else 'off'}  parts {r['parts']}  "
                     f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  no decision {r['no_decision']}  "
                     f"mqtt parts {r['mqtt_parts']}  opcua events {r['opcua_events']} {r['opcua_error']}\n"
-                    f"  stages p50/p99 ms: {r['stage_p50_p99_ms']}",
+                    f"  stages p50/p99 ms: {r['stage_p50_p99_ms']}\n"
+                    f"  plant figures (the cell's status at the end): {r['plant_figures']}",
                     flush=True,
                 )
     finally:

@@ -205,6 +205,10 @@ def test_the_plant_sees_the_running_cell_over_mqtt_and_opcua(mqtt_broker: Broker
     states = [json.loads(p)["data"] for p, _ in listener.on("state")]
     assert ("start", "opcua") in [(s["trigger"], s["cause"]) for s in states]  # who started the line
     assert next(s for s in states if s["to_state"] == "aborting")["cause"] == "opcua"
+    # The server's process selects recipes through the control API, audited as from OPC UA.
+    recipes = [json.loads(p)["data"] for p, _ in listener.on("recipe")]
+    assert ("plate-4h-long", "opcua") in [(r["name"], r["source"]) for r in recipes], recipes
+    assert ("plate-4h", "opcua") in [(r["name"], r["source"]) for r in recipes], recipes  # refused
     online = [json.loads(p)["data"] for p, _ in listener.on("online")]
     assert online[-1]["online"] is False and online[-1]["reason"] == "stopped", online  # not the will
     status = [json.loads(p)["data"] for p, _ in listener.on("status")]

@@ -5,9 +5,12 @@ never the last will), and the status is pushed from the cell's loop."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -133,3 +136,48 @@ def test_the_demo_gets_a_local_broker_and_a_cell_config_with_both_enabled(tmp_pa
     finally:
         broker.stop()
     assert not with_local_plant(load_cell_config(CELL)).mqtt.enabled  # None: left as it is
+
+
+class Pushed:
+    """Stands for the MQTT publisher and the OPC UA process: notes each status pushed, when."""
+
+    def __init__(self) -> None:
+        self.at: list[tuple[float, object]] = []
+
+    def set_status(self, status: object) -> None:
+        self.at.append((time.monotonic(), status))
+
+    def on_snapshot(self, snap: object) -> None:
+        self.at.append((time.monotonic(), snap))
+
+
+def test_the_status_goes_to_both_each_at_its_own_interval_one_snapshot_when_both_are_due(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.test_opcua_model import snapshot
+
+    mqtt = MqttConfig(enabled=True, site="s", area="a", line="l", status_interval_s=0.6)
+    opcua = OpcUaConfig(
+        enabled=True, endpoint="opc.tcp://127.0.0.1:4840/x/", security="none", anonymous=True,
+        status_interval_s=0.2,
+    )  # fmt: skip
+    links = PlantLinks(mqtt, opcua, "c", tmp_path)
+    links.mqtt, links.opcua = Pushed(), Pushed()  # type: ignore[assignment]
+    taken: list[object] = []
+
+    def snap() -> object:
+        taken.append(snapshot(parts=len(taken)))
+        return taken[-1]
+
+    async def go() -> None:
+        task = asyncio.create_task(links.follow(snap))  # type: ignore[arg-type]
+        await asyncio.sleep(0.9)
+        task.cancel()
+
+    asyncio.run(go())
+    to_mqtt, to_opcua = links.mqtt.at, links.opcua.at  # type: ignore[attr-defined]
+    assert len(to_mqtt) == 2 and len(to_opcua) == 5, (len(to_mqtt), len(to_opcua))  # at 0, 0.2, ... 0.8 s
+    assert len(taken) == len(to_opcua)  # when MQTT is due too, it gets the same snapshot
+    assert to_opcua[0][1] is taken[0] and to_mqtt[0][1] == asdict(taken[0])  # type: ignore[call-overload]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(to_opcua)]
+    assert all(0.15 < g < 0.3 for g in gaps), gaps

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from controller.api import ApiClient, ControlApi
+from controller.api import ApiClient, ControlApi, request
 from controller.contract import Command, RecipeResult
 from controller.control import CellControl, ControlError
 from controller.snapshot import StatusSnapshot
@@ -144,10 +144,22 @@ def test_a_command_over_the_api_says_who_sent_it(tmp_path: Path) -> None:
             client = ApiClient(sock)
             assert await asyncio.to_thread(client.command, Command.START) is None
             assert await asyncio.to_thread(client.command, Command.START, "console") is None
-            refused = await asyncio.to_thread(client.command, Command.START, "opcua")
+            # The OPC UA server runs in a process of its own and commands through the API.
+            assert await asyncio.to_thread(client.command, Command.START, "opcua") is None
+            refused = await asyncio.to_thread(client.command, Command.START, "plc")
             assert refused is not None and "source" in refused
+            # A recipe change says who asked too (the audit); an unknown source is refused.
+            ok = await asyncio.to_thread(
+                request, sock, {"op": "recipe_activate", "name": "plate-4h-long", "source": "opcua"}
+            )
+            assert ok["ok"] is True
+            bad = await asyncio.to_thread(
+                request, sock, {"op": "recipe_activate", "name": "plate-4h-long", "source": "plc"}
+            )
+            assert bad["ok"] is False and "unknown source" in bad["error"]
         finally:
             await api.stop()
 
     asyncio.run(asyncio.wait_for(go(), 10.0))
-    assert facade.sources == ["api", "console"]
+    assert facade.sources == ["api", "console", "opcua"]
+    assert facade.activations == [("opcua", "plate-4h-long", None)]
