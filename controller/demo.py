@@ -297,7 +297,7 @@ async def _demo_line(
             run_id=run_id,
             cameras={c.name: c for c in sim.cameras},
         )
-        plant = await _start_plant(service, data_dir)
+        plant = await _start_plant(service, data_dir, opts.socket or default_socket())
         follow = asyncio.create_task(plant.follow(service.snapshot), name="plant-status")
         try:
             api = ControlApi(service, opts.socket or default_socket())
@@ -324,11 +324,12 @@ async def _demo_line(
     return result
 
 
-async def _start_plant(service: CellService, data_dir: Path) -> PlantLinks:
-    """The plant links `with_local_plant` enabled, as `cellctl run` starts them; how to watch
-    them on stderr."""
+async def _start_plant(service: CellService, data_dir: Path, api_socket: Path) -> PlantLinks:
+    """The plant links `with_local_plant` enabled, as `cellctl run` starts them (the OPC UA
+    server commands the cell over the control socket `api_socket`); how to watch them on stderr."""
+    loop = asyncio.get_running_loop()
     try:
-        plant = await asyncio.to_thread(start_plant, service, data_dir, asyncio.get_running_loop())
+        plant = await asyncio.to_thread(start_plant, service, data_dir, loop, api_socket=api_socket)
     except PlantStartError:
         service.link.close()  # the service never ran: the simulated line stops the cameras
         raise
