@@ -471,8 +471,13 @@ class ApiClient:
     async def activate_recipe(
         self, source: str, name: str | None = None, number: int | None = None
     ) -> tuple[RecipeResult, str]:
-        """`source` is not sent: the service audits every API request as "api"."""
-        payload = {"op": "recipe_activate", "name": name if name is not None else str(number)}
+        """`source` ("api", "console" or "opcua"; others are sent as "api") is who asked: the
+        audit record's and the recipe event's source."""
+        payload = {
+            "op": "recipe_activate",
+            "name": name if name is not None else str(number),
+            "source": source if source in COMMAND_SOURCES else "api",
+        }
         reply = await asyncio.to_thread(request, self.path, payload, self.activate_timeout)
         if reply.get("ok"):
             return RecipeResult.ACTIVE, str(reply.get("detail", ""))

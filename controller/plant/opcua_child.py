@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from controller.api import ApiClient, request
+from controller.api import ApiClient
 from controller.contract import Command, RecipeResult
 from controller.control import ControlError
 from controller.plant.event_codec import EventDecodeError, event_from_dict
@@ -65,27 +65,6 @@ class ForwardLogs(logging.Handler):
             self.handleError(record)
 
 
-class ApiControl(ApiClient):
-    """The cell's control API as the server's facade: recipe changes audited as "opcua"."""
-
-    async def activate_recipe(
-        self, source: str, name: str | None = None, number: int | None = None
-    ) -> tuple[RecipeResult, str]:
-        payload = {
-            "op": "recipe_activate",
-            "name": name if name is not None else str(number),
-            "source": source,
-        }
-        reply = await asyncio.to_thread(request, self.path, payload, self.activate_timeout)
-        if reply.get("ok"):
-            return RecipeResult.ACTIVE, str(reply.get("detail", ""))
-        result = RecipeResult.__members__.get(str(reply.get("result", "")).upper(), RecipeResult.NONE)
-        problems = reply.get("problems")
-        if isinstance(problems, list) and problems:
-            return result, "\n".join(str(p) for p in problems)
-        return result, str(reply.get("error"))
-
-
 class NoControl:
     """No control socket was given: commands and recipe changes are refused, said why."""
 
@@ -105,8 +84,8 @@ def serve(hello: dict[str, Any], lines: IO[bytes], channel: Channel) -> int:
     """Serve until `lines` ends; the exit code."""
     config = OpcUaConfig.model_validate(hello["config"])
     socket_path = hello.get("api_socket")
-    control: ApiControl | NoControl = (
-        ApiControl(Path(socket_path), timeout=config.call_timeout_s, activate_timeout=config.recipe_timeout_s)
+    control: ApiClient | NoControl = (
+        ApiClient(Path(socket_path), timeout=config.call_timeout_s, activate_timeout=config.recipe_timeout_s)
         if socket_path
         else NoControl()
     )
