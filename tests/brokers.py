@@ -93,10 +93,13 @@ class Broker:
         kind: str | None = None,
         users: dict[str, str] | None = None,
         tls: TlsFiles | None = None,
+        nice: int = 0,
     ) -> None:
         """`users` (name: password) turns anonymous access off; `tls` serves TLS only and asks
-        every client for a certificate signed by its CA. Both need Mosquitto."""
+        every client for a certificate signed by its CA. Both need Mosquitto. `nice`: the
+        broker's process runs that much lower (a benchmark's stand-in for another machine)."""
         self.workdir, self.port, self.users, self.tls = workdir, free_port(), users, tls
+        self.nice = nice
         paths = {"mosquitto": mosquitto_path(), "amqtt": amqtt_path()}
         if kind is None:
             kind = "mosquitto" if paths["mosquitto"] else "amqtt"
@@ -150,6 +153,8 @@ class Broker:
         log = open(self.workdir / f"{self.kind}.log", "ab")  # noqa: SIM115 - the process keeps it
         with log:
             self._proc = subprocess.Popen(self._command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        if self.nice:
+            os.setpriority(os.PRIO_PROCESS, self._proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
         while time.monotonic() - t0 < timeout:
             if self._proc.poll() is not None:
                 break

@@ -83,6 +83,9 @@ class NoControl:
 def serve(hello: dict[str, Any], lines: IO[bytes], channel: Channel) -> int:
     """Serve until `lines` ends; the exit code."""
     config = OpcUaConfig.model_validate(hello["config"])
+    # On a cell with few cores the server shares them with the control loop, the cameras and
+    # inference: a result event may wait a few ms, a part's verdict may not.
+    os.nice(config.process_nice)
     socket_path = hello.get("api_socket")
     control: ApiClient | NoControl = (
         ApiClient(Path(socket_path), timeout=config.call_timeout_s, activate_timeout=config.recipe_timeout_s)

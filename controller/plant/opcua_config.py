@@ -99,6 +99,12 @@ class OpcUaConfig(_Strict):
     queue_size: int = Field(
         1024, ge=1, le=100_000, description="events waiting for the server's loop; more are dropped, counted"
     )
+    process_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="the server's process runs this much nicer than the cell, so its CPU gives way",
+    )
     max_clients: int = Field(16, ge=1, le=1000, description="TCP connections accepted at once")
     call_timeout_s: float = Field(
         5.0, gt=0, le=60, description="longest wait for the cell to answer a command or a status read (s)"

@@ -6,10 +6,15 @@ session (off, on, off, on by default), so the machine's load falls on both alike
 table and the difference, writes .bench/plant_overhead.json. Only asserts that runs completed;
 the goal (issue 14) is a p99 difference under 1 ms.
 
-BENCH_PLANT_SECONDS (30): parts fed per run; BENCH_PLANT_PAIRS (2): off/on pairs;
-BENCH_PLANT_ONLY (mqtt or opcua): enable only that one; BENCH_PLANT_SYNC (full): the spool's sync.
-Each run also keeps the cell's plant figures at its end (sent, queued, dropped; the OPC UA
-server runs in a process of its own, `controller.plant.opcua_process`)."""
+BENCH_PLANT_SECONDS (30): seconds of parts a run; BENCH_PLANT_PAIRS (2): off/on pairs;
+BENCH_PLANT_ONLY (mqtt or opcua): enable only that one; BENCH_PLANT_SYNC (full): the spool's
+sync; BENCH_PLANT_PEERS_NICE (19): how much nicer the broker and the OPC UA client run. They
+stand for the plant's machines, which a real cell does not share its cores with; on a 2-core
+test machine they would otherwise take the cell's CPU and be counted as its overhead (0: they
+run as the cell does). The OPC UA server is the cell's own: it runs at its configured
+`opcua.process_nice`, as in production. Each run also keeps the cell's plant figures at its
+end (sent, queued, dropped; the OPC UA server runs in a process of its own,
+`controller.plant.opcua_process`)."""
 
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ SECONDS = float(os.environ.get("BENCH_PLANT_SECONDS", "30"))
 PAIRS = int(os.environ.get("BENCH_PLANT_PAIRS", "2"))
 ONLY = os.environ.get("BENCH_PLANT_ONLY", "")
 SYNC = os.environ.get("BENCH_PLANT_SYNC", "full")
+PEERS_NICE = int(os.environ.get("BENCH_PLANT_PEERS_NICE", "19"))
 PPM = 1500.0
 CAMERAS = 4
 WARMUP_PARTS = 50  # the first parts after Start: caches and the model's first batches
@@ -84,6 +90,9 @@ class OpcUaWatcher:
             [sys.executable, "-m", "tests.benchmarks.opcua_watch", f"opc.tcp://127.0.0.1:{port}/cell/"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
+        if PEERS_NICE:
+            own = os.getpriority(os.PRIO_PROCESS, 0)
+            os.setpriority(os.PRIO_PROCESS, self._proc.pid, own + PEERS_NICE)
 
     def wait_ready(self) -> None:
         assert self._proc.stdout is not None
@@ -179,7 +188,7 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
 
 @pytest.mark.timeout(3600)
 def test_plant_overhead(tmp_path: Path) -> None:
-    broker = Broker(tmp_path)
+    broker = Broker(tmp_path, nice=PEERS_NICE)
     broker.start()
     runs: list[dict[str, Any]] = []
     try:
@@ -200,15 +209,18 @@ def test_plant_overhead(tmp_path: Path) -> None:
     off = [r["p99_ms"] for r in runs if not r["plant"]]
     on = [r["p99_ms"] for r in runs if r["plant"]]
     diff = statistics.mean(on) - statistics.mean(off)
+    pair_diff = statistics.median(b - a for a, b in zip(off, on, strict=True))
     summary = {
         "parts_per_min": PPM, "cameras": CAMERAS, "seconds": SECONDS, "broker": broker.kind,
-        "only": ONLY or "both", "spool_sync": SYNC,
-        "p99_off_ms": off, "p99_on_ms": on, "p99_difference_ms": round(diff, 3), "runs": runs,
+        "only": ONLY or "both", "spool_sync": SYNC, "peers_nice": PEERS_NICE,
+        "p99_off_ms": off, "p99_on_ms": on, "p99_difference_ms": round(diff, 3),
+        "p99_pair_difference_median_ms": round(pair_diff, 3), "runs": runs,
     }  # fmt: skip
     print(
         f"\nplant overhead, {PPM:.0f} parts/min, {CAMERAS} cameras ({broker.kind}): trigger-to-verdict p99 "
         f"off {', '.join(f'{x:.2f}' for x in off)} ms, on {', '.join(f'{x:.2f}' for x in on)} ms; "
-        f"difference of the means {diff:+.2f} ms (goal: under 1 ms)"
+        f"difference of the means {diff:+.2f} ms, median of the pairs' differences {pair_diff:+.2f} ms "
+        f"(goal: under 1 ms; the broker and the OPC UA client at nice +{PEERS_NICE})"
     )
     OUT.mkdir(exist_ok=True)
     (OUT / "plant_overhead.json").write_text(json.dumps(summary, indent=2))
