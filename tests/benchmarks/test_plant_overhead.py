@@ -113,6 +113,25 @@ class OpcUaWatcher:
             self.error = f"the OPC UA client: {type(exc).__name__}"
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) the service's process has used so far (`cell`), and its
+    child processes' (`opcua server`: the only child a service on the simulated line has)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(stat: Path) -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    out = {"cell": used(Path(f"/proc/{pid}/stat")), "opcua server": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for child in (task / "children").read_text().split():
+                out["opcua server"] += used(Path(f"/proc/{child}/stat"))
+        except OSError:
+            pass  # a thread or child ended meanwhile
+    return out
+
+
 def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
     tmp.mkdir(parents=True)
     recipe = recipe_folder(tmp)
@@ -152,9 +171,13 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
         assert request(sock, {"op": "command", "command": "reset"})["ok"]
         time.sleep(0.3)
         assert request(sock, {"op": "command", "command": "start"})["ok"]
+        cpu_start, parts_start = cpu_seconds(proc.pid), request(sock, {"op": "status"})["status"]
         time.sleep(SECONDS)
         status = request(sock, {"op": "status"})["status"]
         stages, plant_figures = status["stage_ms"], status.get("plant", {})
+        cpu_end = cpu_seconds(proc.pid)
+        judged = max(status["counters"].get("parts", 0) - parts_start["counters"].get("parts", 0), 1)
+        cpu = {k: round(1000 * (cpu_end[k] - cpu_start[k]) / judged, 2) for k in cpu_end}
         if watcher is not None:
             watcher.close()  # before the server goes
         proc.send_signal(signal.SIGTERM)
@@ -182,7 +205,7 @@ def one_run(tmp: Path, broker: Broker, plant: bool) -> dict[str, Any]:
         "mqtt_parts": mqtt_parts, "opcua_events": watcher.events if watcher is not None else 0,
         "opcua_error": watcher.error if watcher is not None else "",
         "stage_p50_p99_ms": {k: [round(v[0], 2), round(v[1], 2)] for k, v in stages.items()},
-        "plant_figures": plant_figures,
+        "plant_figures": plant_figures, "cpu_ms_per_part": cpu,
     }  # fmt: skip
 
 
@@ -201,7 +224,9 @@ def test_plant_overhead(tmp_path: Path) -> None:
                     f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  no decision {r['no_decision']}  "
                     f"mqtt parts {r['mqtt_parts']}  opcua events {r['opcua_events']} {r['opcua_error']}\n"
                     f"  stages p50/p99 ms: {r['stage_p50_p99_ms']}\n"
-                    f"  plant figures (the cell's status at the end): {r['plant_figures']}",
+                    f"  plant figures (the cell's status at the end): {r['plant_figures']}\n"
+                    f"  CPU ms a part while running (the service's process, its OPC UA server's): "
+                    f"{r['cpu_ms_per_part']}",
                     flush=True,
                 )
     finally:
