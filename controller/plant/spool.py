@@ -9,15 +9,19 @@ thread appends, the publisher's thread reads and removes.
 Durability (`sync`): "full" syncs every append to disk before it returns; "normal" survives a
 crash of the process but a power cut may take the last appends (SQLite's WAL with
 synchronous=NORMAL). Either way the record store keeps every part; the spool is for delivery.
+Removals and expiry are never synced on their own (the next synced append, or a checkpoint,
+takes them to disk): one a power cut undoes only sends a message again, which delivery at
+least once allows, and it saves the disk one sync a part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,12 +67,13 @@ class Spool:
         if max_bytes < 1 or max_age_s <= 0:
             raise ValueError(f"spool {path}: max_bytes and max_age_s must be positive")
         self.path, self.max_bytes, self.max_age_s, self._clock = path, max_bytes, max_age_s, clock
+        self._sync = sync.upper()
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.execute(f"PRAGMA synchronous={self._sync}")
             self._db.executescript(_SCHEMA)
             self.stream = self._meta("stream", uuid.uuid4().hex)
             fmt = self._meta("format", _FORMAT)
@@ -174,7 +179,7 @@ class Spool:
         keys = [(s,) for s in seqs]
         if not keys:
             return 0
-        with self._lock:
+        with self._lock, self._unsynced():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 gone = [
@@ -194,7 +199,7 @@ class Spool:
 
     def expire(self) -> int:
         """Drop what is older than the age limit; returns how many went."""
-        with self._lock:
+        with self._lock, self._unsynced():
             rows = self._db.execute(
                 "DELETE FROM queue WHERE created < ? RETURNING length(payload)",
                 (self._clock() - self.max_age_s,),
@@ -203,6 +208,15 @@ class Spool:
             self._bytes -= sum(r[0] for r in rows)
             self.dropped += len(rows)
             return len(rows)
+
+    @contextlib.contextmanager
+    def _unsynced(self) -> Iterator[None]:
+        """Commit without a sync of its own (see the module docstring); appends sync again."""
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA synchronous={self._sync}")
 
     def close(self) -> None:
         with self._lock:

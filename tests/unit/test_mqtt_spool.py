@@ -121,3 +121,16 @@ def test_a_failed_commit_raises_its_own_error_not_a_rollback_error(tmp_path: Pat
     s._db = real
     assert s.depth == 1 and [m.seq for m in s.peek(0, 10)] == [1]
     s.close()
+
+
+def test_appends_stay_synced_after_a_removal_and_an_expiry(tmp_path: Path) -> None:
+    # Removals commit unsynced (a message the power cut brings back is sent again); appends,
+    # the messages not yet delivered, must still be synced after them.
+    s = Spool(tmp_path / "q.sqlite", 10_000, 3600, sync="full")
+    s.remove([s.append("t", False, body())])
+    s.expire()
+    assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    s.append("t", False, body())
+    s.close()
+    with sqlite3.connect(tmp_path / "q.sqlite") as db:
+        assert db.execute("SELECT seq FROM queue").fetchall() == [(2,)]
