@@ -36,6 +36,7 @@ from controller.core.packml import CellStateMachine, Command, CommandRefused, St
 from controller.core.pairing import PairKind, TriggerPairing
 from controller.core.plcseq import SeqEvent, SeqStep, SequenceWatch
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
+from controller.core.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class CellCore:
         self.counters = Counters()
         self.alarms: dict[int, str] = {}
         self._alarm_counts: dict[int, int] = {}  # occurrences in the current episode
-        self.latencies: deque[float] = deque(maxlen=4096)
+        self.latencies = Window(4096)  # trigger-to-verdict (s), the newest
         self._inference_ready = False
         self._part_seq = SequenceWatch()
         self._dispo_seq = SequenceWatch()

@@ -8,17 +8,17 @@ figures into one `StatusSnapshot`.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
-
 from controller.contract import Verdict
 from controller.core.cell import CellCore
 from controller.core.counters import Count, Counters, FrameFate
 from controller.core.types import PartTrack, ViewStatus
+from controller.core.window import Window
 from controller.events import SubscriberFigures
 from controller.interfaces import Camera
 from controller.snapshot import STAGES, StatusSnapshot
@@ -35,7 +35,7 @@ class CellStatus:
         self._finished: deque[float] = deque(maxlen=2000)
         self.recent: deque[tuple[int, str, str]] = deque(maxlen=12)
         # "total" is the core's own trigger-to-verdict record (`CellCore.latencies`).
-        self._stages: dict[str, deque[float]] = {k: deque(maxlen=2048) for k in STAGES if k != "total"}
+        self._stages: dict[str, Window] = {k: Window(2048) for k in STAGES if k != "total"}
         self._rejects_by_camera: dict[str, int] = dict.fromkeys(cameras, 0)
         self._rates: dict[str, float] = {}
         self._rate_base: tuple[float, int, dict[str, int]] | None = None
@@ -101,8 +101,11 @@ class CellStatus:
         """The cell as the console and the API show it; `counters` are the core's,
         `events` the event outlet's figures by subscriber."""
         c = core
-        recent = [t for t in self._finished if now - t < RATE_WINDOW_S]
-        ppm = len(recent) * 60.0 / RATE_WINDOW_S if recent else 0.0
+        # Newest first, so only the window's parts are looked at, not the 2,000 kept.
+        recent = sum(
+            1 for _ in itertools.takewhile(lambda t: now - t < RATE_WINDOW_S, reversed(self._finished))
+        )
+        ppm = recent * 60.0 / RATE_WINDOW_S
         cams = {
             n: {
                 "frames": cam.stats.frames,
@@ -113,10 +116,10 @@ class CellStatus:
             }
             for n, cam in cameras.items()
         }
-        # One array and one percentile call per series: the snapshot runs on the control loop
-        # (the API, the OPC UA server each second, the MQTT status), so it is kept cheap.
-        total = _p50_p99(c.latencies)
-        stages = {k: _p50_p99(d) for k, d in self._stages.items() if d}
+        # One partial sort per series: the snapshot runs on the control loop (the API, the
+        # console four times a second, the OPC UA server each second), so it is kept cheap.
+        total = _ms(c.latencies)
+        stages = {k: _ms(w) for k, w in self._stages.items() if len(w)}
         return StatusSnapshot(
             state=c.state.name,
             recipe=recipe,
@@ -140,17 +143,14 @@ class CellStatus:
             ready=ready,
             line_speed_mm_s=self._rates.get("belt", 0.0),
             rejects_by_camera={k: v for k, v in self._rejects_by_camera.items() if v},
-            stage_ms={**stages, **({"total": total} if c.latencies else {})},
+            stage_ms={**stages, **({"total": total} if len(c.latencies) else {})},
             camera_fps={n: self._rates.get(n, 0.0) for n in cameras},
             events={name: asdict(f) for name, f in (events or {}).items()},
             plant={k: dict(v) for k, v in self.plant().items()} if self.plant is not None else {},
         )
 
 
-def _p50_p99(values: Iterable[float]) -> tuple[float, float]:
-    """The median and 99th percentile of `values` (seconds) in ms; NaN for none."""
-    arr = np.fromiter(values, dtype=float)
-    if not arr.size:
-        return float("nan"), float("nan")
-    p50, p99 = np.percentile(arr, (50, 99)) * 1e3
-    return float(p50), float(p99)
+def _ms(window: Window) -> tuple[float, float]:
+    """The median and 99th percentile of a window of seconds, in ms (NaN for none)."""
+    p50, p99 = window.p50_p99()
+    return p50 * 1e3, p99 * 1e3

@@ -12,6 +12,7 @@ from controller.contract import Verdict
 from controller.core.counters import Count, Counters, FrameFate
 from controller.core.packml import State
 from controller.core.types import PartTrack, ReasonCode, ViewResult, ViewStatus, ViewTrace
+from controller.core.window import Window
 from controller.interfaces import CameraStats
 from controller.service.status import CellStatus
 from controller.snapshot import StatusSnapshot
@@ -39,7 +40,10 @@ def part(pid: int, verdict: Verdict, bad: str | None = None, missing: str | None
 
 
 def snap(status: CellStatus, counters: Counters, now: float, **kw: Any) -> StatusSnapshot:
-    core = SimpleNamespace(state=State.EXECUTE, latencies=[0.010, 0.020, 0.030], alarms={13: "PLC link lost"})
+    latencies = Window(8)
+    for x in (0.010, 0.020, 0.030):
+        latencies.append(x)
+    core = SimpleNamespace(state=State.EXECUTE, latencies=latencies, alarms={13: "PLC link lost"})
     core.in_flight = lambda: 4
     cams = {n: SimpleNamespace(stats=CameraStats(frames=100, skipped=2)) for n in CAMERAS}
     args: dict[str, Any] = dict(recipe="plate-4h", recipe_hash="0123456789abcdef", provider="CPU")
