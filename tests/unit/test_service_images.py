@@ -149,11 +149,11 @@ def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
     frames = Frames()
     frame = frames.frame(42, "top")
     token = svc.images.arrive(frame)
-    svc._execute([Infer(42, "top", token)])  # lent to the worker (not running: it only queues)
+    svc.actions.carry_out([Infer(42, "top", token)])  # lent to the worker (not running: it only queues)
     svc._on_result(42, ViewResult("top", ViewStatus.OK), 0.0, 0.0, frame)
     assert frames.released == {(42, "top"): 1}
     assert svc.core.counters[Count.LATE_RESULT] == 1  # the core saw it, counted as late
-    svc._execute([DropFrame(token, "late")])  # whatever else says so: released once only
+    svc.actions.carry_out([DropFrame(token, "late")])  # whatever else says so: released once only
     svc.images.release_all()
     assert frames.released == {(42, "top"): 1}
     svc._frame_from_camera(frames.frame(43, "left"))  # before the cell runs: nothing to route it to
@@ -166,7 +166,7 @@ def test_the_service_hands_a_frame_to_the_keeper_and_the_core_its_token(tmp_path
     assert svc.core.plan.trigger_cameras  # the demo cell pairs frames by the PLC's trigger ring
     svc._on_frame(frames.frame(7, "top"))  # it waits in the core, by token, for its trigger record
     assert not frames.released and svc.images.holding == 1
-    svc._execute(svc.core.decide_all(1.0))  # stopping: the core drops it, by token
+    svc.actions.carry_out(svc.core.decide_all(1.0))  # stopping: the core drops it, by token
     assert frames.released == {(7, "top"): 1} and svc.images.holding == 0
 
 
