@@ -5,21 +5,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from controller.config import ImagePolicy, load_cell_config
+from controller.config import ImagePolicy
 from controller.contract import Verdict
 from controller.core.cell import DropFrame, Infer
 from controller.core.counters import Count
 from controller.core.types import ViewResult, ViewStatus
 from controller.interfaces import Frame
-from controller.recipes import load_recipe
-from controller.service import CellService
 from controller.service.images import ImageKeeper
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.test_service_events import service
 
 
 class Frames:
@@ -136,16 +132,8 @@ def test_any_mix_of_fates_releases_every_buffer_exactly_once() -> None:
     assert keeper.released == 500 and keeper.holding == 0
 
 
-def _service(tmp_path: Path) -> CellService:
-    cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
-    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
-    recipe = load_recipe(ROOT / "recipes/plate-4h.yaml")
-    cams = {c.name: SimpleNamespace(stats=SimpleNamespace(connected=True)) for c in cell.cameras}
-    return CellService(cell, recipe, ROOT / "recipes", SimpleNamespace(), cams, "t", tmp_path)  # type: ignore[arg-type]
-
-
 def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
+    svc = service(tmp_path)
     frames = Frames()
     frame = frames.frame(42, "top")
     token = svc.images.arrive(frame)
@@ -161,7 +149,7 @@ def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
 
 
 def test_the_service_hands_a_frame_to_the_keeper_and_the_core_its_token(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
+    svc = service(tmp_path)
     frames = Frames()
     assert svc.core.plan.trigger_cameras  # the demo cell pairs frames by the PLC's trigger ring
     svc._on_frame(frames.frame(7, "top"))  # it waits in the core, by token, for its trigger record
