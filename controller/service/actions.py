@@ -55,7 +55,7 @@ class ActionRunner:
         failed = None
         for a in actions:
             try:
-                self._carry_out(a)
+                self._carry_out_one(a)
             except Exception as exc:
                 failed = self.loop_error(f"carrying out {type(a).__name__}", exc)
         if failed is not None and not self.core.alarm_active(AlarmCode.CONTROL_LOOP_ERROR):
@@ -69,7 +69,7 @@ class ActionRunner:
             log.exception("control loop error #%d %s", self.loop_errors, doing)
         return f"control loop error {doing}: {type(exc).__name__}: {exc}"[:200]
 
-    def _carry_out(self, a: Action) -> None:
+    def _carry_out_one(self, a: Action) -> None:
         if isinstance(a, WriteVerdict):
             if a.attempt == 1:
                 self._decided(a.part_id)
