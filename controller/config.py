@@ -16,39 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
-from controller.plant.config import Invalid as PlantInvalid
+from controller.config_base import Invalid, Loc, StrictModel
 from controller.plant.config import MqttConfig
 from controller.plant.opcua_config import OpcUaConfig
 from controller.yamlio import YamlError, key_lines, key_path_at, load_yaml
 
 _M = TypeVar("_M", bound=BaseModel)
 
-Loc = tuple[str | int, ...]
-
-
-class Invalid(ValueError):
-    """What a cross-field check found, every item at once: (field path within the model that
-    raises it, expected, found). `_problems` turns each into a Problem at its own line."""
-
-    def __init__(self, items: list[tuple[Loc, str, str]]) -> None:
-        super().__init__(
-            "; ".join(f"{'.'.join(map(str, loc))}: expected {e}, found {f}" for loc, e, f in items)
-        )
-        self.items = items
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Mm = Annotated[
     float, Field(ge=0, le=100_000, description="millimetres along the conveyor from the part sensor")
 ]
 
 
-class _CameraCommon(_Strict):
+class _CameraCommon(StrictModel):
     """What every camera has, whatever its driver."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="angle name used by recipes")
@@ -121,13 +103,13 @@ CameraConfig = Annotated[
 ]
 
 
-class EncoderConfig(_Strict):
+class EncoderConfig(StrictModel):
     """The conveyor encoder."""
 
     counts_per_mm: float = Field(gt=0, le=10_000, description="encoder counts per mm of belt travel")
 
 
-class StationsConfig(_Strict):
+class StationsConfig(StrictModel):
     """Positions along the conveyor."""
 
     decision_mm: Mm = Field(description="the cell stops waiting for views here and decides")
@@ -136,7 +118,7 @@ class StationsConfig(_Strict):
     confirm_mm: Mm = Field(description="confirm sensor, checks the kick")
 
 
-class _PlcCommon(_Strict):
+class _PlcCommon(StrictModel):
     """What every PLC link has, whatever its protocol."""
 
     host: str = Field("127.0.0.1", description="PLC address")
@@ -208,7 +190,7 @@ PlcConfig = Annotated[
 ]
 
 
-class InferenceConfig(_Strict):
+class InferenceConfig(StrictModel):
     """Onnxruntime settings."""
 
     providers: tuple[str, ...] = Field(
@@ -229,14 +211,14 @@ class InferenceConfig(_Strict):
     )
 
 
-class RecordsConfig(_Strict):
+class RecordsConfig(StrictModel):
     """Where records and images go."""
 
     database: str = Field("var/records.sqlite", description="SQLite file (WAL)")
     images: str = Field("var/images", description="folder for images of rejected and sampled parts")
 
 
-class SimulationConfig(_Strict):
+class SimulationConfig(StrictModel):
     """The simulated line (demo and tests only)."""
 
     belt_speed_mm_s: float = Field(1000.0, gt=0, le=10_000)
@@ -254,7 +236,7 @@ class SimulationConfig(_Strict):
     )
 
 
-class CellConfig(_Strict):
+class CellConfig(StrictModel):
     """The hardware of one cell."""
 
     schema_version: Literal[1] = 1
@@ -326,7 +308,7 @@ class CellConfig(_Strict):
         raise KeyError(name)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """The ONNX model and how its input is prepared."""
 
     path: str = Field(description="ONNX file, relative to the recipe's folder")
@@ -386,7 +368,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class CameraSettings(_Strict):
+class CameraSettings(StrictModel):
     """One camera's settings for this product."""
 
     exposure_us: float = Field(500.0, ge=10, le=1_000_000, description="exposure time (µs)")
@@ -396,7 +378,7 @@ class CameraSettings(_Strict):
     )
 
 
-class FusionConfig(_Strict):
+class FusionConfig(StrictModel):
     """How the views of one part combine into its verdict."""
 
     rule: Literal["any_fail", "k_of_n", "weighted"] = Field(
@@ -407,7 +389,7 @@ class FusionConfig(_Strict):
     threshold: float = Field(0.5, ge=0, le=1, description="weighted: fail at or over this score")
 
 
-class RejectPolicy(_Strict):
+class RejectPolicy(StrictModel):
     """What counts as uncertain, when to decide, what a failed kick does."""
 
     uncertain_band: float = Field(
@@ -422,7 +404,7 @@ class RejectPolicy(_Strict):
     stop_on_confirm_failure: bool = Field(True, description="hold the cell when a kick is not confirmed")
 
 
-class ImagePolicy(_Strict):
+class ImagePolicy(StrictModel):
     """Which images are kept, and for how long."""
 
     save_rejected: bool = Field(True, description="save every view of every rejected part")
@@ -432,7 +414,7 @@ class ImagePolicy(_Strict):
     retention_days: int = Field(30, ge=1, le=3650, description="images older than this are deleted (days)")
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """One product's inspection settings."""
 
     schema_version: Literal[1] = Field(1, description="recipe format version")
@@ -584,7 +566,7 @@ def _problems(path: Path, exc: ValidationError, model: type[BaseModel]) -> list[
         loc, _ = _walk(model, raw)  # without the variant tags pydantic puts in (`plc.s7.rack`)
         kind, ctx = err["type"], err.get("ctx") or {}
         found = _show(err.get("input"))
-        if kind == "value_error" and isinstance(ctx.get("error"), Invalid | PlantInvalid):
+        if kind == "value_error" and isinstance(ctx.get("error"), Invalid):
             for sub, expected, what in ctx["error"].items:
                 full = (*loc, *sub)
                 out.append(Problem(str(path), at(full), ".".join(map(str, full)), expected, what))

@@ -11,32 +11,17 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from controller.plant.secrets import Loc, PasswordSource, SecretError
+from controller.config_base import Invalid, StrictModel
+from controller.plant.secrets import PasswordSource, SecretError
 
 #: One level of the topic tree: no MQTT wildcards or separators, nothing a historian chokes on.
 LEVEL = r"^[A-Za-z0-9_.-]{1,64}$"
 _PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}(/[A-Za-z0-9_.-]{1,64}){0,7}$")
 
 
-class Invalid(ValueError):
-    """What a plant section's checks found, every item at once: (field path within the model,
-    expected, found). The cell config's loader turns each into a `file:line: field: expected
-    …, found …` problem (as it does its own `controller.config.Invalid`)."""
-
-    def __init__(self, items: list[tuple[Loc, str, str]]) -> None:
-        super().__init__(
-            "; ".join(f"{'.'.join(map(str, loc))}: expected {e}, found {f}" for loc, e, f in items)
-        )
-        self.items = items
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MqttTls(_Strict):
+class MqttTls(StrictModel):
     """TLS to the broker. Without `ca_file` the system's trusted CAs check the broker."""
 
     ca_file: str | None = Field(
@@ -53,7 +38,7 @@ class MqttTls(_Strict):
         return self
 
 
-class MqttSpool(_Strict):
+class MqttSpool(StrictModel):
     """The disk queue events wait in until the broker acknowledged them."""
 
     path: str = Field(
@@ -76,7 +61,7 @@ class MqttSpool(_Strict):
     )
 
 
-class MqttConfig(_Strict, PasswordSource):
+class MqttConfig(StrictModel, PasswordSource):
     """The MQTT publisher: the cell's events, its state and status to a broker (contract: README)."""
 
     enabled: bool = Field(False, description="publish to an MQTT broker")
@@ -156,4 +141,4 @@ class MqttConfig(_Strict, PasswordSource):
         return self.read_password("mqtt", base, environ)
 
 
-__all__ = ["LEVEL", "Invalid", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]
+__all__ = ["LEVEL", "MqttConfig", "MqttSpool", "MqttTls", "SecretError"]

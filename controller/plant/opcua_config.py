@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from controller.plant.config import Invalid
-from controller.plant.secrets import Loc, PasswordSource, SecretError
+from controller.config_base import Invalid, Loc, StrictModel
+from controller.plant.secrets import PasswordSource, SecretError
 
 Role = Literal["viewer", "operator", "engineer"]
 
@@ -28,11 +28,7 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "engineer")
 LOCAL_HOSTS = ("localhost",)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OpcUaUser(_Strict, PasswordSource):
+class OpcUaUser(StrictModel, PasswordSource):
     """One user of the OPC UA server, with a role and a password kept outside the config."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$", description="user name the client logs in with")
@@ -48,7 +44,7 @@ class OpcUaUser(_Strict, PasswordSource):
         return self
 
 
-class OpcUaConfig(_Strict):
+class OpcUaConfig(StrictModel):
     """The OPC UA server: the cell's state, results and recipe selection for the plant (README)."""
 
     enabled: bool = Field(False, description="serve the cell over OPC UA")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-Loc = tuple[str | int, ...]
+from controller.config_base import Loc
 
 
 class SecretError(ValueError):

@@ -5,6 +5,8 @@
 - `changeover`: recipe activation (validate, load beside the running one, switch, audit);
 - `images`: the image keeper (frames until decided, the recipe's image policy);
 - `status`: stage latencies, rates and the status snapshot;
+- `actions`: the `ActionRunner`, which carries out the core's actions (verdicts, records,
+  frames to inference or back to their pool, alarms and state changes to the outlet);
 - `cell_service`: `CellService`, which wires them to the core, cameras and record store.
 """
 

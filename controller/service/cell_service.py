@@ -1,6 +1,6 @@
 """The cell service: wires the core to the PLC I/O loop, cameras, model generations, the image
-keeper, status and the record store, carries out the core's actions, and publishes the cell's
-events (`events`, the outlet publishers subscribe to).
+keeper, status and the record store, hands the core's actions to the `ActionRunner` that carries
+them out, and publishes the cell's events (`events`, the outlet publishers subscribe to).
 
 Threads and their roles (all named):
 - the asyncio loop owns the `CellCore`; every event reaches it through `call_soon_threadsafe`;
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +23,16 @@ import numpy as np
 
 from controller.config import CellConfig, Recipe, content_hash
 from controller.contract import AlarmCode, RecipeResult, area_layout, cell_header_bytes
-from controller.core.cell import (
-    Action,
-    Alarm,
-    CellCore,
-    DropFrame,
-    Infer,
-    RecipeRequest,
-    RecordPart,
-    WriteVerdict,
-)
+from controller.core.cell import CellCore
 from controller.core.counters import Counters
 from controller.core.packml import Command, State
-from controller.core.types import PartTrack, ViewResult
-from controller.events import EventOutlet, PartRecorded, StateChanged, alarm_event, part_recorded
+from controller.core.types import ViewResult
+from controller.events import EventOutlet
 from controller.inference.runner import OnnxRunner
 from controller.inference.worker import Outcome
 from controller.interfaces import Camera, Frame, PlcLink
-from controller.records import PartRecord, RecordStore
+from controller.records import RecordStore
+from controller.service.actions import ActionRunner
 from controller.service.changeover import Changeover
 from controller.service.generations import ModelGenerations, Stack
 from controller.service.images import ImageKeeper
@@ -76,7 +67,6 @@ class CellService:
         self.layout = area_layout(cell.plc.ring_size)
         #: The cell's events (parts, state, alarms, recipes, the PLC link): publishers subscribe here.
         self.events = EventOutlet()
-        self.event_errors = 0  # events that could not be built (each logged)
         self.models = ModelGenerations(cell, recipe, recipe_dir, self._data_root, self._results_from_worker)
         self.core = CellCore(self.active.plan, self.layout)
         root = self._data_root
@@ -97,9 +87,12 @@ class CellService:
             on_link_lost=self._on_link_lost, on_journal_synced=self.status.journal_synced,
             publish=self.events.publish,
         )  # fmt: skip
+        self.actions = ActionRunner(
+            self.core, self.plc, self.images, self.store, self.status, self.models, self.changeover,
+            self.events,
+        )  # fmt: skip
         self._heartbeat = 0
         self._image_errors_seen = 0
-        self._loop_errors = 0
 
     @property
     def active(self) -> Stack:
@@ -120,6 +113,11 @@ class CellService:
     @property
     def runner(self) -> OnnxRunner:
         return self.active.runner
+
+    @property
+    def event_errors(self) -> int:
+        """Events that could not be built (each logged), so never published."""
+        return self.actions.event_errors
 
     @property
     def link_up(self) -> bool:
@@ -145,23 +143,20 @@ class CellService:
         """Validate, load and warm a recipe, then switch to it (see `Changeover.activate`)."""
         return await self.changeover.activate(source, name, number)
 
-    # ------------------------------------------------------- PLC, frames, results
+    # ------------------------------------------------------- PLC, frames, results, records
     def _on_link_lost(self, why: str) -> None:
-        self._execute(self.core.link_lost(why))
+        self.actions.carry_out(self.core.link_lost(why))
 
     def _on_inputs(self, snap: np.void, t: float, round_trip: float, triggers: np.void | None = None) -> None:
         self.status.last_inputs = t
         try:
             actions = self.core.on_plc_inputs(snap, t, round_trip, triggers)
         except Exception as exc:  # a bug: it must stop the line visibly, never freeze it silently
-            self._loop_errors += 1
-            if self._loop_errors == 1 or self._loop_errors % 1000 == 0:
-                log.exception("control loop error #%d handling PLC data", self._loop_errors)
-            text = f"control loop error handling PLC data: {type(exc).__name__}: {exc}"[:200]
+            text = self.actions.loop_error("handling PLC data", exc)
             actions = self.core.fault(AlarmCode.CONTROL_LOOP_ERROR, text, t)
         else:
             self.plc.count_progress()
-        self._execute(actions)
+        self.actions.carry_out(actions)
         self._watch_store(t)
         self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         self.plc.set_header(cell_header_bytes(heartbeat=self._heartbeat, **self.core.header_fields()))
@@ -177,7 +172,7 @@ class CellService:
         token = self.images.arrive(frame)  # the keeper owns the buffer; the core gets the token
         act = self.core.on_frame(frame.camera, frame.t_trigger, frame.counter, token, time.monotonic())
         if act is not None:  # None: it waits in the core for its trigger record
-            self._execute([act])
+            self.actions.carry_out([act])
 
     def _results_from_worker(self, outcomes: list[Outcome]) -> None:
         loop = self._loop
@@ -192,87 +187,22 @@ class CellService:
     def _on_result(self, part_id: int, res: ViewResult, t0: float, t1: float, frame: Frame) -> None:
         if self.core.is_undecided(part_id):
             self.images.hold(part_id, frame)
-            self._execute(self.core.on_view_result(part_id, res, t0, t1))
+            self.actions.carry_out(self.core.on_view_result(part_id, res, t0, t1))
         else:
             self.core.on_view_result(part_id, res, t0, t1)  # counted as late
             self.images.release_frame(frame)
-
-    # ---------------------------------------------------------------- actions
-    def _execute(self, actions: list[Action]) -> None:
-        """Carry out the core's actions in order. One that fails (a bug) costs only itself: the
-        rest of the batch (other parts' verdicts and records) is still carried out, and the
-        failure holds the line with an alarm, as a fault in the core's own handling does."""
-        failed = None
-        for a in actions:
-            try:
-                self._carry_out(a)
-            except Exception as exc:
-                self._loop_errors += 1
-                what = type(a).__name__
-                if self._loop_errors == 1 or self._loop_errors % 1000 == 0:
-                    log.exception("control loop error #%d carrying out %s", self._loop_errors, what)
-                failed = f"control loop error carrying out {what}: {type(exc).__name__}: {exc}"
-        if failed is not None and not self.core.alarm_active(AlarmCode.CONTROL_LOOP_ERROR):
-            self._execute(self.core.fault(AlarmCode.CONTROL_LOOP_ERROR, failed[:200], time.monotonic()))
-
-    def _carry_out(self, a: Action) -> None:
-        if isinstance(a, WriteVerdict):
-            if a.attempt == 1:
-                self._decided(a.part_id)
-            if not self.plc.queue_verdict(a, self.core.track_of(a.part_id), self.images.kept(a.part_id)):
-                self.core.verdict_queue_full()  # counted; the core repeats unacked verdicts
-        elif isinstance(a, RecordPart):
-            t = a.part
-            self.store.put_part(PartRecord(t, self.images.take(t.part_id)))
-            self.status.part_recorded(t, time.monotonic())
-            self._announce(self._part_event, t)
-        elif isinstance(a, RecipeRequest):
-            self.changeover.request_from_plc(a.seq, a.number)
-        elif isinstance(a, Alarm):
-            self.store.put_alarm(a.code, a.text)  # raised once per episode; cleared with a count
-            self._announce(alarm_event, a)
-        elif isinstance(a, StateChanged):
-            self.events.publish(a)
-        elif isinstance(a, Infer):
-            frame = self.images.lend(a.token)
-            if frame is not None:  # lent to the worker; it comes back with the view's result
-                self.models.of(self.core.generation_of(a.part_id)).worker.submit(a.part_id, frame)
-        elif isinstance(a, DropFrame):
-            self.images.release(a.token)
-
-    def _part_event(self, t: PartTrack) -> PartRecorded:
-        return part_recorded(t, run=self.store.segment(t.epoch))
-
-    def _announce(self, make: Callable[..., Any], *args: Any) -> None:
-        """Build one event and publish it. A fault in building it costs that event only, never
-        the actions after it in the batch nor the cycle's header (logged, then every 1000th)."""
-        try:
-            event = make(*args)
-        except Exception:
-            self.event_errors += 1
-            if self.event_errors == 1 or self.event_errors % 1000 == 0:
-                log.exception("event #%d not published: building it failed", self.event_errors)
-            return
-        self.events.publish(event)
-
-    def _decided(self, part_id: int) -> None:
-        """The part's first verdict: its images kept by its own recipe's policy, frames released."""
-        track = self.core.track_of(part_id)
-        if track is None:
-            self.images.decide(part_id, None, None)
-        else:
-            self.images.decide(part_id, track.verdict, self.models.of(track.plan.generation).recipe.images)
 
     def _watch_store(self, now: float) -> None:
         """Records that cannot be written stop the cell passing parts; lost images are alarmed."""
         st = self.store
         failing = st.failing or self.plc.journal_failing
         if failing is not None and not self.core.alarm_active(AlarmCode.RECORDS_FAILING):
-            self._execute(self.core.fault(AlarmCode.RECORDS_FAILING, failing[:200], now))
+            self.actions.carry_out(self.core.fault(AlarmCode.RECORDS_FAILING, failing[:200], now))
         if st.image_errors != self._image_errors_seen:
             self._image_errors_seen = st.image_errors
             why = ("disk full: " if st.disk_full else "") + st.last_image_error
-            self._execute(self.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, f"images not saved: {why}"[:200]))
+            alarm = self.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, f"images not saved: {why}"[:200])
+            self.actions.carry_out(alarm)
 
     # --------------------------------------------------------- housekeeping, status
     async def _housekeeping(self) -> None:
@@ -281,7 +211,7 @@ class CellService:
         while True:
             await asyncio.sleep(0.5)
             gone = [n for n, cam in self.cameras.items() if not cam.stats.connected]
-            self._execute(self.core.cameras_absent(gone))
+            self.actions.carry_out(self.core.cameras_absent(gone))
             frames = {n: cam.stats.frames for n, cam in self.cameras.items()}
             self.status.measure_rates(time.monotonic(), self.core.position, frames)
             await self.models.retire(self.core.generations_in_use())
@@ -317,7 +247,7 @@ class CellService:
         `source` as its cause. Must be called on the loop. Returns None if accepted, or why it
         was refused."""
         refused = self.core.command(cmd, source)
-        self._execute(self.core.take_outbox())
+        self.actions.carry_out(self.core.take_outbox())
         return refused
 
     def call(self, fn: Any, *args: Any) -> None:
@@ -334,13 +264,9 @@ class CellService:
                 "provider": self.runner.info.provider,
             }
         )  # fmt: skip
-        pruned = await asyncio.to_thread(self.store.prune_images, self.recipe.images.retention_days)
-        if pruned:
-            log.info(
-                "image retention: deleted %d images older than %d days",
-                pruned,
-                self.recipe.images.retention_days,
-            )
+        days = self.recipe.images.retention_days
+        if pruned := await asyncio.to_thread(self.store.prune_images, days):
+            log.info("image retention: deleted %d images older than %d days", pruned, days)
         self.models.start()
         retire = asyncio.create_task(self._housekeeping(), name="housekeeping")
         for cam in self.cameras.values():
@@ -367,10 +293,10 @@ class CellService:
         for cam in self.cameras.values():
             cam.stop()
         # The last NO_DECISION verdicts still go to the PLC, and their records say when.
-        self._execute(self.core.decide_all(time.monotonic()))
+        self.actions.carry_out(self.core.decide_all(time.monotonic()))
         await asyncio.to_thread(self._drain_verdicts)
         await asyncio.sleep(0.01)  # the I/O thread's verdict_written callbacks run first
-        self._execute(self.core.finish_all())
+        self.actions.carry_out(self.core.finish_all())
         self.plc.stop()
         await asyncio.to_thread(self.plc.join, 5.0)
         await self.models.stop_all()

@@ -242,7 +242,7 @@ def test_plc_recipe_request_is_answered_whatever_the_folder_holds(
     answers: list[tuple[int, RecipeResult]] = []
 
     async def request(seq: int, number: int) -> None:
-        service._execute([RecipeRequest(seq, number)])
+        service.actions.carry_out([RecipeRequest(seq, number)])
         for _ in range(600):
             if service.core.recipe_ack_seq == seq:
                 answers.append((seq, service.core.recipe_result))

@@ -33,7 +33,7 @@ def test_an_action_that_fails_costs_only_itself_and_stops_the_line_visibly(
         put_part(record)
 
     monkeypatch.setattr(svc.store, "put_part", put_part_failing_once)
-    svc._execute([finished(svc, 7), finished(svc, 8), finished(svc, 9, Verdict.FAIL)])
+    svc.actions.carry_out([finished(svc, 7), finished(svc, 8), finished(svc, 9, Verdict.FAIL)])
     assert recorded == [8, 9]  # the parts after the failing action still get their records
     assert svc.core.alarm_active(AlarmCode.CONTROL_LOOP_ERROR)  # a bug holds the line, visibly
 
@@ -43,5 +43,5 @@ def test_an_infer_for_a_part_no_longer_tracked_does_not_raise(tmp_path: Path) ->
     frames: list[int] = []
     frame = Frame("top", 1, 0.0, 0.0, np.zeros((4, 4, 3), np.uint8), lambda: frames.append(1))
     token = svc.images.arrive(frame)
-    svc._execute([Infer(424242, "top", token), finished(svc, 5)])
+    svc.actions.carry_out([Infer(424242, "top", token), finished(svc, 5)])
     assert not svc.core.alarm_active(AlarmCode.CONTROL_LOOP_ERROR)

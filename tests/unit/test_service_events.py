@@ -43,8 +43,8 @@ def test_a_subscriber_sees_a_state_change_a_part_and_an_alarm_in_order(tmp_path:
     svc.events.subscribe("watch", seen.append)
     assert svc.command(Command.RESET) is None  # goes out at once, not with the next PLC cycle
     assert svc.state is State.RESETTING and svc.in_flight() == 0 and svc.counters.as_dict() == {}
-    svc._execute([finished(svc, 7, Verdict.FAIL)])
-    svc._execute(svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved: disk full"))
+    svc.actions.carry_out([finished(svc, 7, Verdict.FAIL)])
+    svc.actions.carry_out(svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "images not saved: disk full"))
     figures = svc.snapshot().events
     assert set(figures) == {"watch"} and figures["watch"]["queued"] + figures["watch"]["delivered"] == 3
     final = svc.events.close()
@@ -73,7 +73,7 @@ def test_a_blocked_subscriber_does_not_slow_the_control_loop(tmp_path: Path) -> 
     svc.events.subscribe("fast", fast.append)
     t0 = time.perf_counter()
     for pid in range(1, 201):
-        svc._execute([finished(svc, pid)])
+        svc.actions.carry_out([finished(svc, pid)])
     took = time.perf_counter() - t0
     stuck = svc.events.figures()["stuck"]
     assert stuck.dropped >= 200 - 4 - 1  # its queue, and the one it is stuck in
@@ -98,7 +98,7 @@ def test_a_refused_recipe_is_published_beside_its_audit(tmp_path: Path) -> None:
 
 
 def test_an_event_that_cannot_be_built_costs_only_itself(tmp_path: Path, monkeypatch: Any) -> None:
-    import controller.service.cell_service as wiring
+    import controller.service.actions as carrying_out
 
     svc = service(tmp_path)
     seen: list[Event] = []
@@ -107,9 +107,9 @@ def test_an_event_that_cannot_be_built_costs_only_itself(tmp_path: Path, monkeyp
     def broken(*args: Any, **kwargs: Any) -> PartRecorded:
         raise ValueError("a field the event cannot take")
 
-    monkeypatch.setattr(wiring, "part_recorded", broken)
+    monkeypatch.setattr(carrying_out, "part_recorded", broken)
     # The part's record, and the alarm after it in the same batch, still happen.
-    svc._execute([finished(svc, 7), *svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "disk full")])
+    svc.actions.carry_out([finished(svc, 7), *svc.core.raise_alarm(AlarmCode.IMAGES_NOT_SAVED, "disk full")])
     svc.events.close()
     assert svc.event_errors == 1
     assert [type(e) for e in seen] == [AlarmRaised]

@@ -5,21 +5,17 @@ from __future__ import annotations
 import random
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from controller.config import ImagePolicy, load_cell_config
+from controller.config import ImagePolicy
 from controller.contract import Verdict
 from controller.core.cell import DropFrame, Infer
 from controller.core.counters import Count
 from controller.core.types import ViewResult, ViewStatus
 from controller.interfaces import Frame
-from controller.recipes import load_recipe
-from controller.service import CellService
 from controller.service.images import ImageKeeper
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.unit.test_service_events import service
 
 
 class Frames:
@@ -136,24 +132,16 @@ def test_any_mix_of_fates_releases_every_buffer_exactly_once() -> None:
     assert keeper.released == 500 and keeper.holding == 0
 
 
-def _service(tmp_path: Path) -> CellService:
-    cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
-    cell = cell.model_copy(update={"cameras": cell.cameras[:3]})
-    recipe = load_recipe(ROOT / "recipes/plate-4h.yaml")
-    cams = {c.name: SimpleNamespace(stats=SimpleNamespace(connected=True)) for c in cell.cameras}
-    return CellService(cell, recipe, ROOT / "recipes", SimpleNamespace(), cams, "t", tmp_path)  # type: ignore[arg-type]
-
-
 def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
+    svc = service(tmp_path)
     frames = Frames()
     frame = frames.frame(42, "top")
     token = svc.images.arrive(frame)
-    svc._execute([Infer(42, "top", token)])  # lent to the worker (not running: it only queues)
+    svc.actions.carry_out([Infer(42, "top", token)])  # lent to the worker (not running: it only queues)
     svc._on_result(42, ViewResult("top", ViewStatus.OK), 0.0, 0.0, frame)
     assert frames.released == {(42, "top"): 1}
     assert svc.core.counters[Count.LATE_RESULT] == 1  # the core saw it, counted as late
-    svc._execute([DropFrame(token, "late")])  # whatever else says so: released once only
+    svc.actions.carry_out([DropFrame(token, "late")])  # whatever else says so: released once only
     svc.images.release_all()
     assert frames.released == {(42, "top"): 1}
     svc._frame_from_camera(frames.frame(43, "left"))  # before the cell runs: nothing to route it to
@@ -161,12 +149,12 @@ def test_the_service_releases_a_late_results_frame_once(tmp_path: Path) -> None:
 
 
 def test_the_service_hands_a_frame_to_the_keeper_and_the_core_its_token(tmp_path: Path) -> None:
-    svc = _service(tmp_path)
+    svc = service(tmp_path)
     frames = Frames()
     assert svc.core.plan.trigger_cameras  # the demo cell pairs frames by the PLC's trigger ring
     svc._on_frame(frames.frame(7, "top"))  # it waits in the core, by token, for its trigger record
     assert not frames.released and svc.images.holding == 1
-    svc._execute(svc.core.decide_all(1.0))  # stopping: the core drops it, by token
+    svc.actions.carry_out(svc.core.decide_all(1.0))  # stopping: the core drops it, by token
     assert frames.released == {(7, "top"): 1} and svc.images.holding == 0
 
 
