@@ -305,6 +305,7 @@ async def _demo_line(
             outcomes, dropped = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
         finally:
             follow.cancel()
+            ran = plant.figures()  # closing ends the links: whether they were up is known only now
             await close_plant(plant)  # after the service stopped: the plant got its last events
     finally:
         await asyncio.to_thread(sim.stop)
@@ -320,8 +321,23 @@ async def _demo_line(
         counters=service.counters.as_dict(verdicts=False),
     )
     if plant.enabled:
-        result["plant"] = plant.figures()
+        result["plant"] = plant_result(ran, plant.figures())
     return result
+
+
+#: Figures of a plant link that say how it was while the run went on, not after it was closed.
+_AS_IT_RAN = ("connected", "clients")
+
+
+def plant_result(
+    ran: dict[str, dict[str, Any]], closed: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The plant figures for the run's result: the counts once the links were closed (MQTT has
+    flushed what it queued) with `connected` and `clients` as they were when the run ended."""
+    return {
+        name: {**figures, **{k: ran[name][k] for k in _AS_IT_RAN if k in ran.get(name, {})}}
+        for name, figures in closed.items()
+    }
 
 
 async def _start_plant(service: CellService, data_dir: Path, api_socket: Path) -> PlantLinks:

@@ -44,23 +44,36 @@ CONSOLE_NICE = 10
 HELD_LINES = 500
 
 
+#: The message line once the run has ended, while the demo scores it and closes its line.
+RUN_ENDED = "the run ended: the demo is scoring the parts and closing its simulated line …"
+
+
 class _DemoClient(ApiClient):
     """The child's control facade; until it first answers, it says that the demo is starting
-    rather than only that the service is not reachable."""
+    rather than only that the service is not reachable. The demo removes its control socket
+    once the run has ended (the cell stopped), then scores it and closes its links and line:
+    from then on (`ended`) this answers the last status it got."""
 
     answered = False
     stopping = False
+    ended = False
+    last: StatusSnapshot | None = None
 
     def snapshot(self) -> StatusSnapshot:
         try:
             snap = super().snapshot()
         except ApiError as exc:
+            if self.answered and not self.path.exists():  # not a busy cell: its socket is gone
+                self.ended = True
+            if self.ended and self.last is not None:
+                return self.last
             if self.stopping:
                 raise ApiError("the demo stopped its cell and is scoring the parts") from None
             if not self.answered:
                 raise ApiError("the demo is starting its simulated line and cell …") from None
             raise ApiError(str(exc)) from None
         self.answered = True
+        self.last = snap
         return snap
 
 
@@ -83,7 +96,15 @@ class DemoSession(ConsoleSession):
             self.pending = None
             self.stop_demo(signal.SIGINT)
             return True
+        if self._run_ended():  # no cell left to command
+            return True
         return super().key(ch)
+
+    def footer(self) -> str:
+        return RUN_ENDED if self._run_ended() else super().footer()
+
+    def _run_ended(self) -> bool:
+        return isinstance(self.control, _DemoClient) and self.control.ended
 
 
 class _Child:

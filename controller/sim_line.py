@@ -14,6 +14,8 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,29 +111,55 @@ def run_sim(
 ) -> int:
     """Run the line until SIGTERM, SIGINT or SIGHUP; exit 0 then, 1 if the line died.
 
-    Without `folder`, its files go in a temporary folder removed on exit."""
+    Its files go in `folder` or a temporary one, and are removed on exit (`line_folder`)."""
     stop = threading.Event()
     for sig in STOP_SIGNALS:  # set before the line starts: a signal then still stops it cleanly
         signal.signal(sig, lambda *_: stop.set())
-    made = folder is None
-    where = Path(tempfile.mkdtemp(prefix="cell-sim-")) if folder is None else folder
-    where.mkdir(parents=True, exist_ok=True)
-    line: ServedLine | None = None
-    try:
-        line = start_line(
-            cell_path, recipe_path, where, cameras=cameras, parts_per_min=parts_per_min, seed=seed
-        )
-        print(attach_text(line, recipe_path), flush=True)
-        while not stop.wait(0.25):
-            if not line.sim.alive():
-                print("cellctl sim: the simulated line stopped", file=sys.stderr)
-                return 1
-        return 0
-    finally:
-        if line is not None:
-            line.stop()
-        if made:
+    with line_folder(folder) as where:
+        line: ServedLine | None = None
+        try:
+            line = start_line(
+                cell_path, recipe_path, where, cameras=cameras, parts_per_min=parts_per_min, seed=seed
+            )
+            print(attach_text(line, recipe_path), flush=True)
+            while not stop.wait(0.25):
+                if not line.sim.alive():
+                    print("cellctl sim: the simulated line stopped", file=sys.stderr)
+                    return 1
+            return 0
+        finally:
+            if line is not None:
+                line.stop()
+
+
+@contextmanager
+def line_folder(folder: Path | None) -> Iterator[Path]:
+    """The folder the line writes its cell config and camera sockets in: `folder`, made if
+    missing, or a temporary one. On leaving, what the line wrote there is removed, and so is
+    every folder made here that is then empty; a folder that was there before stays, and so
+    does anything else put in one (`cellctl sim --dir`)."""
+    if folder is None:
+        where = Path(tempfile.mkdtemp(prefix="cell-sim-"))
+        try:
+            yield where
+        finally:
             shutil.rmtree(where, ignore_errors=True)
-        else:
-            (where / "cell.yaml").unlink(missing_ok=True)
-            shutil.rmtree(where / "cams", ignore_errors=True)
+        return
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # the deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    cams = folder / "cams"
+    cams_made = not cams.exists()
+    try:
+        yield folder
+    finally:
+        (folder / "cell.yaml").unlink(missing_ok=True)
+        if cams_made:
+            shutil.rmtree(cams, ignore_errors=True)
+        else:  # someone's folder: only the line's sockets go
+            for sock in cams.glob("cam*.sock"):
+                sock.unlink(missing_ok=True)
+        for p in made:
+            try:
+                p.rmdir()  # only while empty: what others put there meanwhile stays
+            except OSError:
+                break

@@ -85,6 +85,18 @@ class OpcUaFigures:
     endpoint: str
 
 
+def identity_tokens(cfg: OpcUaConfig) -> list[type]:
+    """The identity tokens the endpoint offers: user names only where there are users, so an
+    anonymous-only endpoint (the demo's) never offers a password that security none would carry
+    in plain text (asyncua warns of that at every start)."""
+    tokens: list[type] = []
+    if cfg.users:
+        tokens.append(ua.UserNameIdentityToken)
+    if cfg.anonymous:
+        tokens.append(ua.AnonymousIdentityToken)
+    return tokens
+
+
 class OpcUaServer:
     """The OPC UA server of one cell, on its own thread and loop."""
 
@@ -448,10 +460,7 @@ class OpcUaServer:
         server.set_endpoint(cfg.endpoint)
         await server.set_application_uri(cfg.application_uri)
         server.iserver.max_connections = cfg.max_clients
-        tokens: list[type] = [ua.UserNameIdentityToken]
-        if cfg.anonymous:
-            tokens.append(ua.AnonymousIdentityToken)
-        server.set_identity_tokens(tokens)
+        server.set_identity_tokens(identity_tokens(cfg))
         if cfg.security == "none":
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity], permission_ruleset=rules)
         else:

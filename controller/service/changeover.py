@@ -11,11 +11,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from controller.config import CellConfig, Recipe
+from controller.config import CellConfig, Recipe, content_hash
 from controller.contract import RecipeResult
 from controller.core.cell import CellCore
 from controller.events import Event, recipe_event
+from controller.inference.runner import file_sha256
 from controller.interfaces import Camera, CameraError
 from controller.recipes import RecipeIndex, RecipeLookupError, check_recipe
 from controller.records import RecordStore
@@ -25,6 +27,13 @@ log = logging.getLogger("controller.service")  # the service's log lines keep th
 
 #: A refused recipe's reason carries at most this many problems, one a line (API: a JSON list).
 MAX_REFUSAL_PROBLEMS = 50
+
+
+class _Asked(NamedTuple):
+    """The recipe asked for, against the active one."""
+
+    unchanged: bool  # the active recipe, same content, same model file: nothing to do
+    note: str  # the answer (unchanged), or what the changeover's answer starts with
 
 
 class Changeover:
@@ -55,7 +64,7 @@ class Changeover:
         refusal holds one problem a line."""
         wanted = name if name is not None else f"number {number}"
         old = self.models.active
-        result, reason, to_hash, new = RecipeResult.NONE, "", "", None
+        result, reason, to_hash, new, to_name = RecipeResult.NONE, "", "", None, wanted
         if self._changing:
             result, reason = RecipeResult.BUSY, "another changeover is in progress"
         elif (why := self.core.recipe_refusal()) is not None:
@@ -78,6 +87,9 @@ class Changeover:
                     reason = "\n".join(str(p) for p in checked.problems[:MAX_REFUSAL_PROBLEMS])
                 elif missing:
                     result, reason = RecipeResult.INVALID, f"cameras {missing} are not running in this cell"
+                elif (same := await asyncio.to_thread(self._against_active, checked.recipe, path)).unchanged:
+                    result, reason, to_hash = RecipeResult.ACTIVE, same.note, old.recipe_hash
+                    to_name = checked.recipe.name
                 else:
                     try:
                         new = await asyncio.to_thread(self.models.build, checked.recipe, path.parent)
@@ -91,7 +103,8 @@ class Changeover:
                             self.models.activate(new)
                             boundary = self.core.activate(new.plan)
                             result = RecipeResult.ACTIVE
-                            reason = f"judges parts from {boundary} on, model on {new.runner.info.provider}"
+                            provider = new.runner.info.provider
+                            reason = f"{same.note}judges parts from {boundary} on, model on {provider}"
                             await asyncio.to_thread(self._apply_camera_settings, new.recipe)
             except Exception as exc:  # whatever a file holds: an audited refusal, never a lost reply
                 log.error("recipe %s from %s: %s: %s", wanted, source, type(exc).__name__, exc)
@@ -99,7 +112,7 @@ class Changeover:
                     result, reason = RecipeResult.INVALID, f"{type(exc).__name__}: {exc}"[:300]
             finally:
                 self._changing = False
-        to_name = new.recipe.name if new else wanted
+        to_name = new.recipe.name if new else to_name
         self.store.put_audit(
             source, old.recipe.name, old.recipe_hash, to_name, to_hash, result.name, reason,
         )  # fmt: skip
@@ -113,6 +126,27 @@ class Changeover:
         for line in more:
             log.log(level, "recipe %s from %s:   %s", wanted, source, line)
         return result, reason
+
+    def _against_active(self, recipe: Recipe, path: Path) -> _Asked:
+        """Whether `recipe` from `path` is the active recipe with the same content and model
+        file, so there is nothing to do, or the same recipe changed on disk, to be reloaded
+        (blocking: reads the model file)."""
+        active = self.models.active
+        if recipe.name != active.recipe.name:
+            return _Asked(False, "")
+        rhash = content_hash(recipe)
+        if rhash != active.recipe_hash:
+            return _Asked(
+                False, f"reloads {recipe.name}, changed on disk ({active.recipe_hash[:12]} → {rhash[:12]}); "
+            )
+        model = file_sha256((path.parent / recipe.model.path).resolve())
+        if model != active.runner.info.sha256:  # retrained in place: the recipe's file is the same
+            was = active.runner.info.sha256
+            return _Asked(
+                False,
+                f"reloads {recipe.name}, its model changed on disk (sha256 {was[:12]} → {model[:12]}); ",
+            )
+        return _Asked(True, f"{recipe.name} is already active ({rhash[:12]}); nothing to do")
 
     def _lookup(self, name: str | None, number: int | None) -> Path | RecipeLookupError:
         """The one recipe file asked for, or why there is none (blocking: a worker thread)."""

@@ -191,3 +191,19 @@ def test_json_goes_to_stdout_and_the_console_to_stderr(tmp_path: Path) -> None:
     assert r.returncode == 0 and result["parts"] == 60 and result["lost"] == 0
     assert ALT_ON in drawn and ALT_OFF in drawn
     assert not sock.exists() and [p.name for p in (tmp / "t").iterdir() if p.name != ".ses"] == []
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_a_run_that_ends_by_itself_says_it_is_scoring(tmp_path: Path) -> None:
+    """Issue 15, item 6: once its parts are through, the demo closes its control socket and
+    scores; the console keeps the last figures and says so, not "service not reachable"."""
+    demo = TerminalDemo(tmp_path, "--parts", "150")
+    try:
+        rc = demo.finish()
+    finally:
+        _, text = demo.close()
+    assert rc == 0, text[-3000:]
+    out = bytes(demo.output)
+    assert b"the run ended" in out[: out.rindex(ALT_OFF)], text[-3000:]
+    demo.assert_nothing_left()

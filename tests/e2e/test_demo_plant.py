@@ -81,6 +81,7 @@ def test_a_subscriber_and_an_opcua_client_watch_the_demo(tmp_path: Path) -> None
     assert {p["run"] for p in once.values()} == {result["run_id"]}
     assert online[-1]["online"] is False and online[-1]["reason"] == "stopped", online
     plant = result["plant"]
+    assert plant["mqtt"]["connected"] is True and plant["opcua"]["connected"] is True, plant  # as it ran
     assert plant["mqtt"]["sent"] >= PARTS and plant["mqtt"]["dropped"] == 0, plant
     assert plant["opcua"]["sent"] == PARTS and plant["opcua"]["dropped"] == 0, plant
     assert refused(mqtt) and refused(opcua), "the broker or the server still listens"

@@ -89,4 +89,4 @@ def test_run_attaches_to_the_simulated_line_and_both_stop_on_sigterm(tmp_path: P
     assert sim_rc == 0, sim_out[-2000:]
     assert "Traceback" not in run_out + sim_out
     assert not sock.exists()
-    assert list(line_dir.iterdir()) == [], "the written cell config and camera sockets are removed"
+    assert not line_dir.exists(), "the folder it made, with its cell config and camera sockets, is removed"

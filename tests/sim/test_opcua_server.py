@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import stat
 import threading
@@ -376,6 +377,30 @@ def test_anonymous_sessions_are_viewers_where_allowed(cell_loop: asyncio.Abstrac
         run(body)
     finally:
         server.stop()
+
+
+def test_an_anonymous_only_endpoint_offers_no_password_and_warns_of_none(
+    cell_loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no users, no user name token is offered: a password could only travel in plain text
+    on security none, and asyncua says so at every start (issue 15: the demo's --opcua)."""
+    cfg = OpcUaConfig(
+        enabled=True, endpoint=f"opc.tcp://127.0.0.1:{free_port()}/cell/", security="none", anonymous=True
+    )
+    server = OpcUaServer(cfg, StubControl(), cell_loop=cell_loop)
+    with caplog.at_level(logging.WARNING, logger="asyncua"):
+        server.start()
+
+    async def body() -> list[ua.UserTokenType]:
+        async with Client(cfg.endpoint, timeout=5) as c:
+            return [t.TokenType for e in await c.get_endpoints() for t in e.UserIdentityTokens]
+
+    try:
+        tokens = run(body)
+    finally:
+        server.stop()
+    assert tokens == [ua.UserTokenType.Anonymous]
+    assert [r.getMessage() for r in caplog.records if "plaintext" in r.getMessage()] == []
 
 
 # --------------------------------------------------------- never blocking

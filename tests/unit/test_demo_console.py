@@ -128,3 +128,60 @@ def test_the_screen_is_the_alternate_one_and_is_left_when_the_demo_ends() -> Non
     text = out.getvalue()
     assert text.count("inspection cell") == 2 and "h hold" in text
     assert text.index("\x1b[?1049h") < text.index("inspection cell") < text.rindex("\x1b[?1049l")
+
+
+def _drawn(s: DemoSession) -> str:
+    console = Console(
+        file=io.StringIO(), width=100, height=30, record=True, color_system=None, force_terminal=True
+    )
+    console.print(s.frame((100, 30)))
+    return console.export_text()
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["parts done", "q"])
+def test_once_the_run_has_ended_the_console_says_it_is_scoring_not_unreachable(
+    tmp_path: Path, stopped: bool
+) -> None:
+    # The demo closes its control socket when the run ends, then scores (and closes its plant
+    # links): the console keeps the last figures and says so, instead of "service not reachable".
+    sock = tmp_path / "cell.sock"
+    sock.touch()
+    client = _DemoClient(sock, status_timeout=0.2)
+    s = DemoSession(client, lambda sig: None)
+    answers: list[object] = [snapshot(state="EXECUTE", parts=2999)]
+    gone = ApiError(f"cell service at {sock} is not running (stale socket)")
+
+    def reply(self: object) -> StatusSnapshot:
+        answer = answers.pop(0) if answers else gone
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    with mock.patch("controller.api.ApiClient.snapshot", reply):
+        assert "EXECUTE" in _drawn(s)
+        answers.append(snapshot(state="STOPPED", parts=3000))
+        assert "STOPPED" in _drawn(s)
+        client.stopping = stopped
+        sock.unlink()  # the run ended: the demo stopped its control API
+        text = _drawn(s)
+    assert "not reachable" not in text and "reconnecting" not in text, text
+    assert "the run ended" in text and "scoring" in text and "STOPPED" in text and "3000" in text, text
+
+
+def test_a_status_that_times_out_mid_run_is_still_shown_as_such(tmp_path: Path) -> None:
+    sock = tmp_path / "cell.sock"
+    sock.touch()  # still there: the cell is busy, not finished
+    client = _DemoClient(sock, status_timeout=0.2)
+    s = DemoSession(client, lambda sig: None)
+    answers: list[object] = [snapshot(), ApiError(f"cell service at {sock} did not answer within 0.2 s")]
+
+    def reply(self: object) -> StatusSnapshot:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    with mock.patch("controller.api.ApiClient.snapshot", reply):
+        _drawn(s)
+        text = _drawn(s)
+    assert "not reachable" in text and "the run ended" not in text, text
