@@ -53,6 +53,15 @@ def attached_cell(cell: CellConfig, port: int, addresses: list[str]) -> CellConf
     return cell.model_copy(update={"plc": plc, "cameras": cams})
 
 
+#: The first line of the cell config `cellctl sim` writes: a file that starts otherwise is not
+#: its own, and is never overwritten or removed.
+SIM_HEADER = "# Written by cellctl sim:"
+
+
+class SimFolderError(ValueError):
+    """The folder given to `cellctl sim` holds files that are not the simulator's."""
+
+
 def start_line(
     cell_path: Path,
     recipe_path: Path,
@@ -75,7 +84,7 @@ def start_line(
     try:
         attach = attached_cell(cell, port, [sim.camera_address(k) for k in range(len(cell.cameras))])
         cell_file = folder / "cell.yaml"
-        head = f"# Written by cellctl sim: cell {cell_path} attached to its simulated line.\n"
+        head = f"{SIM_HEADER} cell {cell_path} attached to its simulated line.\n"
         data = attach.model_dump(mode="json", exclude_defaults=True)
         data["plc"] = {"protocol": attach.plc.protocol, "host": "127.0.0.1", **data.get("plc", {})}
         body = yaml.safe_dump(data, sort_keys=False)
@@ -111,7 +120,13 @@ def run_sim(
 ) -> int:
     """Run the line until SIGTERM, SIGINT or SIGHUP; exit 0 then, 1 if the line died.
 
-    Its files go in `folder` or a temporary one, and are removed on exit (`line_folder`)."""
+    Its files go in `folder` or a temporary one, and are removed on exit (`line_folder`); a
+    folder holding a cell config that is not the simulator's is refused (exit 2)."""
+    try:
+        check_folder(folder)
+    except SimFolderError as exc:
+        print(f"cellctl sim: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in STOP_SIGNALS:  # set before the line starts: a signal then still stops it cleanly
         signal.signal(sig, lambda *_: stop.set())
@@ -132,12 +147,34 @@ def run_sim(
                 line.stop()
 
 
+def check_folder(folder: Path | None) -> None:
+    """Refuse a folder whose cell.yaml someone else wrote: the line would overwrite it and
+    remove it at exit. One a simulator left behind (killed outright) is taken over."""
+    if folder is None:
+        return
+    cell_file = folder / "cell.yaml"
+    try:
+        with cell_file.open(encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SimFolderError(f"cannot read {cell_file}: {exc.strerror or exc}") from None
+    if not first.startswith(SIM_HEADER):
+        raise SimFolderError(
+            f"{cell_file} exists, not written by cellctl sim (the line writes its own there and "
+            "removes it at exit): give --dir an empty folder or a new one"
+        )
+
+
 @contextmanager
 def line_folder(folder: Path | None) -> Iterator[Path]:
     """The folder the line writes its cell config and camera sockets in: `folder`, made if
     missing, or a temporary one. On leaving, what the line wrote there is removed, and so is
     every folder made here that is then empty; a folder that was there before stays, and so
-    does anything else put in one (`cellctl sim --dir`)."""
+    does anything else put in one (`cellctl sim --dir`). Raises `SimFolderError` for a folder
+    whose cell.yaml is not the simulator's (`check_folder`)."""
+    check_folder(folder)
     if folder is None:
         where = Path(tempfile.mkdtemp(prefix="cell-sim-"))
         try:

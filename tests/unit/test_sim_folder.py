@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.sim_line import line_folder
+import pytest
+
+from controller.sim_line import SIM_HEADER, SimFolderError, line_folder, run_sim
 
 
 def _writes_like_the_line(where: Path) -> None:
@@ -51,3 +53,29 @@ def test_without_a_folder_a_temporary_one_is_made_and_removed() -> None:
         assert where.is_dir()
         _writes_like_the_line(where)
     assert not where.exists()
+
+
+def test_a_cell_config_of_someone_elses_there_is_refused_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "cell.yaml").write_text("name: my-cell\n")
+    with (
+        pytest.raises(SimFolderError, match=r"cell\.yaml .*not written by cellctl sim"),
+        line_folder(tmp_path),
+    ):
+        pass
+    assert (tmp_path / "cell.yaml").read_text() == "name: my-cell\n"
+
+
+def test_a_cell_config_a_sim_left_behind_is_taken_over(tmp_path: Path) -> None:
+    (tmp_path / "cell.yaml").write_text(f"{SIM_HEADER} cell x attached to its simulated line.\nname: x\n")
+    with line_folder(tmp_path) as where:
+        _writes_like_the_line(where)
+    assert not (tmp_path / "cell.yaml").exists()
+
+
+def test_run_sim_refuses_such_a_folder_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "cell.yaml").write_text("name: my-cell\n")
+    assert run_sim(Path("recipes/cells/demo-cell.yaml"), Path("recipes/plate-4h.yaml"), tmp_path) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cellctl sim: ") and "\n" not in err and "give --dir" in err
