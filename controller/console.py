@@ -245,10 +245,15 @@ def render_status(
     return _panel([*head, _alarms(s, most), note], tail, spaced=False)
 
 
-def render_unreachable(why: str, footer: str = "", keys: str = "") -> RenderableType:
-    """What the console shows while the service is away (it keeps trying)."""
-    body = Text.assemble(
-        ("service not reachable\n", "bold red"), (why + "\n", ""), ("reconnecting...", "dim")
-    )
+def render_unreachable(
+    why: str,
+    footer: str = "",
+    keys: str = "",
+    heading: tuple[str, str] = ("service not reachable", "bold red"),
+    trying: str = "reconnecting...",
+) -> RenderableType:
+    """What the console shows while the service is away (it keeps trying): `heading` (text and
+    style) over why, and what it is doing meanwhile."""
+    body = Text.assemble((heading[0] + "\n", heading[1]), (why + "\n", ""), (trying, "dim"))
     tail = _footer(footer, keys)
     return Panel(Group(body, *tail) if tail else body, title="inspection cell")

@@ -27,11 +27,12 @@ from types import FrameType
 from typing import IO
 
 from pydantic import TypeAdapter
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from controller.api import ApiClient, ApiError, default_socket
 from controller.config import ConfigError
-from controller.control import CellControl
+from controller.console import KEYS, render_unreachable
+from controller.control import CellControl, ControlError
 from controller.demo import STOP_SIGNALS, DemoOptions, run_demo, watch_lines
 from controller.snapshot import StatusSnapshot
 from controller.terminal import ConsoleSession, show
@@ -102,6 +103,12 @@ class DemoSession(ConsoleSession):
 
     def footer(self) -> str:
         return RUN_ENDED if self._run_ended() else super().footer()
+
+    def away(self, exc: ControlError) -> RenderableType:
+        if isinstance(self.control, _DemoClient) and not self.control.answered:
+            starting = ("the demo is starting", "bold")
+            return render_unreachable(str(exc), self.footer(), KEYS, starting, "waiting for the cell …")
+        return super().away(exc)
 
     def _run_ended(self) -> bool:
         return isinstance(self.control, _DemoClient) and self.control.ended

@@ -121,8 +121,12 @@ class ConsoleSession:
         try:
             snap = self.control.snapshot()
         except ControlError as exc:  # away or busy: shown, retried
-            return render_unreachable(str(exc), self.footer(), KEYS)
+            return self.away(exc)
         return render_status(snap, size, self.footer(), KEYS)
+
+    def away(self, exc: ControlError) -> RenderableType:
+        """The screen while the service does not answer (`exc` says why)."""
+        return render_unreachable(str(exc), self.footer(), KEYS)
 
 
 def attach(socket: Path, refresh_hz: float = 4.0) -> int:

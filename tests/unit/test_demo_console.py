@@ -111,6 +111,14 @@ def test_until_the_demo_answers_it_says_it_is_starting(tmp_path: Path) -> None:
         client.snapshot()
 
 
+def test_while_the_demo_starts_the_screen_says_so_not_that_the_service_is_away(tmp_path: Path) -> None:
+    session = DemoSession(_DemoClient(tmp_path / "nothing.sock", status_timeout=0.2), lambda sig: None)
+    console = Console(file=io.StringIO(), width=100, height=30, color_system=None)
+    console.print(session.frame((100, 30)))
+    screen = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "starting" in screen and "not reachable" not in screen and "reconnecting" not in screen
+
+
 def test_signals_before_the_child_runs_wait_for_it_and_a_hang_up_ends_the_drawing() -> None:
     child = _Child(DemoOptions())
     child.forward(signal.SIGINT)
