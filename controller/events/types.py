@@ -214,9 +214,10 @@ def alarm_event(alarm: Alarm) -> AlarmRaised | AlarmCleared:
         name = AlarmCode(alarm.code).name
     except ValueError:
         name = str(alarm.code)
+    code = int(alarm.code)  # the number, never the enum (its plain form would be its name)
     if alarm.cleared:
-        return AlarmCleared(alarm.code, name, alarm.text, alarm.occurrences)
-    return AlarmRaised(alarm.code, name, alarm.text, alarm.occurrences)
+        return AlarmCleared(code, name, alarm.text, alarm.occurrences)
+    return AlarmRaised(code, name, alarm.text, alarm.occurrences)
 
 
 def recipe_event(

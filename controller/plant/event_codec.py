@@ -68,12 +68,24 @@ def _read(tp: Any, value: Any) -> Any:
         (item,) = get_args(tp)
         return [_read(item, v) for v in value]
     if isinstance(tp, type) and is_dataclass(tp):
-        hints = _hints(tp)
-        return tp(**{f.name: _read(hints[f.name], value[f.name]) for f in fields(tp) if f.name in value})
+        hints, read = _hints(tp), {}
+        for f in fields(tp):
+            if f.name in value:
+                try:
+                    read[f.name] = _read(hints[f.name], value[f.name])
+                except (KeyError, TypeError, ValueError) as exc:  # say which field, nested too
+                    raise ValueError(f"{f.name}: {exc}") from None
+        return tp(**read)
     if isinstance(tp, type) and issubclass(tp, Enum):
         return _enum_names(tp)[str(value)]
     if tp is float:
-        return math.nan if value is None else float(value)
+        if value is None:
+            return math.nan
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"expected a number, found {value!r}")
+        return float(value)
+    if tp in (int, str, bool) and type(value) is not tp:  # JSON's own types: read as they are
+        raise TypeError(f"expected {tp.__name__}, found {value!r}")
     return value
 
 

@@ -126,6 +126,8 @@ def test_alarms_become_raised_and_cleared() -> None:
     assert raised == AlarmRaised(13, "PLC_LINK_LOST", "PLC link lost: reset", 1)
     assert cleared == AlarmCleared(13, "PLC_LINK_LOST", "cleared after 3 occurrences", 3)
     assert alarm_event(Alarm(99, "?")).name == "99"  # a code this build does not know
+    # The code goes out as its number, not the enum's name (a plant reads `code` as a number).
+    assert type(raised.code) is int and to_dict(raised)["code"] == 13 and to_dict(cleared)["code"] == 13
 
 
 def test_recipe_changes_become_activated_or_refused() -> None:
