@@ -53,6 +53,12 @@ class ModbusPlcLink(AreaWriter):
         where = f"{self.host}:{self.port} id {self.device_id}"
         return f"ModbusPlcLink({where} @{self.plc_address}/@{self.cell_address})"
 
+    def __str__(self) -> str:
+        return (
+            f"Modbus TCP PLC {self.host}:{self.port} unit {self.device_id} (reads registers "
+            f"{self.plc_address} and {self.trig_address}, writes {self.cell_address})"
+        )
+
     def connect(self) -> None:
         client = ModbusTcpClient(self.host, port=self.port, timeout=self.timeout_s, retries=0)
         if not client.connect():

@@ -51,6 +51,12 @@ class S7PlcLink(AreaWriter):
     def __repr__(self) -> str:
         return f"S7PlcLink({self.host}:{self.port} DB{self.db_plc}/DB{self.db_cell})"
 
+    def __str__(self) -> str:
+        return (
+            f"S7 PLC {self.host}:{self.port} (reads DB{self.db_plc} and DB{self.db_trig}, "
+            f"writes DB{self.db_cell})"
+        )
+
     def connect(self) -> None:
         client = snap7.client.Client()
         try:

@@ -164,7 +164,7 @@ class PlcIo:
                     continue
                 log.info("PLC link up: %r", self.link)
                 self.link_up, backoff = True, 0.1
-                self._announce(LinkUp(repr(self.link)))
+                self._announce(LinkUp(f"connected to {self.link}"))
             try:
                 now = time.monotonic()
                 if now >= next_read:

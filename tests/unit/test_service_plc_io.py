@@ -176,6 +176,9 @@ def test_the_link_coming_and_going_is_published_once_per_change() -> None:
     assert [type(e) for e in rig.events] == [LinkDown, LinkUp, LinkDown, LinkUp]  # two failed connects: one
     assert rig.events[0] == LinkDown("connect failed: connection refused")
     assert rig.events[2] == LinkDown("read timed out")
+    # Up says to what, in words a plant reads (not a Python repr).
+    up = rig.events[1]
+    assert isinstance(up, LinkUp) and up.why == f"connected to {rig.io.link}"
 
 
 def test_each_cycle_reads_inputs_then_triggers_then_writes_the_header() -> None:
