@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Group, RenderableType
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -100,14 +101,21 @@ def status_lines(s: StatusSnapshot) -> list[str]:
     return lines
 
 
-def _header(s: StatusSnapshot) -> Text:
+def _header(s: StatusSnapshot, compact: bool = False) -> Text:
+    """The state line; `compact`: the state, recipe and PLC link only, on one line (`…` where
+    the screen is narrower still), for the smallest screens."""
+    state = (s.state, _STATE_STYLE.get(s.state, "bold cyan"))
+    plc = ("up" if s.link_up else "DOWN", "green" if s.link_up else "bold red")
+    if compact:
+        text = Text.assemble(state, ("  ", ""), (s.recipe, "bold"), ("  PLC ", "dim"), plc)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        return text
     hb = f" hb {s.heartbeat_age_s * 1e3:.0f} ms" if math.isfinite(s.heartbeat_age_s) else " hb -"
     return Text.assemble(
-        ("state ", "dim"), (s.state, _STATE_STYLE.get(s.state, "bold cyan")),
+        ("state ", "dim"), state,
         ("  recipe ", "dim"), (f"{s.recipe} ({s.recipe_hash})", "bold"),
         ("  inference ", "dim"), (s.provider.replace("ExecutionProvider", ""), "bold"),
-        ("  PLC ", "dim"),
-        ("up" if s.link_up else "DOWN", "green" if s.link_up else "bold red"), (hb, "dim"),
+        ("  PLC ", "dim"), plc, (hb, "dim"),
     )  # fmt: skip
 
 
@@ -133,18 +141,37 @@ def _plant(s: StatusSnapshot) -> Text | None:
     return Text.assemble(("plant ", "dim"), (line, "bold red" if " DOWN " in line else ""))
 
 
-def _counts(s: StatusSnapshot) -> Table:
+def _figures(s: StatusSnapshot) -> list[tuple[str, str]]:
+    """The count figures as (label, value), three to a row in the full view."""
     decided = s.passed + rejected(s)
     yield_ = f"{100.0 * s.passed / decided:.1f} %" if decided else "-"
+    return [
+        ("parts", str(s.parts)), ("passed", str(s.passed)), ("rejected", str(rejected(s))),
+        ("parts/min", f"{s.parts_per_min:.0f}"), ("yield", yield_), ("in flight", str(undecided(s))),
+        ("line mm/s", f"{s.line_speed_mm_s:.0f}"), ("no decision", str(s.no_decision)),
+        ("latency p99", f"{_ms(s.latency_p99_ms)} ms"),
+    ]  # fmt: skip
+
+
+#: On a narrow screen, fewer figures to a row, the most wanted first.
+_NARROW_ORDER = ("parts", "passed", "rejected", "no decision", "in flight", "yield", "parts/min",
+                 "latency p99", "line mm/s")  # fmt: skip
+
+
+def _counts(s: StatusSnapshot, per_row: int = 3, most: int | None = None) -> Table:
+    """The figures, `per_row` (label, value) pairs a row (3: the full view's order; fewer: the
+    most wanted first), the first `most` of them (all: None)."""
+    figures = _figures(s)
+    if per_row != 3:
+        rank = {label: i for i, label in enumerate(_NARROW_ORDER)}
+        figures.sort(key=lambda f: rank[f[0]])
+    figures = figures[:most]
     t = Table.grid(padding=(0, 2))
-    for _ in range(6):
+    for _ in range(per_row):
         t.add_column(justify="right")
-    t.add_row("parts", str(s.parts), "passed", str(s.passed), "rejected", str(rejected(s)))
-    t.add_row("parts/min", f"{s.parts_per_min:.0f}", "yield", yield_, "in flight", str(undecided(s)))
-    t.add_row(
-        "line mm/s", f"{s.line_speed_mm_s:.0f}", "no decision", str(s.no_decision),
-        "latency p99", f"{_ms(s.latency_p99_ms)} ms",
-    )  # fmt: skip
+        t.add_column(justify="right", no_wrap=True)
+    for i in range(0, len(figures), per_row):
+        t.add_row(*(x for pair in figures[i : i + per_row] for x in pair))
     return t
 
 
@@ -209,9 +236,9 @@ def render_status(
     parts. Blank lines go first, then tables, then alarms past the first."""
     top, bottom = _tables(s)
     plant = _plant(s)
-    head: list[RenderableType] = [_header(s), _counts(s), *([plant] if plant is not None else [])]
     tail = _footer(footer, keys)
     if size is None:
+        head: list[RenderableType] = [_header(s), _counts(s), *([plant] if plant is not None else [])]
         return _panel([*head, top, bottom, _alarms(s)], tail, spaced=True)
     # Each block measured once in the panel's inner width (a table that would fold is left out).
     import io  # an off-screen console of its own, only to measure
@@ -225,9 +252,17 @@ def render_status(
     def rows(r: RenderableType) -> int:
         return len(probe.render_lines(r, opts, pad=False))
 
+    def width(r: RenderableType) -> int:
+        """The width `r` takes unfolded (the probe's own `measure` stops at its width)."""
+        return Measurement.get(probe, probe.options.update(width=10_000), r).maximum
+
+    # As many figures to a row as fit the width without folding a label.
+    per_row = next((n for n in (3, 2) if width(_counts(s, n)) <= inner), 1)
+    counts = _counts(s, per_row)
+    head = [_header(s), counts, *([plant] if plant is not None else [])]
     fixed = 2 + sum(rows(b) for b in head) + sum(rows(t) for t in tail)  # 2: the panel's border
     alarm_rows = [rows(Text(line)) for line in _alarm_lines(s)] or [1]
-    tables = [t for t in (top, bottom) if probe.measure(t).maximum <= inner]
+    tables = [t for t in (top, bottom) if width(t) <= inner]
     table_rows = [rows(t) for t in tables]
     note = Text(f"small terminal: full view needs {FULL_SIZE[0]}x{FULL_SIZE[1]}", style="dim italic")
     choices = [(k, spaced) for k in range(len(tables), -1, -1) for spaced in (True, False)]
@@ -237,12 +272,50 @@ def render_status(
         height = fixed + sum(table_rows[:k]) + sum(alarm_rows) + (not whole) + spaced * (blocks - 1)
         if height <= size[1]:
             return _panel([*head, *tables[:k], _alarms(s), *([] if whole else [note])], tail, spaced)
-    # Not even the essentials with every alarm: the first alarms that fit, the rest counted.
-    room = size[1] - fixed - 1  # 1: the note
-    most = max(1, len(alarm_rows) - 1)
-    while most > 1 and sum(alarm_rows[: most - 1]) + 1 > room:  # +1: "… and N more alarms"
-        most -= 1
-    return _panel([*head, _alarms(s, most), note], tail, spaced=False)
+    # Not even the essentials: what fits, the most wanted first (the state, the first alarm,
+    # the main figures, the other alarms, the other figures, the plant, the note), one line
+    # an alarm; the legend always.
+    room = size[1] - 3 - sum(rows(t) for t in tail)  # 3: the border and the state line
+    alarm_lines = 1 if room >= 1 else 0
+    room -= alarm_lines
+    total = len(_figures(s))
+    grid_rows = 0  # rows of figures shown (a row each: the width was chosen so none folds)
+    for want in (4, total):  # the main figures, then the rest once the alarms are in
+        more = min(-(-min(want, total) // per_row) - grid_rows, room)
+        grid_rows, room = grid_rows + max(more, 0), room - max(more, 0)
+        if want == 4:
+            extra = min(max(len(_alarm_lines(s)) - alarm_lines, 0), room)
+            alarm_lines, room = alarm_lines + extra, room - extra
+    figures = min(grid_rows * per_row, total)
+    kept = [b for b in (plant, note) if b is not None]
+    for b in list(kept):
+        if rows(b) <= room:
+            room -= rows(b)
+        else:
+            kept.remove(b)
+    shown: list[RenderableType] = [_header(s, compact=True)]
+    shown += [_counts(s, per_row, figures)] if figures else []
+    shown += [b for b in kept if b is plant]
+    shown += [_one_line_alarms(s, alarm_lines)] if alarm_lines else []
+    shown += [b for b in kept if b is note]
+    return _panel(shown, tail, spaced=False)
+
+
+def _one_line_alarms(s: StatusSnapshot, lines: int) -> Text:
+    """The alarms in `lines` lines of one line each (cut with `…`): all of them if they fit,
+    else the first ones and how many more."""
+    alarms = _alarm_lines(s)
+    if not alarms:
+        text = Text("no active alarms", style="dim")
+    elif len(alarms) <= lines:
+        text = Text("\n".join(alarms), style="bold red")
+    elif lines == 1:
+        text = Text(f"{alarms[0]} (+{len(alarms) - 1} more)", style="bold red")
+    else:
+        shown = alarms[: lines - 1]
+        text = Text("\n".join([*shown, f"… and {len(alarms) - len(shown)} more alarms"]), style="bold red")
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
 
 
 def render_unreachable(

@@ -121,6 +121,18 @@ def test_the_legend_stays_visible_with_many_alarms_and_cameras(size: tuple[int, 
     assert "HELD" in text and "alarm 10: alarm text number 10" in text, text
 
 
+@pytest.mark.parametrize("size", [(40, 10), (30, 8), (44, 12), (60, 10), (36, 14)])
+def test_a_tiny_terminal_keeps_the_state_and_the_legend_and_cuts_no_label(size: tuple[int, int]) -> None:
+    alarms = {13: "PLC link lost", 30: "camera gone: left"}
+    text = render(snapshot(state="HELD", alarms=alarms), size=size, keys=KEYS)
+    lines = text.splitlines()
+    assert len(lines) <= size[1] and max(len(ln) for ln in lines) <= size[0], text
+    assert "HELD" in text and "q quit" in text, text
+    assert lines[-2].rstrip("│ ").endswith("q quit"), text  # the legend is the last line inside
+    for cut_label in ("par…", "pas…", "rej…", "yie…", "lat…", "dec…"):
+        assert cut_label not in text, text
+
+
 def test_the_unreachable_screen_keeps_the_legend() -> None:
     console = Console(width=80, height=24, record=True, color_system=None, force_terminal=True)
     console.print(render_unreachable("no cell service at /x", "", KEYS))
