@@ -54,6 +54,10 @@ class EncoderHistory:
     through the samples within `window_s` of t, with how far off it may be: the belt's speed
     times how uncertain the samples' times are (a PLC publishes its encoder once per scan,
     somewhere between two of the cell's reads), plus the scatter of the samples about the line.
+    Past the newest sample (or before the oldest) the line through the samples within
+    `window_s` of that end is followed; more than `window_s` from it, the belt may have changed
+    speed, and the spread grows by the distance it covers in that time. In a gap of samples the
+    belt was somewhere between the two on either side: the answer says no more.
     """
 
     def __init__(self, size: int = 256, window_s: float = 0.06) -> None:
@@ -86,13 +90,24 @@ class EncoderHistory:
         s = self._samples
         if len(s) < 2:
             return (s[-1][1], 0.0) if s else None
+        # Outside the samples, the line through the end's stretch: two samples ms apart, timed
+        # to a ms, give a slope too rough to follow for long.
+        tc = min(max(t, s[0][0]), s[-1][0])
         near: list[tuple[float, int, float]] = []
+        older = newer = None  # the samples either side of t
         for sample in reversed(s):  # newest first: frames are recent
-            if sample[0] < t - self.window_s:
+            if sample[0] > t:
+                newer = sample
+            elif older is None:
+                older = sample
+            if sample[0] < tc - self.window_s:
                 break
-            if sample[0] <= t + self.window_s:
+            if sample[0] <= tc + self.window_s:
                 near.append(sample)
-        if len(near) < 2:  # far from every sample: the line through the two nearest in time
+        between: tuple[int, int] | None = None
+        if older is not None and newer is not None and newer[0] - older[0] > self.window_s:
+            near, between = [older, newer], (older[1], newer[1])
+        elif len(near) < 2:
             near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
         arr = np.asarray(near, dtype=np.float64)
         t0, p0 = arr[0, 0], arr[0, 1]
@@ -105,4 +120,10 @@ class EncoderHistory:
         resid = dp - dp.mean() - slope * dtc
         scatter = float(np.sqrt(np.dot(resid, resid) / len(resid)))
         spread = abs(slope) * float(arr[:, 2].mean()) + 2.0 * scatter
-        return int(round(float(p0 + dp.mean() + slope * (t - t0 - dt.mean())))), spread  # noqa: RUF046
+        pos = float(p0 + dp.mean() + slope * (t - t0 - dt.mean()))
+        if between is not None:
+            spread = max(spread, pos - between[0], between[1] - pos)
+        else:
+            beyond = float(np.abs(arr[:, 0] - t).min()) - self.window_s
+            spread += abs(slope) * max(beyond, 0.0)
+        return int(round(pos)), spread  # noqa: RUF046

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from controller.core.encoder import WRAP, EncoderHistory, EncoderUnwrapper, signed_diff
@@ -50,3 +51,46 @@ def test_history_fit_shrugs_off_a_stale_sample() -> None:
         h.add(t, pos)
     est = h.position_at(0.05)
     assert est is not None and abs(est - 500) < 15  # two-point interpolation would be 100 off
+
+
+def _belt(h: EncoderHistory, t0: float, t1: float, p0: float, speed: float, seed: int) -> None:
+    """Samples every 2 ms from t0 to t1, timed ±1 ms as the cell times its reads."""
+    rng = np.random.default_rng(seed)
+    for k in range(round((t1 - t0) / 0.002) + 1):
+        t = t0 + 0.002 * k
+        h.add(t + rng.uniform(-0.001, 0.001), round(p0 + speed * (t - t0)), 0.001)
+
+
+def test_a_time_well_after_the_newest_sample_is_placed_by_the_belts_newest_stretch() -> None:
+    """The cell's reads stalled (or were too slow to time by) while frames kept coming: a frame
+    70 ms after the newest sample (was: a line through the newest two samples, 2 ms apart and
+    timed ±1 ms, placed it 25 mm off, ±2 mm, and its trigger pairing locked one part off)."""
+    for seed in range(20):
+        h = EncoderHistory()
+        _belt(h, 0.0, 0.2, 0.0, 10_000.0, seed)  # 1 m/s at 10 counts/mm
+        found = h.locate(0.27)
+        assert found is not None
+        pos, spread = found
+        assert abs(pos - 2700) <= spread, (seed, pos, spread)
+        assert spread < 200  # still of use for pairing: parts are ~400 counts apart
+
+
+def test_far_from_every_sample_the_spread_grows_with_the_distance() -> None:
+    h = EncoderHistory()
+    _belt(h, 0.0, 0.2, 0.0, 10_000.0, 1)
+    found = h.locate(0.46)  # 200 ms past the window: the belt may have slowed or stopped since
+    assert found is not None and found[1] >= 10_000 * 0.2 * 0.9
+
+
+def test_in_a_gap_between_samples_the_answer_lies_between_them() -> None:
+    """No sample within a window of t, samples on both sides: the belt was somewhere between them
+    (was: a line through the newest two samples, far after t, which put it behind the one
+    before t)."""
+    h = EncoderHistory()
+    _belt(h, 0.0, 0.1, 0.0, 10_000.0, 2)  # at 1000 by 0.1 s; stopped until 0.3 s, then on
+    _belt(h, 0.3, 0.5, 1000.0, 10_000.0, 3)
+    found = h.locate(0.25)
+    assert found is not None
+    pos, spread = found
+    assert pos - spread <= 1000 <= pos + spread  # where it was (stopped)
+    assert pos - spread >= 1000 - 30 and pos + spread <= 2000 + 30  # never outside the samples
