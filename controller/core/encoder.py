@@ -51,9 +51,10 @@ class EncoderHistory:
     """Recent (time, position, time uncertainty) samples; answers 'where was the belt at time t'.
 
     Frames carry a trigger timestamp, not a position. The answer is a least-squares line
-    through the samples within `window_s` of t, with how far off it may be: the belt's speed
-    times how uncertain the samples' times are (a PLC publishes its encoder once per scan,
-    somewhere between two of the cell's reads), plus the scatter of the samples about the line.
+    through the samples within `window_s` of t, each weighted by how precisely it is timed, with
+    how far off it may be: the belt's speed times how uncertain the samples' times are (a PLC
+    publishes its encoder once per scan, somewhere between two of the cell's reads), plus the
+    scatter of the samples about the line.
     Past the newest sample (or before the oldest) the line through the samples within
     `window_s` of that end is followed; more than `window_s` from it, the belt may have changed
     speed, and the spread grows by the distance it covers in that time. In a gap of samples the
@@ -91,8 +92,9 @@ class EncoderHistory:
         if len(s) < 2:
             return (s[-1][1], 0.0) if s else None
         # Outside the samples, the line through the end's stretch: two samples ms apart, timed
-        # to a ms, give a slope too rough to follow for long.
-        tc = min(max(t, s[0][0]), s[-1][0])
+        # to a ms, give a slope too rough to follow for long. (The newest sample may be a loose
+        # one, after a stall of reads: the stretch is the one before it.)
+        tc = min(max(t, s[0][0]), s[-1][0] - s[-1][2])
         near: list[tuple[float, int, float]] = []
         older = newer = None  # the samples either side of t
         for sample in reversed(s):  # newest first: frames are recent
@@ -110,20 +112,26 @@ class EncoderHistory:
         elif len(near) < 2:
             near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
         arr = np.asarray(near, dtype=np.float64)
+        # Weighted by how precisely each sample is timed: one read after a stall of reads, timed
+        # halfway through it, must not pull the line that the samples timed to a ms draw.
+        w = 1.0 / np.maximum(arr[:, 2], 1e-4) ** 2
+        w_sum = float(w.sum())
         t0, p0 = arr[0, 0], arr[0, 1]
         dt, dp = arr[:, 0] - t0, arr[:, 1] - p0
-        dtc = dt - dt.mean()
-        var = float(np.dot(dtc, dtc))
+        t_mean, p_mean = float(np.dot(w, dt)) / w_sum, float(np.dot(w, dp)) / w_sum
+        dtc = dt - t_mean
+        var = float(np.dot(w, dtc * dtc))
         if var <= 0.0:
             return int(p0), 0.0
-        slope = float(np.dot(dtc, dp - dp.mean())) / var
-        resid = dp - dp.mean() - slope * dtc
-        scatter = float(np.sqrt(np.dot(resid, resid) / len(resid)))
-        spread = abs(slope) * float(arr[:, 2].mean()) + 2.0 * scatter
-        pos = float(p0 + dp.mean() + slope * (t - t0 - dt.mean()))
+        slope = float(np.dot(w, dtc * (dp - p_mean))) / var
+        resid = dp - p_mean - slope * dtc
+        scatter = float(np.sqrt(np.dot(w, resid * resid) / w_sum))
+        spread = abs(slope) * float(np.dot(w, arr[:, 2])) / w_sum + 2.0 * scatter
+        pos = float(p0 + p_mean + slope * (t - t0 - t_mean))
         if between is not None:
             spread = max(spread, pos - between[0], between[1] - pos)
         else:
-            beyond = float(np.abs(arr[:, 0] - t).min()) - self.window_s
+            # How far t is from a sample that says where the belt was, counting its own looseness.
+            beyond = float((np.abs(arr[:, 0] - t) + arr[:, 2]).min()) - self.window_s
             spread += abs(slope) * max(beyond, 0.0)
         return int(round(pos)), spread  # noqa: RUF046

@@ -94,3 +94,20 @@ def test_in_a_gap_between_samples_the_answer_lies_between_them() -> None:
     pos, spread = found
     assert pos - spread <= 1000 <= pos + spread  # where it was (stopped)
     assert pos - spread >= 1000 - 30 and pos + spread <= 2000 + 30  # never outside the samples
+
+
+def test_a_sample_timed_loosely_after_a_stall_of_reads_does_not_pull_the_line() -> None:
+    """The cell's reads stalled for 100 ms; the first read after it holds the PLC's fresh value,
+    timed halfway through the stall, ±50 ms. Frames from the stall are placed by the samples
+    timed to a ms, and the answer says how far off it may be so far from them (was: the loose
+    one pulled the line, placing them up to 77 mm ahead with ±22 mm, and trigger pairing locked
+    one part off)."""
+    h = EncoderHistory()
+    _belt(h, -0.1, 0.0, -1000.0, 10_000.0, 4)
+    h.add(0.05, 1000, 0.05)
+    for t in (0.05, 0.08, 0.1):
+        found = h.locate(t)
+        assert found is not None
+        pos, spread = found
+        assert abs(pos - 10_000 * t) <= spread, (t, pos, spread)
+        assert abs(pos - 10_000 * t) < 100, (t, pos)  # the line of the precise samples
