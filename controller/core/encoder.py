@@ -58,7 +58,7 @@ class EncoderHistory:
     Past the newest sample (or before the oldest) the line through the samples within
     `window_s` of that end is followed; more than `window_s` from it, the belt may have changed
     speed, and the spread grows by the distance it covers in that time. In a gap of samples the
-    belt was somewhere between the two on either side: the answer says no more.
+    belt was somewhere between the two surely before and surely after t: the answer says no more.
     """
 
     def __init__(self, size: int = 256, window_s: float = 0.06) -> None:
@@ -96,11 +96,11 @@ class EncoderHistory:
         # one, after a stall of reads: the stretch is the one before it.)
         tc = min(max(t, s[0][0]), s[-1][0] - s[-1][2])
         near: list[tuple[float, int, float]] = []
-        older = newer = None  # the samples either side of t
+        older = newer = None  # the samples surely before and surely after t (±their looseness)
         for sample in reversed(s):  # newest first: frames are recent
-            if sample[0] > t:
+            if sample[0] - sample[2] >= t:
                 newer = sample
-            elif older is None:
+            elif older is None and sample[0] + sample[2] <= t:
                 older = sample
             if sample[0] < tc - self.window_s:
                 break

@@ -111,3 +111,19 @@ def test_a_sample_timed_loosely_after_a_stall_of_reads_does_not_pull_the_line() 
         pos, spread = found
         assert abs(pos - 10_000 * t) <= spread, (t, pos, spread)
         assert abs(pos - 10_000 * t) < 100, (t, pos)  # the line of the precise samples
+
+
+def test_a_loose_sample_in_a_gap_does_not_bound_the_answer_by_its_middle_time() -> None:
+    """Reads stalled for 250 ms; the one read in between is timed ±124 ms. A frame from the gap
+    lies between the samples whose times are sure to be before and after it (was: between the
+    loose one's middle time and the next, 113 mm ahead with ±3 mm; trigger pairing locked one
+    part off)."""
+    h = EncoderHistory()
+    _belt(h, -0.3, -0.135, -3000.0, 10_000.0, 5)
+    h.add(-0.0103, 1131, 0.1238)  # the value of +113 ms, timed halfway through the stall
+    _belt(h, 0.115, 0.2, 1150.0, 10_000.0, 6)
+    found = h.locate(0.0)
+    assert found is not None
+    pos, spread = found
+    assert abs(pos) <= spread, (pos, spread)
+    assert -1350 <= pos <= 1150 and spread <= 1400  # between the sure samples, and no wider
