@@ -98,19 +98,34 @@ class EncoderHistory:
         near: list[tuple[float, int, float]] = []
         older = newer = None  # the samples surely before and surely after t (±their looseness)
         for sample in reversed(s):  # newest first: frames are recent
-            if sample[0] - sample[2] >= t:
+            ts, _, loose = sample
+            if ts - loose >= t:
                 newer = sample
-            elif older is None and sample[0] + sample[2] <= t:
+            elif older is None and ts + loose <= t:
                 older = sample
-            if sample[0] < tc - self.window_s:
-                break
-            if sample[0] <= tc + self.window_s:
+            if ts < tc - self.window_s:
+                if older is not None:
+                    break
+                continue
+            if ts <= tc + self.window_s:
                 near.append(sample)
-        between: tuple[int, int] | None = None
         if older is not None and newer is not None and newer[0] - older[0] > self.window_s:
-            near, between = [older, newer], (older[1], newer[1])
-        elif len(near) < 2:
+            # In a gap of samples the belt was between the samples surely before and after t.
+            lo, hi = older[1], newer[1]
+            if len(near) >= 2:
+                pos, spread = self._fit(near, t)
+                low, high = max(pos - spread, lo), min(pos + spread, hi)
+                if low <= high:
+                    return int(round((low + high) / 2)), (high - low) / 2  # noqa: RUF046
+            pos, _ = self._fit([older, newer], t)
+            return int(round(pos)), max(pos - lo, hi - pos)  # noqa: RUF046
+        if len(near) < 2:
             near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
+        pos, spread = self._fit(near, t)
+        return int(round(pos)), spread  # noqa: RUF046
+
+    def _fit(self, near: list[tuple[float, int, float]], t: float) -> tuple[float, float]:
+        """The line through `near` at t, and how far off it may be."""
         arr = np.asarray(near, dtype=np.float64)
         # Weighted by how precisely each sample is timed: one read after a stall of reads, timed
         # halfway through it, must not pull the line that the samples timed to a ms draw.
@@ -122,16 +137,12 @@ class EncoderHistory:
         dtc = dt - t_mean
         var = float(np.dot(w, dtc * dtc))
         if var <= 0.0:
-            return int(p0), 0.0
+            return float(int(p0)), 0.0
         slope = float(np.dot(w, dtc * (dp - p_mean))) / var
         resid = dp - p_mean - slope * dtc
         scatter = float(np.sqrt(np.dot(w, resid * resid) / w_sum))
         spread = abs(slope) * float(np.dot(w, arr[:, 2])) / w_sum + 2.0 * scatter
-        pos = float(p0 + p_mean + slope * (t - t0 - t_mean))
-        if between is not None:
-            spread = max(spread, pos - between[0], between[1] - pos)
-        else:
-            # How far t is from a sample that says where the belt was, counting its own looseness.
-            beyond = float((np.abs(arr[:, 0] - t) + arr[:, 2]).min()) - self.window_s
-            spread += abs(slope) * max(beyond, 0.0)
-        return int(round(pos)), spread  # noqa: RUF046
+        # How far t is from a sample that says where the belt was, counting its own looseness.
+        beyond = float((np.abs(arr[:, 0] - t) + arr[:, 2]).min()) - self.window_s
+        spread += abs(slope) * max(beyond, 0.0)
+        return float(p0 + p_mean + slope * (t - t0 - t_mean)), spread

@@ -127,3 +127,17 @@ def test_a_loose_sample_in_a_gap_does_not_bound_the_answer_by_its_middle_time() 
     pos, spread = found
     assert abs(pos) <= spread, (pos, spread)
     assert -1350 <= pos <= 1150 and spread <= 1400  # between the sure samples, and no wider
+
+
+def test_a_gap_is_searched_past_a_loose_sample_for_the_sample_surely_before() -> None:
+    """A 280 ms stall of reads with one loose read in it, more than a window before t: the sure
+    sample before it still bounds the answer (was: none found, and a line back from the newest
+    two samples, 300 ms on, put a frame 234 mm ahead, or said nothing of use)."""
+    h = EncoderHistory()
+    _belt(h, -0.4, -0.19, -4000.0, 10_000.0, 7)
+    h.add(-0.0906, -56, 0.0951)
+    _belt(h, 0.092, 0.3, 920.0, 10_000.0, 8)
+    found = h.locate(0.0)
+    assert found is not None
+    pos, spread = found
+    assert abs(pos) <= spread and -1900 <= pos <= 920 and spread <= 2000, (pos, spread)
