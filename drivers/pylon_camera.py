@@ -11,7 +11,8 @@ buffers as underruns.
 Frame number and trigger time come from the camera's chunk data (frame counter, exposure
 timestamp mapped onto the host clock through a timestamp latch) where the camera has it;
 otherwise from the grab result's image number and the host's receive time minus the
-configured trigger latency, and for software triggers the time the trigger was fired.
+configured trigger latency, and for software triggers the time the trigger was fired (or the
+time of the hardware pulse it stands for, where the caller gives it).
 
 A removed camera (pylon's device-removal event) is marked gone and counted; a thread looks
 for its serial again with backoff, reopens it, replays its configuration and grabs again.
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["CameraError", "PylonCamera", "PylonSettings", "make_camera", "pylon_settings"]
 
 log = logging.getLogger(__name__)
+
+#: The longest single wait for a camera to be ready for a software trigger (ms).
+READY_POLL_MS = 20
 
 
 @dataclass(frozen=True)
@@ -232,15 +236,23 @@ class PylonCamera:
         cam.RegisterImageEventHandler(self._handler, pylon.RegistrationMode_ReplaceAll, pylon.Cleanup_None)
         cam.StartGrabbing(pylon.GrabStrategy_OneByOne, pylon.GrabLoop_ProvidedByInstantCamera)
 
-    def software_trigger(self, timeout_ms: int = 500) -> bool:
-        """Fire a software trigger (emulation and tests stand in for the hardware line)."""
+    def software_trigger(self, timeout_ms: int = 500, pulse_at: float | None = None) -> bool:
+        """Fire a software trigger (emulation and tests stand in for the hardware line).
+
+        `pulse_at`: the host monotonic time of the hardware pulse this trigger stands for; the
+        frame carries it, as a hardware-triggered camera's own timestamp would, however late
+        this call comes. Without it, the frame carries the time the trigger is fired."""
         cam = self._cam
         if cam is None or not self.stats.connected or not cam.IsGrabbing():
             return False
+        deadline = time.monotonic() + timeout_ms / 1000.0
         try:
-            if not cam.WaitForFrameTriggerReady(timeout_ms, pylon.TimeoutHandling_Return):
-                return False
-            self._fired.append(time.monotonic())
+            # Asked in short waits: pylon's emulated camera, once its buffers were full, does not
+            # end a wait when it can take a trigger again (a 2 s wait ran out 1.6 s after that).
+            while not cam.WaitForFrameTriggerReady(READY_POLL_MS, pylon.TimeoutHandling_Return):
+                if time.monotonic() >= deadline:
+                    return False
+            self._fired.append(time.monotonic() if pulse_at is None else pulse_at)
             cam.ExecuteSoftwareTrigger()
         except genicam.GenericException:  # removed between the check and the trigger
             return False

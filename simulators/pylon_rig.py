@@ -6,6 +6,13 @@ emulated camera plays a folder of pre-rendered images, one file per trigger in n
 image must exist before the run: the rig renders the first `parts` parts of the line's
 seeded part stream, camera by camera, and the line must then trigger each camera exactly
 once per part (no stray triggers, no lost frames; pylon's emulation has no way to lose one).
+
+The trigger threads run in the cell's process (pylon's emulated cameras live in the process that
+opened them), so on a loaded machine they fire after the PLC's pulse. Each frame carries its
+pulse's time, as a hardware-triggered camera's own timestamp would: were it the time of firing,
+the cell would place the frame further along the belt than its trigger record and, rightly,
+not pair it. How late each trigger was fired is kept (`fire_delays_s`): it tells a loaded
+machine apart from a defect when parts are rejected.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -29,6 +37,11 @@ log = logging.getLogger(__name__)
 
 #: pylon's emulated cameras are numbered from this serial on.
 EMULATED_SERIAL = "0815-{:04d}"
+#: How long a trigger waits for its camera to take it. An emulated camera takes none while its
+#: grab loop is held up (its buffers full while the cell's process is busy); a trigger dropped
+#: then would shift every later image of the camera by a part, since it plays its files in
+#: trigger order: so it waits, and a late frame is the cell's to judge (was 100 ms).
+READY_TIMEOUT_MS = 2000
 
 
 def ensure_emulation(cameras: int) -> None:
@@ -66,6 +79,7 @@ class PylonRig:
         self._queues: list[queue.Queue[Trigger | None]] = [queue.Queue(maxsize=64) for _ in names]
         self._threads: list[threading.Thread] = []
         self.lost_triggers = 0
+        self._delays: list[list[float]] = [[] for _ in names]  # each camera's: pulse to firing (s)
         dirs = render_folders(cfg, len(names), folder)
         try:
             for k, (name, d) in enumerate(zip(names, dirs, strict=True)):
@@ -105,12 +119,19 @@ class PylonRig:
             q.put(None)
 
     def _fire(self, k: int) -> None:
-        cam, q = self.cameras[k], self._queues[k]
+        cam, q, delays = self.cameras[k], self._queues[k], self._delays[k]
         while (trig := q.get()) is not None:
-            if not cam.software_trigger(timeout_ms=100):
+            if not cam.software_trigger(timeout_ms=READY_TIMEOUT_MS, pulse_at=trig.t):
                 self.lost_triggers += 1
                 part = trig.truth.part_id if trig.truth else None
                 log.warning("camera %s: trigger for part %s lost", cam.name, part)
+                continue
+            delays.append(time.monotonic() - trig.t)
+
+    def fire_delays_s(self) -> list[float]:
+        """How long after its PLC pulse each trigger was fired (s), every camera's; read it after
+        `join`."""
+        return [d for delays in self._delays for d in delays]
 
     def join(self, timeout: float = 5.0) -> None:
         for t in self._threads:

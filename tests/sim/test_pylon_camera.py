@@ -108,6 +108,37 @@ def test_software_triggered_frames_carry_the_time_they_were_fired(camera: PylonC
         assert t0 <= frame.t_trigger <= t1 < frame.t_received
 
 
+def test_a_software_trigger_for_a_pulse_carries_the_pulses_time(camera: PylonCamera) -> None:
+    """A rig that learns of a hardware pulse late (a loaded host) fires for it later: the frame
+    says when the pulse came, as a hardware-triggered camera's own timestamp would."""
+    got: list[Frame] = []
+    camera.start(lambda f: (got.append(f), f.release()))
+    pulses = [time.monotonic() - 0.08 for _ in range(3)]
+    for k, pulse in enumerate(pulses):
+        assert camera.software_trigger(pulse_at=pulse)
+        _wait(lambda k=k: len(got) > k, timeout=1.0)  # type: ignore[misc]
+    assert _wait(lambda: len(got) == 3)
+    assert [f.t_trigger for f in got] == pulses
+
+
+def test_a_trigger_waits_until_a_camera_with_full_buffers_can_take_it(camera: PylonCamera) -> None:
+    """While its handler is held up every buffer fills and the camera takes no trigger; once it
+    hands frames on, a waiting trigger is taken (pylon's emulated camera did not end a wait
+    then: the whole wait ran out and the trigger was lost)."""
+    gate = threading.Event()
+    camera.start(lambda f: (gate.wait(), f.release()))
+    try:
+        for _ in range(20):
+            if not camera.software_trigger(timeout_ms=100):
+                break
+        else:
+            pytest.fail("the camera took every trigger with its handler held up")
+        threading.Timer(0.3, gate.set).start()
+        assert camera.software_trigger(timeout_ms=5000)
+    finally:
+        gate.set()
+
+
 def test_exposure_and_gain_change_while_grabbing(camera: PylonCamera) -> None:
     camera.start(lambda f: f.release())
     camera.set_exposure(1234.0, 3.0)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from controller.core.encoder import WRAP, EncoderHistory, EncoderUnwrapper, signed_diff
@@ -50,3 +51,93 @@ def test_history_fit_shrugs_off_a_stale_sample() -> None:
         h.add(t, pos)
     est = h.position_at(0.05)
     assert est is not None and abs(est - 500) < 15  # two-point interpolation would be 100 off
+
+
+def _belt(h: EncoderHistory, t0: float, t1: float, p0: float, speed: float, seed: int) -> None:
+    """Samples every 2 ms from t0 to t1, timed ±1 ms as the cell times its reads."""
+    rng = np.random.default_rng(seed)
+    for k in range(round((t1 - t0) / 0.002) + 1):
+        t = t0 + 0.002 * k
+        h.add(t + rng.uniform(-0.001, 0.001), round(p0 + speed * (t - t0)), 0.001)
+
+
+def test_a_time_well_after_the_newest_sample_is_placed_by_the_belts_newest_stretch() -> None:
+    """The cell's reads stalled (or were too slow to time by) while frames kept coming: a frame
+    70 ms after the newest sample (was: a line through the newest two samples, 2 ms apart and
+    timed ±1 ms, placed it 25 mm off, ±2 mm, and its trigger pairing locked one part off)."""
+    for seed in range(20):
+        h = EncoderHistory()
+        _belt(h, 0.0, 0.2, 0.0, 10_000.0, seed)  # 1 m/s at 10 counts/mm
+        found = h.locate(0.27)
+        assert found is not None
+        pos, spread = found
+        assert abs(pos - 2700) <= spread, (seed, pos, spread)
+        assert spread < 200  # still of use for pairing: parts are ~400 counts apart
+
+
+def test_far_from_every_sample_the_spread_grows_with_the_distance() -> None:
+    h = EncoderHistory()
+    _belt(h, 0.0, 0.2, 0.0, 10_000.0, 1)
+    found = h.locate(0.46)  # 200 ms past the window: the belt may have slowed or stopped since
+    assert found is not None and found[1] >= 10_000 * 0.2 * 0.9
+
+
+def test_in_a_gap_between_samples_the_answer_lies_between_them() -> None:
+    """No sample within a window of t, samples on both sides: the belt was somewhere between them
+    (was: a line through the newest two samples, far after t, which put it behind the one
+    before t)."""
+    h = EncoderHistory()
+    _belt(h, 0.0, 0.1, 0.0, 10_000.0, 2)  # at 1000 by 0.1 s; stopped until 0.3 s, then on
+    _belt(h, 0.3, 0.5, 1000.0, 10_000.0, 3)
+    found = h.locate(0.25)
+    assert found is not None
+    pos, spread = found
+    assert pos - spread <= 1000 <= pos + spread  # where it was (stopped)
+    assert pos - spread >= 1000 - 30 and pos + spread <= 2000 + 30  # never outside the samples
+
+
+def test_a_sample_timed_loosely_after_a_stall_of_reads_does_not_pull_the_line() -> None:
+    """The cell's reads stalled for 100 ms; the first read after it holds the PLC's fresh value,
+    timed halfway through the stall, ±50 ms. Frames from the stall are placed by the samples
+    timed to a ms, and the answer says how far off it may be so far from them (was: the loose
+    one pulled the line, placing them up to 77 mm ahead with ±22 mm, and trigger pairing locked
+    one part off)."""
+    h = EncoderHistory()
+    _belt(h, -0.1, 0.0, -1000.0, 10_000.0, 4)
+    h.add(0.05, 1000, 0.05)
+    for t in (0.05, 0.08, 0.1):
+        found = h.locate(t)
+        assert found is not None
+        pos, spread = found
+        assert abs(pos - 10_000 * t) <= spread, (t, pos, spread)
+        assert abs(pos - 10_000 * t) < 100, (t, pos)  # the line of the precise samples
+
+
+def test_a_loose_sample_in_a_gap_does_not_bound_the_answer_by_its_middle_time() -> None:
+    """Reads stalled for 250 ms; the one read in between is timed ±124 ms. A frame from the gap
+    lies between the samples whose times are sure to be before and after it (was: between the
+    loose one's middle time and the next, 113 mm ahead with ±3 mm; trigger pairing locked one
+    part off)."""
+    h = EncoderHistory()
+    _belt(h, -0.3, -0.135, -3000.0, 10_000.0, 5)
+    h.add(-0.0103, 1131, 0.1238)  # the value of +113 ms, timed halfway through the stall
+    _belt(h, 0.115, 0.2, 1150.0, 10_000.0, 6)
+    found = h.locate(0.0)
+    assert found is not None
+    pos, spread = found
+    assert abs(pos) <= spread, (pos, spread)
+    assert -1350 <= pos <= 1150 and spread <= 1400  # between the sure samples, and no wider
+
+
+def test_a_gap_is_searched_past_a_loose_sample_for_the_sample_surely_before() -> None:
+    """A 280 ms stall of reads with one loose read in it, more than a window before t: the sure
+    sample before it still bounds the answer (was: none found, and a line back from the newest
+    two samples, 300 ms on, put a frame 234 mm ahead, or said nothing of use)."""
+    h = EncoderHistory()
+    _belt(h, -0.4, -0.19, -4000.0, 10_000.0, 7)
+    h.add(-0.0906, -56, 0.0951)
+    _belt(h, 0.092, 0.3, 920.0, 10_000.0, 8)
+    found = h.locate(0.0)
+    assert found is not None
+    pos, spread = found
+    assert abs(pos) <= spread and -1900 <= pos <= 920 and spread <= 2000, (pos, spread)
