@@ -165,7 +165,9 @@ class CellCore:
         self._unknown_base = 0  # ... for ids up to this one
         self._part_seq_pos = 0  # belt position when part_seq last advanced
         self._dispo_seq_pos = 0  # ... and dispo_seq
-        self._t_encoder: float | None = None  # when the encoder value last changed
+        # The earliest the PLC can have published the encoder value now shown: the read before
+        # the one that first showed it (after a stall of the reads, any time during the stall).
+        self._t_encoder: float | None = None
         self._t_read: float | None = None  # when the PLC area was last read
         self._sample_hb: int | None = None  # PLC heartbeat of the last encoder sample
         self.plc_scan_s = 0.0  # measured: time between new PLC data (EWMA)
@@ -345,7 +347,7 @@ class CellCore:
                 self.encoder.rebase(raw)  # positions go on from here: tracking stays monotonic
                 self.history.clear()
                 self._reset_pairing(now, actions)
-                self._t_encoder = now
+                self._t_encoder = t_prev if t_prev is not None else now
                 self._untrusted(
                     AlarmCode.ENCODER_IMPLAUSIBLE,
                     f"encoder stepped {step:+d} counts in {dt * 1e3:.0f} ms (max {limit:.0f})",
@@ -355,7 +357,7 @@ class CellCore:
                 return
         fresh = raw != self.encoder.raw or hb != self._sample_hb
         if self._t_encoder is None or raw != self.encoder.raw:
-            self._t_encoder = now
+            self._t_encoder = t_prev if t_prev is not None else now
         self.position = self.encoder.update(raw)
         if not fresh:
             return
