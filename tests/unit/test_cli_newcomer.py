@@ -240,8 +240,17 @@ def test_a_data_dir_that_is_a_file_is_refused_before_anything_starts(
     ],
 )
 def test_faults_that_could_not_happen_are_refused(
-    capsys: pytest.CaptureFixture[str], demo_calls: list[Any], tmp_path: Path, fault: str, says: str
+    capsys: pytest.CaptureFixture[str],
+    demo_calls: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    says: str,
 ) -> None:
+    import os
+    from types import SimpleNamespace
+
+    # the default data folder's filesystem, as big as a usual /tmp, wherever the test runs
+    monkeypatch.setattr(os, "statvfs", lambda _: SimpleNamespace(f_blocks=1 << 20, f_frsize=4096))
     line = one_line(["demo", "--headless", "--parts", "1", "--cameras", "3", "--fault", fault], capsys)
     assert line.startswith("cellctl demo: --fault") and says in line, line
     assert not demo_calls
@@ -255,3 +264,73 @@ def test_readme_lists_every_packml_command() -> None:
     names = [c.name.lower() for c in Command if c.name != "UNDEFINED"]
     line = next(ln for ln in readme.splitlines() if "cellctl command hold" in ln)
     assert all(n in line for n in names), (names, line)
+
+
+def test_status_json_watch_writes_a_line_while_no_service_answers(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupt)
+    assert main(["status", "--json", "--watch", "1", "--socket", str(tmp_path / "none.sock")]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["reachable"] is False, line
+
+
+# --------------------------------------------------------------------- 6: cellctl run's start
+def test_run_refuses_a_socket_in_a_folder_whose_parent_is_missing(tmp_path: Path) -> None:
+    from controller.daemon import StartupError, claim_socket_folder
+
+    with pytest.raises(StartupError, match="does not exist"):
+        claim_socket_folder(tmp_path / "nodir" / "x" / "c.sock")
+    assert not (tmp_path / "nodir").exists()
+
+
+def test_a_second_run_is_refused_before_any_model_loads_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import socket
+
+    import controller.daemon as daemon
+
+    def no_model(*_: Any) -> Any:
+        raise AssertionError("the recipe and its model were loaded before the socket was checked")
+
+    monkeypatch.setattr(daemon, "check_recipe", no_model)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o750)
+    sock = run_dir / "cell.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:  # the service already running
+        other.bind(str(sock))
+        other.listen(1)
+        cell = ROOT / "recipes/cells/demo-cell.yaml"
+        opts = daemon.RunOptions(cell, "plate-4h", None, tmp_path / "data", sock)
+        with caplog.at_level(logging.ERROR):
+            assert daemon.run_service(opts) == 1
+    assert f"another cell service answers on {sock}" in caplog.text, caplog.text
+    assert not (tmp_path / "data").exists()
+
+
+def test_claimed_socket_folder_is_removed_when_the_run_ends(tmp_path: Path) -> None:
+    from controller.daemon import claim_socket_folder
+
+    assert claim_socket_folder(tmp_path / "made" / "c.sock") is True
+    assert (tmp_path / "made").is_dir()
+    assert claim_socket_folder(tmp_path / "made" / "c.sock") is False  # there already: not ours to remove
+
+
+def test_validating_a_recipe_does_not_log_the_model_load(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from controller.config import load_cell_config
+    from controller.recipes import check_recipe
+
+    cell = load_cell_config(ROOT / "recipes/cells/demo-cell.yaml")
+    with caplog.at_level(logging.INFO):
+        checked = check_recipe(ROOT / "recipes/plate-4h.yaml", cell, measure=False)
+    assert checked.recipe is not None, checked.problems
+    assert "CPUExecutionProvider" not in caplog.text, caplog.text  # the line's own load says it, once
