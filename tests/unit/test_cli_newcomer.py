@@ -138,13 +138,14 @@ def test_mistyped_subcommand_gets_a_suggestion(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("cameras", ["0", "9"])
+@pytest.mark.parametrize("command", [["demo", "--headless", "--parts", "1"], ["sim"]])
 def test_cameras_out_of_range_reads_the_same_either_way(
-    capsys: pytest.CaptureFixture[str], demo_calls: list[Any], cameras: str
+    capsys: pytest.CaptureFixture[str], demo_calls: list[Any], cameras: str, command: list[str]
 ) -> None:
-    line = one_line(["demo", "--headless", "--parts", "1", "--cameras", cameras], capsys)
+    line = one_line([*command, "--cameras", cameras], capsys)
     assert line == (
-        f"cellctl demo: --cameras: expected a whole number from 1 to 4 (the cameras of cell demo-cell), "
-        f"found '{cameras}' (see cellctl demo --help)"
+        f"cellctl {command[0]}: --cameras: expected a whole number from 1 to 4 (the cameras of cell "
+        f"demo-cell), found '{cameras}' (see cellctl {command[0]} --help)"
     ), line
 
 
