@@ -184,7 +184,7 @@ class ControlApi:
     async def start(self) -> None:
         prepare_socket_folder(self.path)
         if self.path.exists() or self.path.is_symlink():
-            if await asyncio.to_thread(_alive, self.path):
+            if await asyncio.to_thread(socket_alive, self.path):
                 raise RuntimeError(f"another cell service answers on {self.path}")
             self.path.unlink()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -400,7 +400,8 @@ def _short(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _alive(path: Path) -> bool:
+def socket_alive(path: Path) -> bool:
+    """Whether something accepts connections on the UNIX socket `path` (blocking, 0.5 s at most)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         try:
@@ -418,6 +419,8 @@ def request(path: Path, payload: dict[str, Any], timeout: float = 3.0) -> dict[s
     """One request to the running service (blocking; for the CLI)."""
     if not path.exists():
         raise ApiError(f"no cell service at {path} (is it running? set --socket or CELLCTL_SOCKET)")
+    if not path.is_socket():  # a file or folder given by mistake is not a service that stopped
+        raise ApiError(f"{path} is not a socket (give --socket the service's control socket)")
     # Whoever can write the socket's folder can put another socket there: not trusted. In the
     # per-user default folders the service must be our own.
     why = folder_problem(path.parent, require_owner=path.parent in _own_folders())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +56,22 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message.removeprefix('argument ')} (see {self.prog} --help)\n")
+        message = message.removeprefix("argument ")
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:  # a mistyped subcommand (`dmeo`): what was meant, case aside
+            from controller.recipes import did_you_mean
+
+            message += did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def unrecognized(self, extras: list[str]) -> NoReturn:
+        """Refuse arguments this (sub)command does not take, suggesting the option closest to each."""
+        from controller.recipes import did_you_mean
+
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        hints = [did_you_mean(x.split("=")[0], known) for x in extras if x.startswith("--")]
+        hint = "".join(h.replace("'", "") for h in hints if h)
+        self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
 
 
 def _value(
@@ -121,15 +137,55 @@ def configured_recipes(given: Path | None, cell: Path | None = None) -> Path | N
     return INSTALLED_RECIPES if INSTALLED_RECIPES.is_dir() else None
 
 
-def _resolve(ref: str, folder: Path | None, who: str) -> Path | None:
-    """`ref` as a recipe file, or None after printing why not (one line)."""
+#: Exit code of a recipe reference that names no recipe: a usage error, as a bad option is.
+NO_SUCH_RECIPE = 2
+
+
+def _lookup(ref: str, folder: Path | None) -> Path | Exception:
+    """`ref` as a recipe file, or the RecipeLookupError saying why not (one line)."""
     from controller.recipes import RecipeLookupError, recipe_file
 
     try:
         return recipe_file(ref, folder)
     except RecipeLookupError as exc:
-        print(f"cellctl {who}: {exc}", file=sys.stderr)
-        return None
+        return exc
+
+
+def _lookup_code(exc: Exception) -> int:
+    """Exit code of a failed lookup: 2 for no such recipe, 1 for an ambiguous one (the folder's fault)."""
+    return NO_SUCH_RECIPE if getattr(exc, "unknown", True) else 1
+
+
+def _data_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot hold the demo's records, or None (it is a folder or can be made one)."""
+    if path.exists():
+        return None if path.is_dir() else f"{path} is not a folder"
+    for above in path.parents:
+        if above.exists():
+            return None if above.is_dir() else f"{path} cannot be made: {above} is not a folder"
+    return None
+
+
+def _fault_problem(text: str, cameras: int, data_dir: Path | None) -> str | None:
+    """Why a --fault (already parsed) could not happen in this demo, or None."""
+    import tempfile
+
+    from simulators.faults import MAX_FILLED_FS, Fault
+
+    f = Fault.parse(text)
+    if f.target == "camera" and f.index >= cameras:
+        return f"camera{f.index}: the demo runs cameras 0 to {cameras - 1} (--cameras {cameras})"
+    if f.target == "disk" and f.kind == "full":
+        where = data_dir if data_dir is not None else Path(tempfile.gettempdir())
+        probe = next((p for p in (where, *where.parents) if p.exists()), Path("/"))
+        st = os.statvfs(probe)
+        size = st.f_blocks * st.f_frsize
+        if size > MAX_FILLED_FS:
+            return (
+                f"disk:full fills only a small filesystem, and the data folder {where} is on one of "
+                f"{size >> 20} MB: give --data-dir on a small tmpfs (at most {MAX_FILLED_FS >> 20} MB)"
+            )
+    return None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -144,22 +200,24 @@ def _start_demo(args: argparse.Namespace) -> int:
     from controller.demo import DemoOptions, run_demo
     from controller.recipes import folder_duplicates
 
+    if not args.cell.is_file():  # before the recipe, which is looked up beside it
+        print(f"cellctl demo: --cell: {args.cell}: no such file", file=sys.stderr)
+        return 2
+    cell = load_cell_config(args.cell)
+    _check_cameras(args, cell)
     if args.headless and args.parts == 0:
         print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
         return 2
-    if not args.cell.is_file():  # before the recipe, which is looked up beside it
-        print(f"cellctl demo --cell: {args.cell}: no such file", file=sys.stderr)
+    if args.data_dir is not None and (why := _data_dir_problem(args.data_dir)):
+        print(f"cellctl demo: --data-dir: {why}", file=sys.stderr)
         return 2
-    cell = load_cell_config(args.cell)
-    if not 1 <= args.cameras <= len(cell.cameras):
-        print(
-            f"cellctl demo: --cameras: expected a whole number from 1 to {len(cell.cameras)} (the cameras "
-            f"of cell {cell.name}), found {args.cameras}",
-            file=sys.stderr,
-        )
-        return 2
-    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "demo --recipe")
-    if recipe is None:
+    for text in args.fault:
+        if why := _fault_problem(text, args.cameras, args.data_dir):
+            print(f"cellctl demo: --fault {text}: {why}", file=sys.stderr)
+            return 2
+    recipe = _lookup(args.recipe, args.cell.resolve().parent.parent)
+    if isinstance(recipe, Exception):
+        print(f"cellctl demo: --recipe: {recipe}", file=sys.stderr)
         return 2
     dups = folder_duplicates(recipe.parent)
     if dups:
@@ -200,6 +258,15 @@ def _start_demo(args: argparse.Namespace) -> int:
     return run_demo(opts)
 
 
+def _check_cameras(args: argparse.Namespace, cell: Any) -> None:
+    """--cameras within the cell's cameras, refused as any option out of range (exit 2)."""
+    if not 1 <= args.cameras <= len(cell.cameras):
+        args.parser.error(
+            f"--cameras: expected a whole number from 1 to {len(cell.cameras)} (the cameras of cell "
+            f"{cell.name}), found '{args.cameras}'"
+        )
+
+
 def _fault(text: str) -> str:
     """TARGET[INDEX]:KIND[=VALUE]@SECONDS, checked here so a typo is a one-line usage error."""
     from simulators.faults import Fault
@@ -212,10 +279,16 @@ def _fault(text: str) -> str:
 
 
 def _sim(args: argparse.Namespace) -> int:
+    from controller.config import load_cell_config
     from controller.sim_line import run_sim
 
-    recipe = _resolve(args.recipe, args.cell.resolve().parent.parent, "sim --recipe")
-    if recipe is None:
+    if not args.cell.is_file():
+        print(f"cellctl sim: --cell: {args.cell}: no such file", file=sys.stderr)
+        return 2
+    _check_cameras(args, load_cell_config(args.cell))
+    recipe = _lookup(args.recipe, args.cell.resolve().parent.parent)
+    if isinstance(recipe, Exception):
+        print(f"cellctl sim: --recipe: {recipe}", file=sys.stderr)
         return 2
     return run_sim(args.cell, recipe, args.dir, args.cameras, args.ppm, args.seed)
 
@@ -249,11 +322,12 @@ def _status_once(args: argparse.Namespace) -> int:
 
     try:
         reply = request(args.socket, {"op": "status"})
+        if not reply.get("ok") or not isinstance(reply.get("status"), dict):
+            raise ApiError(f"status refused: {reply.get('error')}")
     except ApiError as exc:
-        print(f"cellctl: {exc}", file=sys.stderr)
-        return STATUS_NO_ANSWER
-    if not reply.get("ok") or not isinstance(reply.get("status"), dict):
-        print(f"cellctl: status refused: {reply.get('error')}", file=sys.stderr)
+        if args.json:  # a reader of the JSON learns it too, one object (a line when watching)
+            print(json.dumps({"reachable": False, "error": str(exc)}, indent=None if args.watch else 2))
+        print(f"cellctl status: {exc}", file=sys.stderr)
         return STATUS_NO_ANSWER
     st = snapshot_from_dict(reply["status"])
     if args.json:  # one object per line when watching, for a reader that takes lines
@@ -288,10 +362,10 @@ def _command(args: argparse.Namespace) -> int:
     try:
         reply = request(args.socket, {"op": "command", "command": args.name})
     except ApiError as exc:
-        print(f"cellctl: {exc}", file=sys.stderr)
+        print(f"cellctl command: {exc}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
-        print(f"cellctl: {args.name} refused: {reply.get('error')}", file=sys.stderr)
+        print(f"cellctl command: {args.name} refused: {reply.get('error')}", file=sys.stderr)
         return 1
     print(f"{args.name}: accepted, state {reply['state']}")
     return 0
@@ -305,11 +379,13 @@ def _recipe_validate(args: argparse.Namespace) -> int:
     folder = configured_recipes(args.recipes, cell_path)
     cell = load_cell_config(cell_path) if cell_path is not None else None
     failed = 0
+    rc = 0  # 2 once a reference names no recipe (a usage error), else 1 once one is invalid
     indexes: dict[Path, RecipeIndex] = {}  # one per folder: each file parsed once for the identity check
     for ref in args.files:
-        path = _resolve(ref, folder, "recipe validate")
-        if path is None:
-            failed += 1
+        path = _lookup(ref, folder)
+        if isinstance(path, Exception):
+            print(f"cellctl recipe validate: {path}", file=sys.stderr)
+            rc = max(rc, _lookup_code(path))
             continue
         problems: list[Problem]
         p99 = None
@@ -340,8 +416,8 @@ def _recipe_validate(args: argparse.Namespace) -> int:
             f"install {INSTALLED_CELL}",
             file=sys.stderr,
         )
-        return 1 if failed else 2
-    return 1 if failed else 0
+        return max(rc, 1 if failed else 2)
+    return max(rc, 1 if failed else 0)
 
 
 def _recipe_activate(args: argparse.Namespace) -> int:
@@ -354,20 +430,21 @@ def _recipe_activate(args: argparse.Namespace) -> int:
     try:
         reply = request(args.socket, {"op": "recipe_activate", "name": name}, timeout=60.0)
     except ApiError as exc:
-        print(f"cellctl: {exc}", file=sys.stderr)
+        print(f"cellctl recipe activate: {exc}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
         problems = reply.get("problems")
-        if reply.get("result") == "unknown_number":  # the PLC's word; a person asked by name
-            print(f"cellctl: recipe {args.name}: {reply.get('error')}", file=sys.stderr)
-        elif isinstance(problems, list) and len(problems) > 1:
-            print(f"cellctl: recipe {args.name} refused ({reply.get('result')}):", file=sys.stderr)
+        who = "cellctl recipe activate"
+        if reply.get("result") in ("unknown_recipe", "unknown_number"):  # the reason says it all
+            print(f"{who}: {reply.get('error')}", file=sys.stderr)
+            return NO_SUCH_RECIPE
+        if isinstance(problems, list) and len(problems) > 1:
+            print(f"{who}: {args.name} refused ({reply.get('result')}):", file=sys.stderr)
             for p in problems:
                 print(f"  {p}", file=sys.stderr)
         else:
             print(
-                f"cellctl: recipe {args.name} refused ({reply.get('result')}): {reply.get('error')}",
-                file=sys.stderr,
+                f"{who}: {args.name} refused ({reply.get('result')}): {reply.get('error')}", file=sys.stderr
             )
         return 1
     print(f"recipe {args.name}: active, {reply.get('detail')}")
@@ -389,7 +466,18 @@ def _recipe_list(args: argparse.Namespace) -> int:
         what = "not a folder" if folder.exists() else "no such folder"
         print(f"cellctl recipe list: {folder}: {what}", file=sys.stderr)
         return 1
-    rows = list_recipes(folder)
+    listed = list_recipes(folder)
+    rows = [r for r in listed if not r.cell_config]
+    cells = [r.path for r in listed if r.cell_config]
+    if cells:
+        names = ", ".join(p.name for p in cells)
+        print(
+            f"cellctl recipe list: {names} in {folder}: cell configs, not recipes (not listed)",
+            file=sys.stderr,
+        )
+    if not rows:
+        print(f"cellctl recipe list: no recipes (*.yaml) in {folder}", file=sys.stderr)
+        return 1
     print(f"{'name':<24} {'number':>6}  {'hash':<12}  {'modified (UTC)':<20}  file")
     dups: list[str] = []
     for r in rows:
@@ -401,7 +489,7 @@ def _recipe_list(args: argparse.Namespace) -> int:
                 dups.append(why)
     for why in dups:
         print(f"cellctl recipe list: {why}", file=sys.stderr)
-    return 1 if dups else 0
+    return 1 if dups or any(r.error for r in rows) else 0
 
 
 def _recipe_diff(args: argparse.Namespace) -> int:
@@ -409,8 +497,17 @@ def _recipe_diff(args: argparse.Namespace) -> int:
     from controller.recipes import diff_recipes
 
     folder = configured_recipes(args.recipes, configured_cell(None))
-    paths = [_resolve(ref, folder, "recipe diff") for ref in (args.a, args.b)]
-    if paths[0] is None or paths[1] is None:
+    paths: list[Path] = []
+    said: list[str] = []  # one message once, when both references fail alike
+    for ref in (args.a, args.b):
+        found = _lookup(ref, folder)
+        if isinstance(found, Exception):
+            said += [str(found)] if str(found) not in said else []
+        else:
+            paths.append(found)
+    for why in said:
+        print(f"cellctl recipe diff: {why}", file=sys.stderr)
+    if said:
         return 2
     try:
         a, b = load_recipe(paths[0]), load_recipe(paths[1])
@@ -461,7 +558,7 @@ VERBOSE = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     from controller.api import default_socket
     from controller.core.packml import Command
     from controller.demo import DEFAULT_CELL, DEFAULT_RECIPE
@@ -482,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--cameras",
-        type=_value("a whole number from 1 to 16", int, 1, 16),
+        type=_value("a whole number", int),
         default=3,
         help="number of cameras (first K of the cell config)",
     )
@@ -565,8 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TARGET:KIND[=VALUE]@SECONDS",
         help="inject a fault: plc:restart@10, plc:encoder_step=-20000@5, plc:freeze=2@8, plc:drop=1.5@6, "
-        "camera1:freeze=2@5, camera0:corrupt@7, disk:full=3@9, client:flood=5@4 (repeatable; the README "
-        "lists every kind)",
+        "camera1:freeze=2@5, camera0:corrupt@7, client:flood=5@4, disk:full=3@9 (with --data-dir on a small "
+        "tmpfs) (repeatable; the README lists every kind)",
     )
     d.add_argument(
         "--seed",
@@ -619,7 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sm.add_argument(
         "--cameras",
-        type=_value("a whole number from 1 to 16", int, 1, 16),
+        type=_value("a whole number", int),
         default=3,
         help="number of cameras (first K of the cell config)",
     )
@@ -753,14 +850,33 @@ def build_parser() -> argparse.ArgumentParser:
     # -v also after the subcommand (`cellctl demo -v`): counted apart, added up in main().
     for p in [*sub.choices.values(), *rs.choices.values()]:
         p.add_argument("-v", "--verbose", action="count", default=0, dest="sub_verbose", help=VERBOSE)
+        if p is not r:  # the (sub)command's own parser: its errors carry its name
+            p.set_defaults(parser=p)
     return ap
+
+
+def _parse(ap: _Parser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, each unknown option refused by the (sub)command it was given to, with
+    the closest option it has (`cellctl demo: unrecognized arguments: --partz 3 (did you mean
+    --parts?)`)."""
+    tokens = sys.argv[1:] if argv is None else argv
+    known = set(ap._option_string_actions)
+    for i, tok in enumerate(tokens):  # options before the subcommand: the top level's
+        if not tok.startswith("-") or tok == "--":
+            break
+        if tok.split("=")[0] not in known and not re.fullmatch(r"-v+", tok):
+            ap.unrecognized(tokens[i : i + 1])
+    args, extras = ap.parse_known_args(tokens)
+    if extras:
+        getattr(args, "parser", ap).unrecognized(extras)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     from controller.__main__ import quiet_interrupt
 
     with quiet_interrupt():  # Ctrl-C while the command's modules load: exit 130, no traceback
-        args = build_parser().parse_args(argv)
+        args = _parse(build_parser(), argv)
     if args.func is _demo and args.cameras_from == "pylon-emulation":
         for option, field in NOT_WITH_PYLON:
             if getattr(args, field) is not None:
@@ -780,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while waiting for an answer: no traceback
         return 130
     except (RuntimeError, OSError, TimeoutError) as exc:  # a clear line, not a traceback
-        print(f"cellctl: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: {exc}", file=sys.stderr)
         return 1
     return rc
 

@@ -208,6 +208,7 @@ class RecipeResult(IntEnum):
     BUSY = 4
     MODEL_FAILED = 5
     NOT_SAFE = 6
+    UNKNOWN_RECIPE = 7  # asked by name or file (API, OPC UA): the PLC asks by number, gets 3
 
 
 class CommandResult(IntEnum):
@@ -442,6 +443,7 @@ _NOTES: dict[tuple[type, int], str] = {
         RecipeResult.BUSY: "another changeover is running",
         RecipeResult.MODEL_FAILED: "the model failed to load",
         RecipeResult.NOT_SAFE: "not in a safe state",
+        RecipeResult.UNKNOWN_RECIPE: "no such name or file in the recipe folder; asked by name: API, OPC UA",
         DispositionCause.NO_VERDICT: "no verdict by the deadline",
         CommandResult.REFUSED: "refused in this state",
         CommandResult.UNKNOWN: "not a CntrlCmd 1..10 (0 included)",

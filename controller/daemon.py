@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.api import ControlApi, prepare_socket_folder
+from controller.api import ControlApi, prepare_socket_folder, socket_alive
 from controller.assembly import build_cell, new_run_id, start_plant
 from controller.config import CellConfig, ConfigError, load_cell_config
 from controller.contract import Verdict
@@ -55,9 +55,10 @@ class StartupError(Exception):
     """The service cannot start; the message says what to fix, `details` (logged one a line)
     every problem behind it."""
 
-    def __init__(self, message: str, details: list[str] | None = None) -> None:
+    def __init__(self, message: str, details: list[str] | None = None, code: int = 1) -> None:
         super().__init__(message)
         self.details = details or []
+        self.code = code  # the exit code: 2 for a usage error (no such recipe), else 1
 
 
 def recipe_path(name: str, folder: Path) -> Path:
@@ -65,8 +66,8 @@ def recipe_path(name: str, folder: Path) -> Path:
     folder holds two recipes with one name or number (a PLC request could take either)."""
     try:
         path = recipe_file(name, folder)
-    except RecipeLookupError as exc:
-        raise StartupError(str(exc)) from None
+    except RecipeLookupError as exc:  # no such recipe is a usage error, as with the other commands
+        raise StartupError(str(exc), code=2 if exc.unknown else 1) from None
     for where in dict.fromkeys((folder, path.parent)):
         dups = folder_duplicates(where) if where.is_dir() else []
         if dups:
@@ -87,10 +88,36 @@ def status_line(service: CellService) -> str:
     )
 
 
+def claim_socket_folder(socket_path: Path) -> bool:
+    """Check the control socket's folder before anything loads: refused when its parent does
+    not exist (a typo), when others could write it, or when another service answers on the
+    socket. True when this call made the folder (the service removes it again at exit)."""
+    folder = socket_path.parent
+    if not folder.parent.is_dir():
+        raise StartupError(
+            f"control socket {socket_path}: the folder above it, {folder.parent}, does not exist "
+            "(set --socket or CELLCTL_SOCKET to a path in an existing folder)"
+        )
+    made = not folder.exists()
+    prepare_socket_folder(socket_path)  # a folder others could write is refused before anything opens
+    if socket_path.exists() and socket_alive(socket_path):
+        raise StartupError(f"another cell service answers on {socket_path}")
+    return made
+
+
 async def serve(opts: RunOptions, cell: CellConfig) -> int:
-    prepare_socket_folder(opts.socket)  # a folder others could write is refused before anything opens
     recipe_dir = opts.recipes or opts.cell.resolve().parent.parent
     path = recipe_path(opts.recipe, recipe_dir)
+    made = claim_socket_folder(opts.socket)
+    try:
+        return await _serve(opts, cell, path)
+    finally:
+        if made:  # the folder this start made, once the socket in it is gone
+            with contextlib.suppress(OSError):
+                opts.socket.parent.rmdir()
+
+
+async def _serve(opts: RunOptions, cell: CellConfig, path: Path) -> int:
     checked = await asyncio.to_thread(check_recipe, path, cell, False)
     if checked.recipe is None:
         n = len(checked.problems)
@@ -208,4 +235,4 @@ def run_service(opts: RunOptions) -> int:
         log.error("cannot start: %s", exc)
         for line in getattr(exc, "details", ()):
             log.error("  %s", line)
-        return 1
+        return exc.code if isinstance(exc, StartupError) else 1

@@ -8,11 +8,14 @@ the cell's top belt speed must cover the model's measured latency.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
+import logging
 import threading
 import time
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +34,7 @@ from controller.config import (
     load_recipe,
     variants,
 )
-from controller.yamlio import key_lines
+from controller.yamlio import YamlError, key_lines, load_yaml
 
 #: Time the cell needs beside inference between the last trigger and the decision (ms):
 #: frame transfer, matching, two I/O cycles for the verdict write.
@@ -70,6 +73,13 @@ class RecipeLookupError(Exception):
 def _files(paths: list[Path]) -> str:
     names = [p.name for p in paths]
     return " and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def did_you_mean(given: str, candidates: list[str]) -> str:
+    """` (did you mean 'x'?)` for the candidate closest to `given`, case aside; "" if none is close."""
+    lower = {c.lower(): c for c in candidates}
+    close = difflib.get_close_matches(given.lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean {lower[close[0]]!r}?)" if close else ""
 
 
 def looks_like_path(ref: str) -> bool:
@@ -161,8 +171,12 @@ class RecipeIndex:
                     inside = given.parent.resolve() == self.folder.resolve()
                 except OSError:
                     inside = False
-                if not inside:
-                    raise RecipeLookupError(f"{ref} is not in the recipe folder {self.folder}", unknown=True)
+                if not inside:  # the service loads recipes from its folder only
+                    raise RecipeLookupError(
+                        f"{ref} is not in the recipe folder {self.folder}: copy it into {self.folder}, "
+                        f"then activate it by name",
+                        unknown=True,
+                    )
             stem = given.stem if given.suffix in (".yaml", ".yml") else given.name
             matches = [p for p, _, _ in entries if p.stem == stem]
         elif ref is not None:
@@ -173,8 +187,7 @@ class RecipeIndex:
         wanted = repr(ref) if ref is not None else f"number {number}"
         if not matches:
             candidates = sorted({p.stem for p, _, _ in entries} | {r for _, r, _ in entries if r})
-            close = difflib.get_close_matches(ref, candidates, n=1, cutoff=0.6) if ref else []
-            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            mean = did_you_mean(ref, candidates) if ref else ""
             raise RecipeLookupError(
                 f"no recipe {wanted} in {self.folder}{mean}; recipes: {self.catalogue(entries)}", unknown=True
             )
@@ -322,6 +335,22 @@ def check_recipe(path: Path, cell: CellConfig, measure: bool = True) -> Checked:
     return Checked(path, None if problems else recipe, problems, p99)
 
 
+@contextlib.contextmanager
+def _quiet_info(logger: str) -> Iterator[None]:
+    """Drop `logger`'s INFO lines from this thread only while the block runs (warnings stay)."""
+    me = threading.get_ident()
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.thread != me
+
+    log = logging.getLogger(logger)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)
+
+
 def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float | None:
     from controller.inference.adapters import make_adapter
     from controller.inference.runner import ModelLoadError, OnnxRunner
@@ -332,7 +361,8 @@ def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float |
         bad(("model", "path"), "an ONNX file (relative to the recipe)", f"{m.path!r}: no such file")
         return None
     try:
-        runner = OnnxRunner(model_path, ("CPUExecutionProvider",), intra_threads=1)
+        with _quiet_info("controller.inference.runner"):  # the line's own load logs the model once
+            runner = OnnxRunner(model_path, ("CPUExecutionProvider",), intra_threads=1)
     except ModelLoadError as exc:
         bad(("model", "path"), "an ONNX model onnxruntime can load", str(exc)[:200])
         return None
@@ -372,6 +402,9 @@ def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float |
 
 @dataclass(frozen=True)
 class Listed:
+    """One row of `cellctl recipe list`: `name` is the recipe's `name:` (the file stem when it
+    has none); `error` the first problem of a file that cannot load, with how many more."""
+
     path: Path
     name: str
     number: int | None
@@ -379,11 +412,23 @@ class Listed:
     modified: str
     error: str | None
     duplicate: str | None = None
+    cell_config: bool = False  # a cell config, not a recipe (in `recipes/cells`, say)
+
+
+def _raw_name(path: Path) -> str | None:
+    """The `name:` a file that does not validate still gives, if any."""
+    try:
+        data = load_yaml(path)
+    except YamlError:
+        return None
+    name = data.get("name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
 
 
 def list_recipes(folder: Path) -> list[Listed]:
     """Every recipe file in `folder` (not its subfolders), valid or not, by number (files that
-    cannot load last, by file name); `duplicate` says which other files share a name or number."""
+    cannot load last, by file name); `duplicate` says which other files share a name or number.
+    Cell configs there are rows too, marked `cell_config`."""
     out: list[Listed] = []
     index = RecipeIndex(folder)
     clashes = index.duplicates()
@@ -395,7 +440,13 @@ def list_recipes(folder: Path) -> list[Listed]:
         try:
             r = load_recipe(p)
         except ConfigError as exc:
-            out.append(Listed(p, p.stem, None, "", mtime, f"{len(exc.problems)} problem(s)"))
+            first = str(exc.problems[0]).replace(str(p), p.name, 1)
+            if "a cell config, not a recipe" in first:
+                out.append(Listed(p, p.stem, None, "", mtime, None, cell_config=True))
+                continue
+            more = len(exc.problems) - 1
+            error = first + (f" (and {more} more: cellctl recipe validate shows them)" if more else "")
+            out.append(Listed(p, _raw_name(p) or p.stem, None, "", mtime, error))
             continue
         dup = "; ".join(clashes[p]) if p in clashes else None
         out.append(Listed(p, r.name, r.number, content_hash(r)[:12], mtime, None, dup))

@@ -8,6 +8,7 @@ YamlError, never another exception.
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,37 @@ class _NoAliasComposer(_StrictLoader):
             self._depth -= 1
 
 
+#: PyYAML's token names in plain words.
+_TOKENS = {
+    "'<stream end>'": "the end of the file",
+    "<stream end>": "the end of the file",
+    "<block end>": "the end of the indented block",
+    "'<block mapping start>'": "an indented mapping",
+    "'<block sequence start>'": "an indented list",
+    "'<document start>'": "the start of a document",
+    "'?'": "a key",
+}
+
+
+def _plain(problem: str) -> str:
+    """PyYAML's problem text in words that read after `found` (`found a tab character …`),
+    never `found found …` or `… but got …`."""
+    char = re.fullmatch(r"found character '(.*)' that cannot start any token", problem)
+    if char:
+        if char.group(1) == "\\t":
+            return "a tab character, which YAML does not allow here (indent with spaces)"
+        return f"the character '{char.group(1)}', which cannot start a value (put the value in quotes)"
+    pair = re.fullmatch(r"expected (.+?), but (?:found|got) (.+)", problem)
+    if pair:
+        want, got = (_TOKENS.get(x, x) for x in pair.groups())
+        return f"{got} where {want} should be"
+    if problem == "mapping values are not allowed here":
+        return "a ':' where no key can start (a value holding ': ' needs quotes)"
+    if problem == "found unexpected end of stream":
+        return "the end of the file inside a value (a quote left open?)"
+    return problem.removeprefix("found ")
+
+
 def _one_line(text: object, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
@@ -118,7 +150,9 @@ def load_yaml(path: Path, max_bytes: int = MAX_BYTES) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise YamlError(f"{path}: {where}{_one_line(exc.problem or exc.context or exc)}") from None
+        raise YamlError(
+            f"{path}: {where}{_one_line(_plain(str(exc.problem or exc.context or exc)))}"
+        ) from None
     except yaml.reader.ReaderError as exc:
         line = text[: exc.position].count("\n") + 1
         char = exc.character if isinstance(exc.character, int) else ord(exc.character)

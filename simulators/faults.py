@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -64,9 +65,14 @@ class Fault:
             known = "; ".join(f"{t}: {', '.join(k)}" for t, k in KINDS.items())
             raise ValueError(f"{text!r}: expected TARGET[INDEX]:KIND[=VALUE]@SECONDS ({known})")
         try:
-            return cls(base, kind, float(when), float(value or 0), index)
+            at_s, amount = float(when), float(value or 0)
         except ValueError:
             raise ValueError(f"{text!r}: VALUE and SECONDS must be numbers") from None
+        if not (math.isfinite(at_s) and at_s >= 0 and math.isfinite(amount)):
+            raise ValueError(
+                f"{text!r}: SECONDS must be a number ≥ 0 (after the start), VALUE a finite number"
+            )
+        return cls(base, kind, at_s, amount, index)
 
     def __str__(self) -> str:
         idx = str(self.index) if self.target == "camera" else ""

@@ -516,7 +516,8 @@ class OpcUaServer:
             nid("RecipeManagement/SelectRecipe"), ua.QualifiedName("SelectRecipe", ns), self._select_recipe,
             [_arg("Name", "String", "recipe name or file name ('' to select by number)"),
              _arg("Number", "Int32", "recipe number (0 to select by name)")],
-            [_arg("Result", "String", "active, invalid, unknown_number, busy, model_failed, not_safe, none"),
+            [_arg("Result", "String", "active, invalid, unknown_number, busy, model_failed, not_safe, "
+                  "unknown_recipe, none"),
              _arg("ResultCode", "Int32", "the result's wire value (1 active)"),
              _arg("Reason", "String", "from which part it judges, or why not (one problem a line)")],
         )  # fmt: skip

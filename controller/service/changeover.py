@@ -71,7 +71,9 @@ class Changeover:
             result, reason = RecipeResult.NOT_SAFE, why
         elif isinstance(path := await asyncio.to_thread(self._lookup, name, number), RecipeLookupError):
             # none (with a did-you-mean and the recipes there are), or two files with its name or number
-            result = RecipeResult.UNKNOWN_NUMBER if path.unknown else RecipeResult.INVALID
+            by_number = number is not None or (name or "").isdigit()
+            unknown = RecipeResult.UNKNOWN_NUMBER if by_number else RecipeResult.UNKNOWN_RECIPE
+            result = unknown if path.unknown else RecipeResult.INVALID
             reason = str(path)
         elif self._changing:  # another one started while this one looked its file up
             result, reason = RecipeResult.BUSY, "another changeover is in progress"

@@ -52,7 +52,10 @@ def refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--extra-triggers", "nan"], "--extra-triggers: expected a share from 0 to 0.5"),
         (["--ppm", "0"], "--ppm: expected parts per minute over 0, up to 20000, found '0'"),
         (["--belt-speed", "-1"], "--belt-speed: expected"),
-        (["--cameras", "0"], "--cameras: expected a whole number from 1 to 16, found '0'"),
+        (
+            ["--cameras", "0"],
+            "--cameras: expected a whole number from 1 to 4 (the cameras of cell demo-cell), found '0'",
+        ),
         (["--spacing-jitter", "0.7"], "--spacing-jitter: expected"),
         (["--plc-scan-ms", "0"], "--plc-scan-ms: expected"),
         (["--mqtt", "70000"], "--mqtt: expected a port from 1 to 65535, found '70000'"),
@@ -142,7 +145,7 @@ def test_recipe_list_is_sorted_by_number(tmp_path: Path, capsys: pytest.CaptureF
             GOOD.replace("name: plate-4h", f"name: {stem}").replace("number: 1", f"number: {number}")
         )
     (folder / "0-broken.yaml").write_text("name: [")
-    assert main(["recipe", "list", str(folder)]) == 0
+    assert main(["recipe", "list", str(folder)]) == 1  # an invalid file fails the listing
     rows = capsys.readouterr().out.splitlines()[1:]
     assert [r.split()[0] for r in rows] == ["c-third", "b-second", "a-first", "0-broken"], rows
 
@@ -172,14 +175,16 @@ def test_demo_names_a_missing_cell_file_not_the_recipe(
 ) -> None:
     assert main(["demo", "--cell", str(tmp_path / "nope.yaml"), "--headless", "--parts", "10"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"cellctl demo --cell: {tmp_path / 'nope.yaml'}: no such file", err
+    assert err == f"cellctl demo: --cell: {tmp_path / 'nope.yaml'}: no such file", err
     assert demo_calls == []
 
 
 def test_demo_refuses_more_cameras_than_the_cell_has_in_one_line(
     capsys: pytest.CaptureFixture[str], demo_calls: list[Any]
 ) -> None:
-    assert main(["demo", "--cameras", "7", "--headless", "--parts", "10"]) == 2
+    with pytest.raises(SystemExit) as e:  # a usage error, as any option out of range
+        main(["demo", "--cameras", "7", "--headless", "--parts", "10"])
+    assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
         "cellctl demo: --cameras: expected a whole number from 1 to 4"

@@ -222,12 +222,12 @@ def test_api_changeover_to_any_bad_file_is_an_audited_refusal_with_a_reply(
         r = replies[name]
         assert r["ok"] is False and r["result"] == "invalid", (name, r)
         assert f"{name}.yaml" in r["error"] and "\n" not in r["error"], (name, r)
-    assert replies["nope"]["result"] == "unknown_number"
+    assert replies["nope"]["result"] == "unknown_recipe"  # asked by name
     assert replies["plate-4h-long"]["ok"] is True, replies["plate-4h-long"]  # the bad files do not block it
     audit = _audit(service)
     assert [(a[0], a[1], a[2]) for a in audit] == [
         *[("api", n, "INVALID") for n in BAD_NAMES],
-        ("api", "nope", "UNKNOWN_NUMBER"),
+        ("api", "nope", "UNKNOWN_RECIPE"),
         ("api", "plate-4h-long", "ACTIVE"),
     ], audit
     assert "Traceback" not in caplog.text
@@ -345,7 +345,7 @@ def test_recipe_list_shows_every_bad_file_as_invalid(
 ) -> None:
     folder = _recipe_folder(tmp_path)
     (folder / "f-dangling.yaml").symlink_to(folder / "nowhere")
-    assert main(["recipe", "list", str(folder)]) == 0
+    assert main(["recipe", "list", str(folder)]) == 1  # invalid files fail the listing
     out = capsys.readouterr().out
     for name in [*BAD_NAMES, "f-dangling"]:
         (line,) = [ln for ln in out.splitlines() if f"{name}.yaml" in ln]

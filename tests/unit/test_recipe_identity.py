@@ -170,11 +170,12 @@ def test_changeover_by_number_or_file_name_and_did_you_mean(tmp_path: Path) -> N
             if stack.worker.alive:
                 stack.worker.stop()
         svc.store.close()
-    assert typo[0] is RecipeResult.UNKNOWN_NUMBER
+    assert typo[0] is RecipeResult.UNKNOWN_RECIPE  # asked by name: not the PLC's "unknown number"
     assert "did you mean 'plate-4h-long'?" in typo[1] and "plate-4h (1)" in typo[1], typo
     assert by_number[0] is RecipeResult.ACTIVE, by_number
     assert by_path[0] is RecipeResult.ACTIVE, by_path
-    assert outside[0] is not RecipeResult.ACTIVE and "not in the recipe folder" in outside[1], outside
+    assert outside[0] is RecipeResult.UNKNOWN_RECIPE and "not in the recipe folder" in outside[1], outside
+    assert "then activate it by name" in outside[1], outside
 
 
 def test_mistyped_name_at_start_up_and_in_the_demo_gets_did_you_mean(
@@ -185,7 +186,7 @@ def test_mistyped_name_at_start_up_and_in_the_demo_gets_did_you_mean(
     folder = folder_with(tmp_path)
     opts = RunOptions(CELL, "plate4h", folder, tmp_path / "data", tmp_path / "run" / "cell.sock")
     with caplog.at_level(logging.INFO):
-        assert run_service(opts) == 1
+        assert run_service(opts) == 2  # no such recipe: a usage error
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert "did you mean 'plate-4h'?" in errors[0] and "plate-4h-long (2)" in errors[0], errors
     rc, out = run(["demo", "--recipe", "plate4h", "--headless", "--parts", "5"], capsys)
@@ -204,7 +205,7 @@ def test_names_numbers_and_paths_in_validate_and_diff(
     rc, out = run(["recipe", "diff", "plate-4h", "2"], capsys)
     assert "reject.uncertain_band: 0.0 -> 0.1" in out, out
     rc, out = run(["recipe", "validate", "plate4h"], capsys)
-    assert rc == 1 and "did you mean 'plate-4h'?" in out, out
+    assert rc == 2 and "did you mean 'plate-4h'?" in out, out
 
 
 # ----------------------------------------------------------- item 2: validate against the right cell
@@ -295,10 +296,10 @@ def test_cli_activate_says_did_you_mean_and_lists_every_problem(
                 stack.worker.stop()
         svc.store.close()
     err = capsys.readouterr().err.splitlines()
-    assert codes == [1, 1]
-    assert err[0].startswith("cellctl: recipe plate4h-long: no recipe 'plate4h-long'"), err
-    assert "did you mean 'plate-4h-long'?" in err[0] and "unknown_number" not in err[0], err
-    assert err[1] == "cellctl: recipe bad refused (invalid):", err
+    assert codes == [2, 1]  # no such recipe is a usage error; an invalid one fails
+    assert err[0].startswith("cellctl recipe activate: no recipe 'plate4h-long'"), err
+    assert "did you mean 'plate-4h-long'?" in err[0] and "unknown_" not in err[0], err
+    assert err[1] == "cellctl recipe activate: bad refused (invalid):", err
     assert len(err) == 4 and all(ln.startswith(f"  {folder / 'bad.yaml'}:") for ln in err[2:]), err
 
 

@@ -90,7 +90,7 @@ def test_a_refused_recipe_is_published_beside_its_audit(tmp_path: Path) -> None:
     svc.events.subscribe("watch", seen.append)
     result, _ = asyncio.run(svc.activate_recipe("api", name="no-such-recipe"))
     svc.events.close()
-    assert result is RecipeResult.UNKNOWN_NUMBER
+    assert result is RecipeResult.UNKNOWN_RECIPE
     assert [type(e) for e in seen] == [RecipeRefused]
     refused = seen[0]
     assert isinstance(refused, RecipeRefused)
