@@ -256,7 +256,8 @@ ALARMS: tuple[tuple[AlarmCode, str, str, str, str], ...] = (
     (AlarmCode.PLC_LINK_LOST, "PLC link lost", "network, PLC off, wrong address or DB",
      "Hold; reconnects with backoff", "Reset, Clear or Unhold once the link is back"),
     (AlarmCode.ENCODER_IMPLAUSIBLE, "encoder value implausible",
-     "the encoder stepped back, or further than the belt can move (max_belt_speed_mm_s)",
+     "the encoder stepped back, or further than the belt can move (max_belt_speed_mm_s) since "
+     "the value before could have been published (a stall of the cell's own reads is not a step)",
      "Hold; parts in flight rejected; positions continue from the new value",
      "Reset, Clear or Unhold"),
     (AlarmCode.PLC_RESTARTED, "PLC restarted: its sequences went back",
