@@ -62,7 +62,7 @@ def score(
 
     A part the restarted PLC rejected (in the cell at a PLC restart, before the reject station) is
     counted in `plc_restart_rejects`: the PLC no longer held its verdict and did what the contract
-    asks; misrouted only if the cell recorded a disposition that says otherwise.
+    asks. Its record must say so (no disposition, `plc_restarted`); any other is misrouted.
     """
     kicked = sum(o.kicked for o in outcomes)
     escapes = sum(o.defective and not o.removed for o in outcomes)
@@ -73,11 +73,11 @@ def score(
     for o, r in mine:
         if r is None:
             continue
-        if o.restart_reject:
-            if r["kicked"] is not None and not r["kicked"]:
-                misrouted += 1
-            else:
+        if o.restart_reject:  # explained only by a record that knows the PLC restarted
+            if r["kicked"] is None and "plc_restarted" in json.loads(r["alarms"] or "[]"):
                 restart_rejects += 1
+            else:
+                misrouted += 1
         elif r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked:
             misrouted += 1
     # A part left on the line must have had a PASS the PLC accepted in time: anything else is a breach.

@@ -101,3 +101,9 @@ def test_a_restart_reject_the_cell_recorded_as_passed_is_misrouted() -> None:
     records = {(0, 7): record(RUN, 7, False)}
     r = score([outcome(7, True, restart_reject=True)], records)
     assert r["misrouted"] == 1, r
+
+
+def test_a_restart_reject_whose_record_does_not_know_of_the_restart_is_misrouted() -> None:
+    records = {(0, 7): record(RUN, 7, None, expected_kick=False)}  # no disposition, no plc_restarted
+    r = score([outcome(7, True, restart_reject=True)], records)
+    assert (r["misrouted"], r["plc_restart_rejects"]) == (1, 0), r
