@@ -276,7 +276,7 @@ async def _demo_line(
     emulation: Path | None,
 ) -> dict[str, Any]:
     from simulators.launcher import SimLine
-    from simulators.scorer import load_records, score
+    from simulators.scorer import load_run, score
 
     p = cell.plc
     sim = SimLine(lcfg, p, [c.name for c in cell.cameras], emulation)
@@ -309,7 +309,7 @@ async def _demo_line(
             await close_plant(plant)  # after the service stopped: the plant got its last events
     finally:
         await asyncio.to_thread(sim.stop)
-    records = load_records(data_dir / cell.records.database, run_id)
+    records = load_run(data_dir / cell.records.database, run_id)  # every PLC epoch's records
     result = score(outcomes, records, dropped)
     result.update(
         run_id=run_id,

@@ -107,7 +107,13 @@ def receive_triggers(conn: Connection) -> Iterator[Trigger | CameraFault]:
 
 @dataclass(slots=True)
 class Outcome:
-    """What physically happened to one part (for the scorer)."""
+    """What physically happened to one part (for the scorer).
+
+    `epoch` counts the PLC's restarts before the part entered (part ids start again at 1 after
+    each); `sensor_count` is the raw count written to its part slot; `restart_reject`: the part was
+    in the cell when the PLC restarted, before the reject station, and the restarted PLC, which no
+    longer held its verdict, rejected it.
+    """
 
     part_id: int
     defective: bool
@@ -116,6 +122,9 @@ class Outcome:
     removed: bool
     cause: int
     verdict: int
+    epoch: int = 0
+    sensor_count: int = 0
+    restart_reject: bool = False
 
 
 @dataclass(slots=True)
@@ -133,6 +142,8 @@ class _Part:
     kicked: bool = False
     removed: bool = False
     seen: set[tuple[int, int]] = field(default_factory=set)
+    epoch: int = 0
+    restart_reject: bool = False
 
 
 class PlcScan:
@@ -183,6 +194,13 @@ class PlcScan:
         self._encoder_offset = 0
         self._part_seq_glitch: tuple[int, int] | None = None  # (jump, scans left)
         self._bad_slot_id: int | None = None
+        self.epoch = 0  # restarts so far: part ids start again at 1 after each
+        self._stop_scans = 0  # scans left in STOP before a cold start
+        self._stopped_at: float | None = None
+
+    #: A restart is STOP, then a cold start. In STOP the PLC scans nothing (outputs off: the belt
+    #: stands still) and its memory can still be read, as a real CPU's can.
+    RESTART_STOP_S = 0.1
 
     # -- faults a real PLC shows, injected on purpose (tests, `cellctl demo`)
     FAULTS = ("encoder_step", "restart", "part_seq_glitch", "bad_part_slot", "unknown_disposition")
@@ -191,8 +209,8 @@ class PlcScan:
         """Make this PLC misbehave once: see FAULTS. Applied from the next scan on."""
         if fault == "encoder_step":  # the encoder value jumps by `value` counts (card swap, preset)
             self._encoder_offset += value
-        elif fault == "restart":  # the PLC restarts: its memory and counters start from 0
-            self._restart()
+        elif fault == "restart":  # STOP, then a cold start: memory and counters from 0
+            self._stop_scans = max(1, round(self.RESTART_STOP_S / self.cfg.scan_s))
         elif fault == "part_seq_glitch":  # part_seq reads `value` higher for 10 ms, then right again
             self._part_seq_glitch = (value, max(1, round(0.01 / self.cfg.scan_s)))
         elif fault == "bad_part_slot":  # the next part's slot carries id `value` instead of its own
@@ -202,11 +220,29 @@ class PlcScan:
         else:
             raise ValueError(f"unknown PLC fault {fault!r} (known: {', '.join(self.FAULTS)})")
 
+    def _stopped(self, now: float) -> bool:
+        """One scan in STOP (True), or the cold start that ends it (False: scan on)."""
+        if not self._stop_scans:
+            return False
+        if self._stopped_at is None:
+            self._stopped_at = now
+        self._stop_scans -= 1
+        if self._stop_scans:
+            return True
+        self.t0 += now - self._stopped_at  # the belt stood still in STOP
+        self._stopped_at = None
+        self._restart()
+        return False
+
     def _restart(self) -> None:
-        # What was on the belt is purged: a restarted PLC rejects every part it no longer tracks.
+        # The parts on the belt are no longer tracked: each is reported now (nobody will later).
+        # One that had not reached the reject station is rejected there: the restarted PLC holds
+        # no verdict for it. One past it was kicked or passed as its latched verdict said.
         for part in self.queue:
-            part.kicked = part.removed = True
-            part.cause = DispositionCause.NO_VERDICT
+            if self._travel - part.travel < self.reject:
+                part.kick = part.kicked = part.restart_reject = True
+                part.removed = not (self.cfg.kick_fail_rate and self.rng.random() < self.cfg.kick_fail_rate)
+                part.cause = DispositionCause.NO_VERDICT
             self.outcomes.append(self._outcome(part))
         self.queue.clear()
         self.by_id.clear()
@@ -217,6 +253,7 @@ class PlcScan:
         self._encoder_offset = -(self.cfg.encoder_start + self._travel)
         self._next_id = 1
         self._seq = {"command": 0, "recipe": 0}
+        self.epoch += 1
 
     # -- the HMI side of the PLC: commands for the cell through the command word
     # Both requests are one handshake: write the value, then a new sequence number; the cell
@@ -258,6 +295,8 @@ class PlcScan:
     def step(self, now: float) -> None:
         cfg = self.cfg
         hdr = self.plc["header"]
+        if self._stopped(now):
+            return
         if self.running:
             self._travel = self.travel_at(now)
         travel = self._travel
@@ -301,7 +340,7 @@ class PlcScan:
             pid = self._next_id
             self._next_id += 1
             reg = self._next_travel + debounce
-            part = _Part(self.parts_gen.next(pid), reg, self._offsets_for(pid))
+            part = _Part(self.parts_gen.next(pid), reg, self._offsets_for(pid), epoch=self.epoch)
             self.queue.append(part)
             self.by_id[pid] = part
             slot = self.plc["parts"][pid % n]
@@ -412,6 +451,9 @@ class PlcScan:
             part.removed,
             int(part.cause),
             part.verdict,
+            part.epoch,
+            part.sensor_count,
+            part.restart_reject,
         )
 
     def _report(self, part: _Part) -> None:

@@ -515,13 +515,19 @@ class CellCore:
         if seq == self._cmd_seq:
             return
         self._cmd_seq = self.cmd_ack_seq = seq
+        if seq == 0 and code == 0:
+            # A PLC's command word at start (after a restart): no command yet, nothing to answer.
+            self.cmd_result = CommandResult.NONE
+            return
         try:
             cmd = Command(code)
         except ValueError:
             cmd = Command.UNDEFINED
         if cmd is Command.UNDEFINED:
             self.cmd_result = CommandResult.UNKNOWN
-            log.warning("PLC command %d is not a PackML command", code)
+            log.warning(
+                "PLC command %d (cmd_seq %d) is not a PackML command (1-10): answered unknown", code, seq
+            )
             return
         refused = self.command(cmd, "plc")
         self.cmd_result = CommandResult.REFUSED if refused else CommandResult.ACCEPTED
@@ -535,6 +541,10 @@ class CellCore:
         if seq == self._recipe_seq:
             return
         self._recipe_seq = seq
+        if seq == 0 and number == 0:
+            # A PLC's recipe request word at start (after a restart): nothing asked.
+            self.recipe_ack_seq, self.recipe_result = 0, RecipeResult.NONE
+            return
         actions.append(RecipeRequest(seq, number))
 
     def answer_recipe(self, seq: int, result: RecipeResult) -> None:

@@ -32,15 +32,15 @@ import numpy as np
 from controller.api import ApiError, request
 from controller.sim_line import start_line as serve_line
 from simulators.launcher import SimLine
-from simulators.scorer import load_records, score
+from simulators.scorer import load_run, score
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / ".bench"
 CELL = ROOT / "recipes/cells/demo-cell.yaml"
 RECIPE = ROOT / "recipes/plate-4h.yaml"
 
-#: The faults in turn: (kind, value). A PLC restart is left out: part ids start again at 1,
-#: which the scorer (one run, unique ids) cannot tell apart; tests/sim/test_plc_faults.py covers it.
+#: The faults in turn: (kind, value). After a PLC restart part ids start again at 1 in a new
+#: epoch: the scorer judges each part by (epoch, id).
 FAULTS: list[tuple[str, float]] = [
     ("drop_link", 1.5),
     ("part_seq_glitch", 1000),
@@ -48,6 +48,7 @@ FAULTS: list[tuple[str, float]] = [
     ("encoder_step", -20_000),
     ("bad_part_slot", 0),
     ("unknown_disposition", 3_000_000_000),
+    ("restart", 0),
 ]
 
 
@@ -211,13 +212,15 @@ def soak(tmp: Path, minutes: float, fault_every_s: float, sample_s: float, ppm: 
     db = tmp / "data" / "var" / "records.sqlite"
     with sqlite3.connect(db) as con:
         (run_id,) = con.execute("SELECT run_id FROM runs ORDER BY started_utc LIMIT 1").fetchone()
-    records = load_records(db, run_id)
+    records = load_run(db, run_id)
     scored = score(outcomes, records, dropped)
     misrouted = [  # what the scorer counts as misrouted, part by part, for diagnosis
-        {"part_id": o.part_id, "kicked": o.kicked, "plc_cause": o.cause, "plc_verdict": o.verdict,
+        {"epoch": o.epoch, "part_id": o.part_id, "kicked": o.kicked, "plc_cause": o.cause,
+         "plc_verdict": o.verdict,
          **{f"record_{k}": r[k] for k in RECORD_FIELDS}}
         for o in outcomes
-        if (r := records.get(o.part_id)) is not None
+        if (r := records.get((o.epoch, o.part_id))) is not None
+        and not o.restart_reject
         and (r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked)
     ]  # fmt: skip
     rss = [s["rss_mb"] for s in samples]

@@ -21,7 +21,7 @@ import pytest
 from controller.api import request
 from controller.sim_line import start_line
 from simulators.launcher import SimLine
-from simulators.scorer import load_records, score
+from simulators.scorer import load_run, score
 
 ROOT = Path(__file__).resolve().parents[2]
 CELL = ROOT / "recipes/cells/demo-cell.yaml"
@@ -149,7 +149,7 @@ def test_service_notifies_systemd_obeys_the_api_and_drains_on_sigterm(
     with sqlite3.connect(db) as con:
         (run_id,) = con.execute("SELECT run_id FROM runs").fetchone()
     seen_by_cell = [o for o in outcomes if o.part_id <= registered]
-    r: dict[str, Any] = score(seen_by_cell, load_records(db, run_id), dropped)
+    r: dict[str, Any] = score(seen_by_cell, load_run(db, run_id), dropped)
     print(json.dumps(r, indent=2))
     assert r["parts"] == registered
     assert r["lost"] == 0 and r["misrouted"] == 0 and r["passed_without_verdict"] == 0

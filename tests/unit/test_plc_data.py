@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.contract import AlarmCode, CommandResult, DispositionCause, Verdict
-from controller.core.cell import RecordPart, WriteVerdict
+from controller.core.cell import RecipeRequest, RecordPart, WriteVerdict
 from controller.core.counters import Count
 from controller.core.packml import Command, State
 from controller.core.types import ReasonCode
@@ -87,6 +87,29 @@ def test_plc_restart_finishes_every_part_and_tracks_the_new_ids() -> None:
     assert {(1, 1), (1, 2)} <= set(recs)
     assert recs[(1, 1)].part.verdict is Verdict.NO_DECISION  # Held: not inspected
     assert rig.core.counters[Count.MISROUTE] == 0
+
+
+def test_a_restarted_plcs_zeroed_request_words_are_no_request(caplog: pytest.LogCaptureFixture) -> None:
+    """A PLC at start holds cmd_seq 0 with code 0 (and recipe_seq 0 with number 0): nothing asked."""
+    rig = in_flight_rig()
+    h = rig.plc.area["header"]
+    h["recipe_number"], h["recipe_seq"] = 2, 1  # a recipe request, and a command, before the restart
+    rig.plc.command(Command.HOLD)
+    rig.run_until(rig.t + 0.01)
+    assert rig.core.cmd_result is CommandResult.ACCEPTED
+    n = len(rig.actions)
+    rig.plc.restart()
+    rig.start_raw = -int(rig.t * 10_000)
+    rig.run_until(rig.t + 0.3)
+    assert AlarmCode.PLC_RESTARTED in rig.core.alarms
+    assert "not a PackML command" not in caplog.text
+    assert rig.core.cmd_result is not CommandResult.UNKNOWN
+    assert not [a for a in rig.actions[n:] if isinstance(a, RecipeRequest)], "no recipe 0 asked for"
+    # The restarted PLC numbers its requests from 1 again: its first command is taken.
+    rig.plc.command(Command.UNHOLD)
+    rig.run_until(rig.t + 0.01)
+    assert rig.core.cmd_ack_seq == 1 and rig.core.cmd_result is CommandResult.ACCEPTED
+    assert rig.core.state is State.EXECUTE
 
 
 def test_part_seq_blip_makes_no_phantom_parts_and_the_real_ones_go_on() -> None:
