@@ -11,7 +11,17 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType
 
-_received: list[int] = []  # the stop signals that came while loading
+
+def _shared_received() -> list[int]:
+    """The stop signals that came while loading. `python -m controller` runs this file as
+    `__main__`, and the commands import it again as `controller.__main__`: both keep one list."""
+    main = sys.modules.get("__main__")
+    if __name__ != "__main__" and getattr(getattr(main, "__spec__", None), "name", None) == __name__:
+        return main._received  # type: ignore[union-attr,no-any-return]
+    return []
+
+
+_received: list[int] = _shared_received()
 
 
 def _interrupted(signum: int, frame: FrameType | None) -> None:
