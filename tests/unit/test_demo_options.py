@@ -4,6 +4,7 @@ not inspect and the parts rejected then are counted apart."""
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,16 @@ from typing import Any
 import pytest
 
 from controller import demo
-from controller.demo import DemoOptions, NotInspecting, not_inspecting_rejects, run_demo
+from controller.demo import (
+    KEY_STOP,
+    DemoInterrupted,
+    DemoOptions,
+    NotInspecting,
+    StopSignals,
+    not_inspecting_rejects,
+    run_demo,
+    summary,
+)
 from controller.plant.links import PlantStartError
 from controller.plant.local_broker import broker_problem, start_local_broker
 from simulators.line import Outcome
@@ -79,3 +89,31 @@ def test_good_parts_rejected_while_not_inspecting_are_counted_apart_from_false_r
         "rejected_not_inspecting": 2,
         "false_rejects_inspected": 1,
     }
+
+
+def test_a_stop_cut_short_exits_128_plus_its_signal_but_q_as_the_score_says() -> None:
+    def stops(*signums: int) -> StopSignals:
+        s = StopSignals(keys=True)
+        for sig in signums:
+            s._record(sig)
+        return s
+
+    assert stops(KEY_STOP, KEY_STOP).exit_code(1) == 1 and stops(KEY_STOP).exit_code(0) == 0
+    assert stops(signal.SIGINT, signal.SIGINT).exit_code(0) == 130
+    assert stops(KEY_STOP, signal.SIGTERM).exit_code(0) == 128 + signal.SIGTERM
+    assert stops().exit_code(1) == 1
+    assert str(DemoInterrupted(KEY_STOP)) == "stopped by q before the line ran"
+
+
+def test_the_summary_says_when_the_cell_did_not_inspect_and_the_belt_was_not_run_empty() -> None:
+    result = {
+        "parts": 10, "passed": 4, "rejected": 6, "escapes": 0, "false_rejects": 5, "misrouted": 0, "lost": 0,
+        "latency_ms": {"p50": 3.0, "p99": 9.0}, "not_inspecting": {"spells": 1, "seconds": 95.21},
+        "rejected_not_inspecting": 5, "false_rejects_inspected": 0, "belt_run_empty": False,
+    }  # fmt: skip
+    assert summary(result).endswith(
+        "; the cell did not inspect once, 95.2 s in all (held, stopped or aborted): 5 parts rejected then, "
+        "0 false rejects among the parts it inspected; the belt was not run empty"
+    )
+    result.update(not_inspecting={"spells": 0, "seconds": 0.0}, belt_run_empty=True)
+    assert summary(result).endswith("latency p50 3.0 ms p99 9.0 ms")
