@@ -266,16 +266,19 @@ class StopSignals:
 
 class NotInspecting:
     """How often and how long the cell did not inspect (held, stopped, aborted, not yet
-    started again) while its line ran, from its state observed now and then."""
+    started again) while its line ran, from its state observed now and then. Counted from the
+    first time it inspects: starting up is not a spell."""
 
     def __init__(self) -> None:
         self.spells = 0
         self.seconds = 0.0
         self._idle = False
-        self._last = 0.0
+        self._last: float | None = None  # None: it has not inspected yet
 
     def observe(self, inspecting: bool, now: float) -> None:
-        if self._idle:
+        if self._last is None and not inspecting:
+            return
+        if self._idle and self._last is not None:
             self.seconds += now - self._last
         if not inspecting and not self._idle:
             self.spells += 1

@@ -60,8 +60,9 @@ def test_spells_and_seconds_the_cell_did_not_inspect() -> None:
     assert clock.figures() == {"spells": 2, "seconds": 2.5}
 
 
-def test_an_open_spell_counts_until_the_end() -> None:
+def test_an_open_spell_counts_until_the_end_and_starting_up_is_none() -> None:
     clock = NotInspecting()
+    clock.observe(False, -1.0)  # starting, not yet inspecting
     clock.observe(True, 0.0)
     clock.observe(False, 2.0)
     clock.observe(False, 3.25)
