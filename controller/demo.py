@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 from controller.api import ControlApi, default_socket
 from controller.assembly import build_cell, new_run_id, start_plant, with_local_plant
 from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, load_cell_config, load_recipe
-from controller.core.packml import Command
+from controller.core.packml import Command, State
 from controller.daemon import close_plant
 from controller.plant.links import PlantLinks, PlantStartError
 from controller.plant.local_broker import start_local_broker
@@ -108,6 +109,13 @@ def watch_lines(mqtt: int | None, opcua: int | None) -> list[str]:
     return lines
 
 
+def demo_client_id(cell: CellConfig) -> str:
+    """The demo's MQTT client id: the cell's, made unique to this run (this process), so that
+    two demos on one broker never take each other's session (a broker drops the older client
+    of an id)."""
+    return f"{cell.mqtt.resolved_client_id(cell.name)}-{os.getpid()}"
+
+
 def select_cameras(cell: CellConfig, recipe: Recipe, k: int) -> tuple[CellConfig, Recipe]:
     """The cell's first `k` cameras, and the recipe's settings for each (defaults if it has none)."""
     if not 1 <= k <= len(cell.cameras):
@@ -165,30 +173,43 @@ Scenario = Callable[[Any, CellService], Coroutine[Any, Any, None]]
 #: Signals that stop the demo as Ctrl-C does: the belt runs empty, what went through is scored,
 #: and nothing is left behind (processes, control socket, temporary folder).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: How the demo's console passes on its q key to the control process: a stop as Ctrl-C's, asked
+#: for by a person rather than signalled, so it ends as the score says, never 128 + a signal.
+KEY_STOP = signal.SIGUSR1
+
+
+def stop_name(signum: int) -> str:
+    """How a stop is named in messages: `q` for the console's key, else the signal's name."""
+    return "q" if signum == KEY_STOP else signal.Signals(signum).name
 
 
 class DemoInterrupted(Exception):
     """A stop signal came before the line ran: there is nothing to score."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} before the line ran")
+        super().__init__(f"stopped by {stop_name(signum)} before the line ran")
         self.signum = signum
 
 
 class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP while the demo runs. The first asks for a clean stop (the demo
-    checks `signum` between its steps and in its main loop); a second one while the line runs
-    stops waiting for the belt (the cleanup still runs). Installed from the main thread only."""
+    """SIGINT, SIGTERM and SIGHUP (and the console's q, `KEY_STOP`, where `keys`) while the demo
+    runs. The first asks for a clean stop (the demo checks `signum` between its steps and in its
+    main loop); a second one while the belt runs empty stops waiting for it (what was recorded
+    is still scored), and one at another moment stops the demo at once (the cleanup still
+    runs). Installed from the main thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: bool = False) -> None:
+        self.signals = (*STOP_SIGNALS, KEY_STOP) if keys else STOP_SIGNALS
         self.signum: int | None = None
+        self.received: list[int] = []
         self._task: asyncio.Task[Any] | None = None
+        self._hurry: asyncio.Task[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
+            for sig in self.signals:
                 self._previous[sig] = signal.signal(sig, self._record)
         return self
 
@@ -197,31 +218,90 @@ class StopSignals:
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
     def _record(self, signum: int, frame: object = None) -> None:
+        self.received.append(signum)
         if self.signum is None:
             self.signum = signum
+        elif self._hurry is not None:
+            self._hurry.cancel()
         elif self._task is not None:
             self._task.cancel()
+
+    @property
+    def by_key(self) -> bool:
+        """Whether every stop came from the console's q, none from a signal."""
+        return bool(self.received) and all(sig == KEY_STOP for sig in self.received)
+
+    def exit_code(self, scored: int) -> int:
+        """The demo's exit code once a second stop cut its run short: 128 + the signal, or what
+        the score says (`scored`) when the stops were the console's q."""
+        if self.by_key or self.signum is None:
+            return scored
+        return 128 + next(sig for sig in self.received if sig != KEY_STOP)
+
+    def hurrying(self, task: asyncio.Task[Any] | None) -> None:
+        """A second stop cancels `task` (the wait for the belt to run empty), not the demo."""
+        self._hurry = task
 
     def attach(self) -> None:
         """While the calling coroutine's loop runs, the loop takes the signals (it wakes for them)."""
         if not self._previous:
             return
         self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
-        for sig in STOP_SIGNALS:
+        for sig in self.signals:
             self._loop.add_signal_handler(sig, self._record, sig)
 
     def detach(self) -> None:
         if self._loop is None:
             return
-        for sig in STOP_SIGNALS:
+        for sig in self.signals:
             self._loop.remove_signal_handler(sig)
             signal.signal(sig, self._record)
-        self._loop = self._task = None
+        self._loop = self._task = self._hurry = None
 
     def check(self) -> None:
         """Raise DemoInterrupted if a stop signal came."""
         if self.signum is not None:
             raise DemoInterrupted(self.signum)
+
+
+class NotInspecting:
+    """How often and how long the cell did not inspect (held, stopped, aborted, not yet
+    started again) while its line ran, from its state observed now and then. Counted from the
+    first time it inspects: starting up is not a spell."""
+
+    def __init__(self) -> None:
+        self.spells = 0
+        self.seconds = 0.0
+        self._idle = False
+        self._last: float | None = None  # None: it has not inspected yet
+
+    def observe(self, inspecting: bool, now: float) -> None:
+        if self._last is None and not inspecting:
+            return
+        if self._idle and self._last is not None:
+            self.seconds += now - self._last
+        if not inspecting and not self._idle:
+            self.spells += 1
+        self._idle, self._last = not inspecting, now
+
+    def figures(self) -> dict[str, Any]:
+        return {"spells": self.spells, "seconds": round(self.seconds, 3)}
+
+
+def not_inspecting_rejects(
+    outcomes: list[Any], records: dict[tuple[int, int], dict[str, Any]]
+) -> dict[str, int]:
+    """Parts kicked because the cell was not inspecting them (NO_DECISION, `not_inspecting`),
+    and the false rejects left among the parts it inspected. `records` by (PLC epoch, part id)."""
+    idle = {
+        part
+        for part, r in records.items()
+        if r["verdict"] == "NO_DECISION" and r["reason"] == "not_inspecting"
+    }
+    kicked_idle = [o for o in outcomes if o.kicked and (o.epoch, o.part_id) in idle]
+    false_idle = sum(not o.defective for o in kicked_idle)
+    false_all = sum(o.kicked and not o.defective for o in outcomes)
+    return {"rejected_not_inspecting": len(kicked_idle), "false_rejects_inspected": false_all - false_idle}
 
 
 async def _demo(
@@ -259,6 +339,10 @@ async def _demo_run(
     try:
         if broker is not None or opts.opcua is not None:
             cell = with_local_plant(cell, broker.port if broker else None, opts.opcua)
+        if cell.mqtt.enabled:
+            cell = cell.model_copy(
+                update={"mqtt": cell.mqtt.model_copy(update={"client_id": demo_client_id(cell)})}
+            )
         return await _demo_line(opts, data_dir, scenario, signals, cell, recipe, lcfg, emulation)
     finally:
         if broker is not None:
@@ -302,7 +386,7 @@ async def _demo_line(
         try:
             api = ControlApi(service, opts.socket or default_socket())
             await api.start()  # before the service runs: a refused socket leaves nothing running
-            outcomes, dropped = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
+            served = await _serve(opts, data_dir, lcfg, sim, service, api, scenario, signals)
         finally:
             follow.cancel()
             ran = plant.figures()  # closing ends the links: whether they were up is known only now
@@ -310,7 +394,12 @@ async def _demo_line(
     finally:
         await asyncio.to_thread(sim.stop)
     records = load_run(data_dir / cell.records.database, run_id)  # every PLC epoch's records
-    result = score(outcomes, records, dropped)
+    result = score(served.outcomes, records, served.dropped)
+    result.update(
+        belt_run_empty=served.belt_run_empty,
+        not_inspecting=served.not_inspecting.figures(),
+        **not_inspecting_rejects(served.outcomes, records),
+    )
     result.update(
         run_id=run_id,
         cameras=len(cell.cameras),
@@ -357,6 +446,18 @@ async def _start_plant(service: CellService, data_dir: Path, api_socket: Path) -
     return plant
 
 
+@dataclass
+class Served:
+    """What the line reported: its parts' outcomes, the verdict writes it dropped, whether the
+    belt was run empty (not when a second stop cut the wait short) and when the cell did not
+    inspect."""
+
+    outcomes: list[Any]
+    dropped: int
+    belt_run_empty: bool
+    not_inspecting: NotInspecting
+
+
 async def _serve(
     opts: DemoOptions,
     data_dir: Path,
@@ -366,13 +467,12 @@ async def _serve(
     api: ControlApi,
     scenario: Scenario | None,
     signals: StopSignals,
-) -> tuple[list[Any], int]:
-    """Run the cell on the line until its parts are through or a stop signal; the outcomes and
-    dropped verdict writes. The service and the API are stopped whatever happens."""
-    from simulators.faults import FaultPlan, run_plan
-
+) -> Served:
+    """Run the cell on the line until its parts are through or a stop signal. The service and
+    the API are stopped whatever happens."""
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop), name="cell-service")
+    idle = NotInspecting()
     try:
         while not service.link_up:
             await asyncio.sleep(0.05)
@@ -385,15 +485,54 @@ async def _serve(
             if res != 1:
                 raise RuntimeError(f"cell refused {cmd.name} (result {res}) in state {service.state.name}")
             await asyncio.sleep(0.05)
-        budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
-        t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
-        scripted = asyncio.create_task(scenario(sim, service), name="scenario") if scenario else None
-        plan = FaultPlan.parse(opts.faults)
-        faults = asyncio.create_task(
-            run_plan(plan, sim, data_dir, opts.socket or default_socket()), name="fault-plan"
+        run = asyncio.create_task(
+            _run_line(opts, data_dir, lcfg, sim, service, scenario, signals, idle), name="demo-line"
         )
+        signals.hurrying(run)  # a second stop: what was recorded is scored without waiting
+        try:
+            await run
+            belt_run_empty = True
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not run.cancelled() or (current is not None and current.cancelling()):
+                raise  # the demo itself was cancelled
+            belt_run_empty = False
+        finally:
+            signals.hurrying(None)
+        idle.observe(service.state is State.EXECUTE, time.monotonic())
+        outcomes, dropped = sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
+        return Served(outcomes, dropped, belt_run_empty, idle)
+    finally:
+        stop.set()
+        await task
+        await api.stop()
+
+
+async def _run_line(
+    opts: DemoOptions,
+    data_dir: Path,
+    lcfg: Any,
+    sim: Any,
+    service: CellService,
+    scenario: Scenario | None,
+    signals: StopSignals,
+    idle: NotInspecting,
+) -> None:
+    """The run: until the line's parts are through or a stop signal, then the belt run empty.
+    `idle` follows whether the cell inspects."""
+    from simulators.faults import FaultPlan, run_plan
+
+    budget = (lcfg.parts or 0) * lcfg.pitch_mm * 1.3 / lcfg.belt_speed_mm_s + 30.0
+    t_end = time.monotonic() + (budget if lcfg.parts else 1e9)
+    scripted = asyncio.create_task(scenario(sim, service), name="scenario") if scenario else None
+    plan = FaultPlan.parse(opts.faults)
+    faults = asyncio.create_task(
+        run_plan(plan, sim, data_dir, opts.socket or default_socket()), name="fault-plan"
+    )
+    try:
         # A stop signal ends this loop: the belt runs empty and what went through is scored.
         while time.monotonic() < t_end and sim.done is None and signals.signum is None:
+            idle.observe(service.state is State.EXECUTE, time.monotonic())
             if lcfg.parts:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.to_thread(sim.wait_done, 0.25)
@@ -403,51 +542,65 @@ async def _serve(
             await scripted
         faults.cancel()
         if sim.done is None:
-            await _run_out(sim, lcfg)
-        return sim.done if sim.done is not None else await asyncio.to_thread(sim.outcomes)
+            await _run_out(sim, lcfg, lambda: idle.observe(service.state is State.EXECUTE, time.monotonic()))
     finally:
-        stop.set()
-        await task
-        await api.stop()
+        faults.cancel()
+        if scripted is not None:
+            scripted.cancel()
 
 
-async def _run_out(sim: Any, lcfg: Any) -> None:
-    """Close the infeed and wait until every part on the belt has been reported."""
+async def _run_out(sim: Any, lcfg: Any, tick: Callable[[], None]) -> None:
+    """Close the infeed and wait until every part on the belt has been reported (`tick` on
+    each look)."""
     fed = await asyncio.to_thread(sim.close_infeed)
     deadline = time.monotonic() + lcfg.confirm_mm / lcfg.belt_speed_mm_s + 5.0
     while time.monotonic() < deadline:
+        tick()
         _, _fed, reported = await asyncio.to_thread(sim.status)
         if reported >= fed:
             return
         await asyncio.sleep(0.05)
 
 
-def run_demo(opts: DemoOptions) -> int:
+#: Why a demo that would run headless without --parts is refused (it would never end by itself).
+HEADLESS_NEEDS_PARTS = "--headless needs --parts N (it must end by itself)"
+
+
+def run_demo(opts: DemoOptions, keys: bool = False) -> int:
     """Run the demo; prints the scored JSON with --json. Exit 1 if anything was misrouted or
-    lost; 128 + the signal's number when a stop signal came before the line ran.
+    lost; 128 + the signal's number when a stop signal came before the line ran, or when a
+    second one stopped the demo before the belt ran empty (what was recorded is still scored).
+    `keys`: run for the demo's console, whose q comes as `KEY_STOP`: a q ends the demo as the
+    score says, not as a signal would.
 
     Unless headless, on a terminal, it runs in a child process and this one shows the console
-    (`controller.demo_console`); without a terminal it runs as headless."""
+    (`controller.demo_console`); without a terminal it runs as headless, and so needs --parts."""
+    terminal = (sys.stderr if opts.json else sys.stdout).isatty()
+    if not opts.headless and not terminal:
+        if opts.parts == 0 and opts.cameras_from == "sim":
+            print(f"cellctl demo: no terminal: it runs headless, and {HEADLESS_NEEDS_PARTS}", file=sys.stderr)
+            return 2
+        opts = replace(opts, headless=True)
     opts = plant_ports(opts)
-    if not opts.headless and (sys.stderr if opts.json else sys.stdout).isatty():
+    if not opts.headless:
         from rich.console import Console
 
         from controller.demo_console import run_with_console
 
         # With --json, stdout carries only the result: the console goes to stderr.
         return run_with_console(opts, Console(stderr=opts.json))
-    tmp = tempfile.TemporaryDirectory(prefix="cell-demo-") if opts.data_dir is None else None
-    data_dir = Path(tmp.name) if tmp is not None else opts.data_dir
-    assert data_dir is not None
-    with StopSignals() as signals:
+    with StopSignals(keys) as signals:
+        tmp = tempfile.TemporaryDirectory(prefix="cell-demo-") if opts.data_dir is None else None
+        data_dir = Path(tmp.name) if tmp is not None else opts.data_dir
+        assert data_dir is not None
         try:
             result = asyncio.run(_demo(opts, data_dir, signals=signals))
         except DemoInterrupted as exc:
             print(f"cellctl demo: {exc}", file=sys.stderr)
-            return 128 + exc.signum
-        except asyncio.CancelledError:  # a second signal: stopped without waiting for the belt
+            return signals.exit_code(0)
+        except asyncio.CancelledError:  # a second signal outside the run: nothing to score
             print("cellctl demo: stopped without running the belt empty", file=sys.stderr)
-            return 128 + (signals.signum or signal.SIGINT)
+            return signals.exit_code(0)
         finally:
             if tmp is not None:
                 tmp.cleanup()
@@ -461,10 +614,33 @@ def run_demo(opts: DemoOptions) -> int:
                 )
             print(json.dumps(result, indent=2))
         else:
-            print(
-                f"{result['parts']} parts: {result['passed']} passed, {result['rejected']} rejected, "
-                f"{result['escapes']} escapes, {result['false_rejects']} false rejects, "
-                f"{result['misrouted']} misrouted, {result['lost']} lost; "
-                f"latency p50 {result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
-            )
-    return 0 if result["misrouted"] == 0 and result["lost"] == 0 else 1
+            print(summary(result))
+        scored = 0 if result["misrouted"] == 0 and result["lost"] == 0 else 1
+        if result["belt_run_empty"]:
+            return scored
+        print(
+            "cellctl demo: stopped without running the belt empty: the parts still on it are not scored",
+            file=sys.stderr,
+        )
+        return signals.exit_code(scored)
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The demo's score in one line (without --json)."""
+    line = (
+        f"{result['parts']} parts: {result['passed']} passed, {result['rejected']} rejected, "
+        f"{result['escapes']} escapes, {result['false_rejects']} false rejects, "
+        f"{result['misrouted']} misrouted, {result['lost']} lost; "
+        f"latency p50 {result['latency_ms']['p50']} ms p99 {result['latency_ms']['p99']} ms"
+    )
+    idle = result.get("not_inspecting") or {}
+    if idle.get("spells"):
+        times = "once" if idle["spells"] == 1 else f"{idle['spells']} times"
+        line += (
+            f"; the cell did not inspect {times}, {idle['seconds']:.1f} s in all "
+            f"(held, stopped or aborted): {result['rejected_not_inspecting']} parts rejected then, "
+            f"{result['false_rejects_inspected']} false rejects among the parts it inspected"
+        )
+    if result.get("belt_run_empty") is False:
+        line += "; the belt was not run empty"
+    return line

@@ -6,7 +6,13 @@ This process draws exactly the console `cellctl console` draws (`controller.term
 against the child's control socket: drawing costs the cell no more than a client polling its
 status. Ctrl-C, SIGTERM and SIGHUP are passed on to the child, which drains and scores as the
 headless demo does; what the child printed (its score, its log) is written once the console
-has left the alternate screen. q stops the demo as Ctrl-C does.
+has left the alternate screen. q stops the demo as Ctrl-C does, but is passed on as `KEY_STOP`:
+the demo then ends as its score says (0, or 1 if a part was misrouted or lost), even when a
+second q cut the wait for the belt short, never with 128 + a signal.
+
+The child starts with the stop signals blocked, so one passed on while it still loads waits
+until its `main` can take it: one line (`cellctl: stopped by SIGINT while starting`), exit 130,
+never a traceback.
 
 Run as a module (`python -m controller.demo_console OPTIONS_JSON`), it is that child.
 """
@@ -33,7 +39,7 @@ from controller.api import ApiClient, ApiError, default_socket
 from controller.config import ConfigError
 from controller.console import KEYS, render_unreachable
 from controller.control import CellControl, ControlError
-from controller.demo import STOP_SIGNALS, DemoOptions, run_demo, watch_lines
+from controller.demo import KEY_STOP, STOP_SIGNALS, DemoOptions, run_demo, watch_lines
 from controller.snapshot import StatusSnapshot
 from controller.terminal import ConsoleSession, show
 
@@ -44,6 +50,9 @@ CONSOLE_NICE = 10
 #: The child's log lines kept for after the console (the older ones are counted), as `held_logs`.
 HELD_LINES = 500
 
+
+#: What the console passes on to its control process: the stop signals and its q.
+CHILD_STOPS = (*STOP_SIGNALS, KEY_STOP)
 
 #: The message line once the run has ended, while the demo scores it and closes its line.
 RUN_ENDED = "the run ended: the demo is scoring the parts and closing its simulated line …"
@@ -95,7 +104,7 @@ class DemoSession(ConsoleSession):
     def key(self, ch: str) -> bool:
         if ch in ("q", "Q"):
             self.pending = None
-            self.stop_demo(signal.SIGINT)
+            self.stop_demo(KEY_STOP)
             return True
         if self._run_ended():  # no cell left to command
             return True
@@ -144,9 +153,14 @@ class _Child:
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "controller.demo_console", OPTIONS.dump_json(self.opts).decode()]
-        self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
-        )
+        # The child inherits the blocked mask: a stop passed on while it loads waits for `main`.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_STOPS)
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self._readers = [
             threading.Thread(target=self._read_out, args=(self.proc.stdout,), name="demo-out", daemon=True),
@@ -228,21 +242,31 @@ def _watch_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from controller.__main__ import quiet_interrupt
+    """The control process: until the demo takes the stop signals itself (`StopSignals`), one
+    passed on (held since `_Child.start`) ends it with one line and 128 + its number (0 for q)."""
+    from controller.__main__ import interrupted, quiet_interrupt, stopped_while_starting
     from controller.logs import setup_logging
 
-    with quiet_interrupt():  # Ctrl-C passed on before the demo takes the stop signals: exit 130
-        opts = OPTIONS.validate_json(argv[0])
-        setup_logging(opts.verbose)
-        threading.Thread(target=_watch_parent, name="demo-parent", daemon=True).start()
-        try:
-            return run_demo(replace(opts, headless=True))
-        except ConfigError as exc:  # as `cellctl` reports them: a clear line, not a traceback
-            for problem in exc.problems:
-                print(problem, file=sys.stderr)
-        except (RuntimeError, OSError, TimeoutError) as exc:
-            print(f"cellctl: {exc}", file=sys.stderr)
-        return 1
+    try:
+        with quiet_interrupt(CHILD_STOPS):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_STOPS)
+            opts = OPTIONS.validate_json(argv[0])
+            setup_logging(opts.verbose)
+            threading.Thread(target=_watch_parent, name="demo-parent", daemon=True).start()
+            return run_demo(replace(opts, headless=True), keys=True)
+    except ConfigError as exc:  # as `cellctl` reports them: a clear line, not a traceback
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+    except BaseException as exc:
+        if interrupted() == KEY_STOP:
+            print("cellctl: stopped by q while starting", file=sys.stderr)
+            return 0
+        if interrupted() is not None:
+            return stopped_while_starting()
+        if not isinstance(exc, RuntimeError | OSError | TimeoutError):
+            raise
+        print(f"cellctl: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from importlib import import_module
 from multiprocessing.connection import Connection
@@ -66,7 +67,6 @@ def make_sim_plc(plc: PlcConfig) -> SimPlc:
 
 def plc_main(cfg: LineConfig, plc_config: PlcConfig, triggers: Connection, ctl: Connection) -> None:
     """Process entry: the simulated PLC. Talks to its launcher over `ctl`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher stops this process, not Ctrl-C
     layout = area_layout(plc_config.ring_size)
     plc = make_sim_plc(plc_config)
     port = plc.start(0)
@@ -149,15 +149,27 @@ def plc_main(cfg: LineConfig, plc_config: PlcConfig, triggers: Connection, ctl: 
         plc.stop()
 
 
-#: What a terminal sends its foreground processes: Ctrl-C and hang-up.
-TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP)
+#: What stops a process group: a terminal's Ctrl-C and hang-up, and SIGTERM to the whole group
+#: (`timeout`, `kill -TERM -PGID`). The line's processes leave stopping to their launcher, which
+#: drains the cell first; they end when it stops them or when their pipes from it close (it
+#: was killed outright).
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+
+
+def line_process(main: Callable[..., None], *args: Any) -> None:
+    """Process entry of a line process: `main(*args)`, deaf to the stop signals (its launcher
+    stops it, not a signal to its process group)."""
+    for sig in TERMINAL_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    main(*args)
 
 
 def _spawn(proc: Any) -> None:
-    """Start a line process that the terminal's Ctrl-C and hang-up never reach (mid-import, with
-    a traceback each, or under a cell still draining): the launcher stops it. A child inherits
-    ignored signals; dispositions can only be set in the main thread, so from another thread
-    they are blocked instead, which a new interpreter keeps for SIGHUP but not for SIGINT."""
+    """Start a line process that a stop signal to the process group never reaches (mid-import,
+    with a traceback each, or under a cell still draining): the launcher stops it. A child
+    inherits ignored signals; dispositions can only be set in the main thread, so from another
+    thread they are blocked instead, which a new interpreter keeps for SIGHUP and SIGTERM but
+    not for SIGINT (the process ignores them all once it runs: `line_process`)."""
     if threading.current_thread() is not threading.main_thread():
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(TERMINAL_SIGNALS))
         try:
@@ -224,7 +236,10 @@ class SimLine:
         trig_rx, trig_tx = ctx.Pipe(duplex=False)
         ctl_here, ctl_there = ctx.Pipe()
         plc = ctx.Process(
-            target=plc_main, args=(self.cfg, self.plc, trig_tx, ctl_there), name="sim-plc", daemon=True
+            target=line_process,
+            args=(plc_main, self.cfg, self.plc, trig_tx, ctl_there),
+            name="sim-plc",
+            daemon=True,
         )
         if self.emulation_folder is not None:
             from simulators.pylon_rig import PylonRig
@@ -249,8 +264,8 @@ class SimLine:
                     for name, (rx, _) in zip(self.camera_names, frame_pipes, strict=True)
                 ]
             rig = ctx.Process(
-                target=camera_rig_main,
-                args=(trig_rx, outputs, self.cfg.drop_frames, self.cfg.seed),
+                target=line_process,
+                args=(camera_rig_main, trig_rx, outputs, self.cfg.drop_frames, self.cfg.seed),
                 name="sim-camera-rig",
                 daemon=True,
             )
@@ -375,7 +390,7 @@ class SimLine:
         for p in self._procs:
             p.join(timeout=5.0)
             if p.is_alive():
-                p.terminate()
+                p.kill()  # it ignores SIGTERM (see `_spawn`)
                 p.join(timeout=2.0)
         if self._ctl is not None:
             self._ctl.close()

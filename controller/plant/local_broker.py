@@ -23,6 +23,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a broker binds it
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _binaries() -> dict[str, str]:
     found = {}
     debian = "/usr/sbin/mosquitto"  # not on every PATH
@@ -77,6 +87,10 @@ class LocalBroker:
         """Start it; returns once its port accepts connections (`PlantStartError` if it does not)."""
         if self._proc is not None:
             raise RuntimeError("the local broker is running already")
+        # Taken (another demo's broker): the broker would fail, and the check below would find
+        # the other one answering. Refused in one line, as OPC UA refuses a taken port.
+        if not _port_free(self.port):
+            raise PlantStartError(f"mqtt: cannot listen on 127.0.0.1:{self.port}: address already in use")
         command = self._command()
         log = self.folder / f"{self.kind}.log"
         with open(log, "ab") as out:  # the process keeps its own copy of the descriptor
@@ -89,9 +103,12 @@ class LocalBroker:
         while time.monotonic() < deadline and self._proc.poll() is None:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            if self._proc.poll() is None:  # ours answered, not one that took the port meanwhile
+                return
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         self.stop()
         why = " ".join(tail) or "no output"

@@ -40,6 +40,15 @@ class Demo:
             assert time.monotonic() < deadline, f"no {text!r} in {timeout} s"
             time.sleep(0.05)
 
+    def wait_running(self, timeout: float = 60.0) -> None:
+        """Until the cell runs (its control socket is there)."""
+        self.wait_for("simulated PLC:")
+        deadline = time.monotonic() + timeout
+        while not (self.tmp / "s" / "cell.sock").exists():
+            assert self.proc.poll() is None, self.err.read_text()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
     def signal(self, sig: int, group: bool = False) -> None:
         """To the demo, or (as a terminal does for Ctrl-C and hang-up) to its whole process group."""
         if group:
@@ -102,16 +111,16 @@ def test_ctrl_c_in_the_first_second_prints_no_traceback(tmp_path: Path, after: s
 
 @pytest.mark.e2e
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("sig", "group"), [(signal.SIGTERM, False), (signal.SIGHUP, True)])
+@pytest.mark.parametrize(
+    ("sig", "group"), [(signal.SIGTERM, False), (signal.SIGHUP, True), (signal.SIGTERM, True)]
+)
 def test_sigterm_and_sighup_drain_score_and_clean_up_as_ctrl_c_does(
     tmp_path: Path, sig: int, group: bool
 ) -> None:
+    """Sent to the whole process group (`timeout`, `kill -TERM -PGID`, a closed terminal), the
+    signal reaches the line's processes too: they leave stopping to the demo (issue 15)."""
     demo = Demo(tmp_path, "--parts", "2000", "--json")
-    demo.wait_for("simulated PLC:")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "s" / "cell.sock").exists():  # the cell runs
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    demo.wait_running()
     time.sleep(3.0)  # parts on the belt
     demo.signal(sig, group)
     rc, out, err = demo.finish()
@@ -134,4 +143,39 @@ def test_json_reports_the_database_it_kept(tmp_path: Path) -> None:
     assert rc == 0 and result["parts"] == 20, err[-2000:]
     assert Path(result["database"]).is_file()
     assert "--data-dir" not in err
+    demo.assert_nothing_left()
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_killed_demo_leaves_no_line_process_running(tmp_path: Path) -> None:
+    """SIGKILL leaves the demo no say: its simulated PLC and camera rig, which ignore the stop
+    signals, still end (their pipes from the demo close) rather than run on as orphans."""
+    demo = Demo(tmp_path, "--parts", "2000")
+    demo.wait_running()
+    assert len(demo.group_running()) >= 3, demo.group_running()  # the demo, its PLC and its rig
+    demo.signal(signal.SIGKILL)
+    demo.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while running := demo.group_running():
+        assert time.monotonic() < deadline, f"processes left running: {running}"
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_a_second_signal_scores_what_was_recorded_without_running_the_belt_empty(tmp_path: Path) -> None:
+    demo = Demo(tmp_path, "--parts", "2000", "--json")
+    demo.wait_running()
+    time.sleep(3.0)  # parts on the belt
+    demo.signal(signal.SIGINT, group=True)
+    time.sleep(0.3)
+    demo.signal(signal.SIGINT, group=True)  # do not wait for the belt
+    rc, out, err = demo.finish()
+    clean(err)
+    assert rc == 130, err[-2000:]
+    assert "cellctl demo: stopped without running the belt empty" in err
+    result = json.loads(out)
+    assert result["belt_run_empty"] is False
+    assert 0 < result["parts"] < 2000 and result["lost"] == 0 and result["misrouted"] == 0
     demo.assert_nothing_left()

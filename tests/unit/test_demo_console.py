@@ -14,7 +14,7 @@ from rich.console import Console
 
 from controller.api import ApiError
 from controller.contract import Command
-from controller.demo import DemoOptions, plant_ports, watch_lines
+from controller.demo import KEY_STOP, DemoOptions, plant_ports, watch_lines
 from controller.demo_console import OPTIONS, DemoSession, _Child, _DemoClient
 from controller.snapshot import StatusSnapshot
 from controller.terminal import show
@@ -58,9 +58,9 @@ def test_q_stops_the_demo_and_keeps_the_console_until_it_has_scored() -> None:
     s, cell, stops = session()
     s.key("x")
     assert s.key("q") is True  # the console stays: the demo drains, then it ends
-    assert stops == [signal.SIGINT] and s.pending is None and cell.sent == []
+    assert stops == [KEY_STOP] and s.pending is None and cell.sent == []
     s.key("Q")
-    assert stops == [signal.SIGINT, signal.SIGINT]  # again: at once
+    assert stops == [KEY_STOP, KEY_STOP]  # again: at once
 
 
 def test_the_control_process_gets_the_same_options() -> None:
