@@ -9,16 +9,17 @@ the cell inspects (Reset, Start).
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -121,16 +122,17 @@ def run_sim(
     """Run the line until SIGTERM, SIGINT or SIGHUP; exit 0 then, 1 if the line died.
 
     Its files go in `folder` or a temporary one, and are removed on exit (`line_folder`); a
-    folder holding a cell config that is not the simulator's is refused (exit 2)."""
-    try:
-        check_folder(folder)
-    except SimFolderError as exc:
-        print(f"cellctl sim: {exc}", file=sys.stderr)
-        return 2
+    folder holding a cell config that is not the simulator's, or one another simulator runs
+    in, is refused (exit 2)."""
     stop = threading.Event()
     for sig in STOP_SIGNALS:  # set before the line starts: a signal then still stops it cleanly
         signal.signal(sig, lambda *_: stop.set())
-    with line_folder(folder) as where:
+    with ExitStack() as stack:
+        try:
+            where = stack.enter_context(line_folder(folder))
+        except SimFolderError as exc:
+            print(f"cellctl sim: {exc}", file=sys.stderr)
+            return 2
         line: ServedLine | None = None
         try:
             line = start_line(
@@ -167,13 +169,32 @@ def check_folder(folder: Path | None) -> None:
         )
 
 
+#: The file a running `cellctl sim` holds locked in its `--dir` (released when it ends, however).
+LOCK_NAME = ".cellctl-sim.lock"
+
+
+def _hold(folder: Path) -> IO[bytes]:
+    """Lock `folder` for this simulator, or raise `SimFolderError` if another one holds it."""
+    f = (folder / LOCK_NAME).open("ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SimFolderError(
+            f"{folder} is in use by another cellctl sim (its line's config and sockets are there): "
+            "give --dir another folder"
+        ) from None
+    return f
+
+
 @contextmanager
 def line_folder(folder: Path | None) -> Iterator[Path]:
     """The folder the line writes its cell config and camera sockets in: `folder`, made if
     missing, or a temporary one. On leaving, what the line wrote there is removed, and so is
     every folder made here that is then empty; a folder that was there before stays, and so
     does anything else put in one (`cellctl sim --dir`). Raises `SimFolderError` for a folder
-    whose cell.yaml is not the simulator's (`check_folder`)."""
+    whose cell.yaml is not the simulator's (`check_folder`), or that another running simulator
+    holds (`LOCK_NAME`, locked while it runs)."""
     check_folder(folder)
     if folder is None:
         where = Path(tempfile.mkdtemp(prefix="cell-sim-"))
@@ -184,11 +205,14 @@ def line_folder(folder: Path | None) -> Iterator[Path]:
         return
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # the deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    lock = _hold(folder)
     cams = folder / "cams"
     cams_made = not cams.exists()
     try:
         yield folder
     finally:
+        (folder / LOCK_NAME).unlink(missing_ok=True)  # before the lock goes: no one waits on it
+        lock.close()
         (folder / "cell.yaml").unlink(missing_ok=True)
         if cams_made:
             shutil.rmtree(cams, ignore_errors=True)

@@ -23,6 +23,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -65,6 +66,10 @@ def render_folders(cfg: LineConfig, n_cameras: int, folder: Path) -> list[Path]:
     return dirs
 
 
+#: Trigger delays kept per camera for `fire_delays_s`.
+DELAYS_KEPT = 10_000
+
+
 class PylonRig:
     """Emulated cameras for the simulated line, triggered by the line PLC's trigger stream."""
 
@@ -79,7 +84,8 @@ class PylonRig:
         self._queues: list[queue.Queue[Trigger | None]] = [queue.Queue(maxsize=64) for _ in names]
         self._threads: list[threading.Thread] = []
         self.lost_triggers = 0
-        self._delays: list[list[float]] = [[] for _ in names]  # each camera's: pulse to firing (s)
+        # Each camera's newest: pulse to firing (s); bounded, an open-ended demo runs for days.
+        self._delays: list[deque[float]] = [deque(maxlen=DELAYS_KEPT) for _ in names]
         dirs = render_folders(cfg, len(names), folder)
         try:
             for k, (name, d) in enumerate(zip(names, dirs, strict=True)):
@@ -129,8 +135,8 @@ class PylonRig:
             delays.append(time.monotonic() - trig.t)
 
     def fire_delays_s(self) -> list[float]:
-        """How long after its PLC pulse each trigger was fired (s), every camera's; read it after
-        `join`."""
+        """How long after its PLC pulse each trigger was fired (s), the newest `DELAYS_KEPT` of
+        every camera; read it after `join`."""
         return [d for delays in self._delays for d in delays]
 
     def join(self, timeout: float = 5.0) -> None:

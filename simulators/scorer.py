@@ -47,12 +47,33 @@ def load_run(database: Path, run_id: str) -> dict[PartKey, dict[str, Any]]:
     return out
 
 
-def _record_of(o: Outcome, records: dict[PartKey, dict[str, Any]]) -> dict[str, Any] | None:
+def record_of(o: Outcome, records: dict[PartKey, dict[str, Any]]) -> dict[str, Any] | None:
     """The part's own record: same epoch and id, and (where both are known) the same sensor count."""
     r = records.get((o.epoch, o.part_id))
     if r is None or (o.sensor_count and r.get("sensor_count") and int(r["sensor_count"]) != o.sensor_count):
         return None
     return r
+
+
+def routing(
+    mine: list[tuple[Outcome, dict[str, Any] | None]],
+) -> tuple[list[tuple[Outcome, dict[str, Any]]], int]:
+    """The parts misrouted (kicked other than their record says the cell intended), each with its
+    record, and how many the restarted PLC rejected as the contract asks. `mine`: each outcome
+    with its own record (None: lost, judged elsewhere)."""
+    wrong: list[tuple[Outcome, dict[str, Any]]] = []
+    restart_rejects = 0
+    for o, r in mine:
+        if r is None:
+            continue
+        if o.restart_reject:  # explained only by a record that knows the PLC restarted
+            if r["kicked"] is None and "plc_restarted" in json.loads(r["alarms"] or "[]"):
+                restart_rejects += 1
+            else:
+                wrong.append((o, r))
+        elif r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked:
+            wrong.append((o, r))
+    return wrong, restart_rejects
 
 
 def score(
@@ -67,19 +88,10 @@ def score(
     kicked = sum(o.kicked for o in outcomes)
     escapes = sum(o.defective and not o.removed for o in outcomes)
     false_rejects = sum((not o.defective) and o.kicked for o in outcomes)
-    mine = [(o, _record_of(o, records)) for o in outcomes]
+    mine = [(o, record_of(o, records)) for o in outcomes]
     lost = [o for o, r in mine if r is None]
-    misrouted = restart_rejects = 0
-    for o, r in mine:
-        if r is None:
-            continue
-        if o.restart_reject:  # explained only by a record that knows the PLC restarted
-            if r["kicked"] is None and "plc_restarted" in json.loads(r["alarms"] or "[]"):
-                restart_rejects += 1
-            else:
-                misrouted += 1
-        elif r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked:
-            misrouted += 1
+    wrong, restart_rejects = routing(mine)
+    misrouted = len(wrong)
     # A part left on the line must have had a PASS the PLC accepted in time: anything else is a breach.
     passed_without_verdict = sum(
         1 for o, r in mine if not o.kicked and (r is None or r["verdict"] != "PASS" or r["ack"] != "ACCEPTED")

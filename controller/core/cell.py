@@ -148,7 +148,7 @@ class CellCore:
         self.layout = layout
         self.sm = CellStateMachine(on_change=self._state_changed)
         self.encoder = EncoderUnwrapper()
-        self.history = EncoderHistory()
+        self.history = EncoderHistory(max_speed=plan.max_counts_per_s)
         self.matcher = Matcher(list(plan.cameras), plan.match_tolerance)
         self.parts: dict[int, PartTrack] = {}
         self.undecided: dict[int, PartTrack] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -61,9 +62,12 @@ class EncoderHistory:
     belt was somewhere between the two surely before and surely after t: the answer says no more.
     """
 
-    def __init__(self, size: int = 256, window_s: float = 0.06) -> None:
+    def __init__(self, size: int = 256, window_s: float = 0.06, max_speed: float = 0.0) -> None:
+        """`max_speed`: the fastest the belt can move (counts/s; 0: unknown), how far it may have
+        gone where no sample says (a belt may start, stop or speed up during a stall of reads)."""
         self._samples: deque[tuple[float, int, float]] = deque(maxlen=size)
         self.window_s = window_s
+        self.max_speed = max_speed
 
     def clear(self) -> None:
         self._samples.clear()
@@ -109,20 +113,43 @@ class EncoderHistory:
                 continue
             if ts <= tc + self.window_s:
                 near.append(sample)
-        if older is not None and newer is not None and newer[0] - older[0] > self.window_s:
-            # In a gap of samples the belt was between the samples surely before and after t.
-            lo, hi = older[1], newer[1]
-            if len(near) >= 2:
-                pos, spread = self._fit(near, t)
-                low, high = max(pos - spread, lo), min(pos + spread, hi)
-                if low <= high:
-                    return int(round((low + high) / 2)), (high - low) / 2  # noqa: RUF046
-            pos, _ = self._fit([older, newer], t)
-            return int(round(pos)), max(pos - lo, hi - pos)  # noqa: RUF046
-        if len(near) < 2:
+        gap = older is not None and newer is not None and newer[0] - older[0] > self.window_s
+        alone = len(near) < 2
+        if gap and alone:
+            near = [older, newer]  # type: ignore[list-item]  # both set: a gap between them
+        elif alone:
             near = [s[0], s[1]] if t <= s[0][0] else [s[-2], s[-1]]
         pos, spread = self._fit(near, t)
-        return int(round(pos)), spread  # noqa: RUF046
+        # Where the belt can have been: past the value of the sample surely before t (a value is
+        # never newer than its read); before the one surely after t where the line was not drawn
+        # through it (a PLC latches its encoder up to a scan before it serves it, so within the
+        # stretch the fit weighs that sample itself), or either side of a gap.
+        low, high = self._sure(t, older, newer if gap or newer not in near else None)
+        if gap and alone:  # no sample in the gap: it was somewhere between, no more is known
+            return int(round((low + high) / 2)), (high - low) / 2  # noqa: RUF046
+        # The fit's range within what is sure; where the two disagree (the belt started or sped
+        # up in a stall of reads), what is sure, whole.
+        lo, hi = max(pos - spread, low), min(pos + spread, high)
+        if lo > hi:
+            lo, hi = (low, high) if math.isfinite(low) and math.isfinite(high) else (min(lo, hi), max(lo, hi))
+        return int(round((lo + hi) / 2)), (hi - lo) / 2  # noqa: RUF046
+
+    def _sure(
+        self, t: float, older: tuple[float, int, float] | None, newer: tuple[float, int, float] | None
+    ) -> tuple[float, float]:
+        """Where the belt surely was at t: not before the sample surely before t, not past the
+        one surely after, and no further from either than `max_speed` carries it (±inf where
+        nothing says)."""
+        low, high, v = -math.inf, math.inf, self.max_speed
+        if older is not None:
+            low = older[1]
+            if v > 0:
+                high = older[1] + v * (t - (older[0] - older[2]))
+        if newer is not None:
+            high = min(high, newer[1])
+            if v > 0:
+                low = max(low, newer[1] - v * (newer[0] + newer[2] - t))
+        return (low, high) if low <= high else (high, low)  # a count back: belt jitter
 
     def _fit(self, near: list[tuple[float, int, float]], t: float) -> tuple[float, float]:
         """The line through `near` at t, and how far off it may be."""
@@ -144,5 +171,5 @@ class EncoderHistory:
         spread = abs(slope) * float(np.dot(w, arr[:, 2])) / w_sum + 2.0 * scatter
         # How far t is from a sample that says where the belt was, counting its own looseness.
         beyond = float((np.abs(arr[:, 0] - t) + arr[:, 2]).min()) - self.window_s
-        spread += abs(slope) * max(beyond, 0.0)
+        spread += max(abs(slope), self.max_speed) * max(beyond, 0.0)  # it may have changed speed
         return float(p0 + p_mean + slope * (t - t0 - t_mean)), spread

@@ -216,7 +216,10 @@ class Spool:
         try:
             yield
         finally:
-            self._db.execute(f"PRAGMA synchronous={self._sync}")
+            if self._db.in_transaction:  # a failed rollback: SQLite refuses the setting inside one
+                self._db.close()  # appends must never go on unsynced: the spool fails instead
+            else:
+                self._db.execute(f"PRAGMA synchronous={self._sync}")
 
     def close(self) -> None:
         with self._lock:

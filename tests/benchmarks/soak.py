@@ -32,7 +32,7 @@ import numpy as np
 from controller.api import ApiError, request
 from controller.sim_line import start_line as serve_line
 from simulators.launcher import SimLine
-from simulators.scorer import load_run, score
+from simulators.scorer import load_run, record_of, routing, score
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / ".bench"
@@ -218,10 +218,7 @@ def soak(tmp: Path, minutes: float, fault_every_s: float, sample_s: float, ppm: 
         {"epoch": o.epoch, "part_id": o.part_id, "kicked": o.kicked, "plc_cause": o.cause,
          "plc_verdict": o.verdict,
          **{f"record_{k}": r[k] for k in RECORD_FIELDS}}
-        for o in outcomes
-        if (r := records.get((o.epoch, o.part_id))) is not None
-        and not o.restart_reject
-        and (r["expected_kick"] is None or bool(r["expected_kick"]) != o.kicked)
+        for o, r in routing([(o, record_of(o, records)) for o in outcomes])[0]
     ]  # fmt: skip
     rss = [s["rss_mb"] for s in samples]
     warm = rss[min(3, len(rss) - 1) :] if rss else []

@@ -79,3 +79,15 @@ def test_run_sim_refuses_such_a_folder_in_one_line(
     assert run_sim(Path("recipes/cells/demo-cell.yaml"), Path("recipes/plate-4h.yaml"), tmp_path) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cellctl sim: ") and "\n" not in err and "give --dir" in err
+
+
+def test_a_folder_a_running_simulator_uses_is_refused_and_left_to_it(tmp_path: Path) -> None:
+    # Review: a second `cellctl sim --dir` took over the first one's cell.yaml and, failing to
+    # bind its sockets, removed the first line's config and sockets on its way out.
+    with line_folder(tmp_path) as where:
+        _writes_like_the_line(where)
+        (where / "cell.yaml").write_text(f"{SIM_HEADER} cell x attached to its simulated line.\n")
+        with pytest.raises(SimFolderError, match="another cellctl sim"), line_folder(tmp_path):
+            pass
+        assert (where / "cell.yaml").exists() and (where / "cams" / "cam0.sock").exists()
+    assert list(tmp_path.iterdir()) == []  # the first one's exit still cleans up, lock included
