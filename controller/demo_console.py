@@ -44,9 +44,23 @@ from controller.snapshot import StatusSnapshot
 from controller.terminal import ConsoleSession, show
 
 OPTIONS: TypeAdapter[DemoOptions] = TypeAdapter(DemoOptions)
-#: How much lower this process (the console) runs than the cell when both want a core: drawing
-#: waits, the cell does not. Raised after the child started, which keeps its own priority.
+#: How much lower the console runs than the cell where the idle class is not to be had.
 CONSOLE_NICE = 10
+
+
+def give_way() -> None:
+    """Run the calling thread (and those it starts) only on CPU the cell leaves idle: Linux's
+    idle scheduling class, where any of the cell's threads that wakes takes the core at once;
+    a nice value elsewhere. Drawing waits, the cell does not (at nice 10 the drawing still
+    raised the cell's p99 by about 4 ms on 2 cores; as idle class it costs what polling the
+    status does: tests/benchmarks/test_console_cost.py)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(CONSOLE_NICE)
+
+
 #: The child's log lines kept for after the console (the older ones are counted), as `held_logs`.
 HELD_LINES = 500
 
@@ -216,8 +230,7 @@ def run_with_console(opts: DemoOptions, console: Console) -> int:
     previous = {sig: signal.signal(sig, child.forward) for sig in STOP_SIGNALS}
     try:
         child.start()
-        with contextlib.suppress(OSError):
-            os.nice(CONSOLE_NICE)  # this thread and those it starts (the key reader)
+        give_way()  # after the child started, which keeps its own priority
         assert opts.socket is not None
         child.client = _DemoClient(opts.socket, status_timeout=1.0)
         child.session = DemoSession(child.client, child.forward, watch_lines(opts.mqtt, opts.opcua))
