@@ -197,7 +197,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _start_demo(args: argparse.Namespace) -> int:
     from controller.config import load_cell_config
-    from controller.demo import DemoOptions, run_demo
+    from controller.demo import HEADLESS_NEEDS_PARTS, DemoOptions, run_demo
     from controller.recipes import folder_duplicates
 
     if not args.cell.is_file():  # before the recipe, which is looked up beside it
@@ -206,7 +206,7 @@ def _start_demo(args: argparse.Namespace) -> int:
     cell = load_cell_config(args.cell)
     _check_cameras(args, cell)
     if args.headless and args.parts == 0:
-        print("cellctl demo: --headless needs --parts N (it must end by itself)", file=sys.stderr)
+        print(f"cellctl demo: {HEADLESS_NEEDS_PARTS}", file=sys.stderr)
         return 2
     if args.data_dir is not None and (why := _data_dir_problem(args.data_dir)):
         print(f"cellctl demo: --data-dir: {why}", file=sys.stderr)

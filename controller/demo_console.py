@@ -272,13 +272,13 @@ def main(argv: list[str]) -> int:
             print(problem, file=sys.stderr)
     except BaseException as exc:
         if interrupted() == KEY_STOP:
-            print("cellctl: stopped by q while starting", file=sys.stderr)
+            print("cellctl demo: stopped by q while starting", file=sys.stderr)
             return 0
         if interrupted() is not None:
             return stopped_while_starting()
         if not isinstance(exc, RuntimeError | OSError | TimeoutError):
             raise
-        print(f"cellctl: {exc}", file=sys.stderr)
+        print(f"cellctl demo: {exc}", file=sys.stderr)
     return 1
 
 
