@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from controller.config import CameraSettings, CellConfig, ConfigError, Recipe, l
 from controller.core.packml import Command, State
 from controller.daemon import close_plant
 from controller.plant.links import PlantLinks, PlantStartError
-from controller.plant.local_broker import start_local_broker
+from controller.plant.local_broker import free_port, port_free, start_local_broker
 from controller.service import CellService, trigger_mm
 
 log = logging.getLogger(__name__)
@@ -72,30 +71,14 @@ class DemoOptions:
     opcua: int | None = None  # the OPC UA server's port (0: 4840 or a free one); None: no OPC UA
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds it
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def plant_ports(opts: DemoOptions) -> DemoOptions:
     """`opts` with the ports `--mqtt` and `--opcua` left open (0) chosen: a free one for the
     broker; 4840 for OPC UA, or a free one if it is taken. Chosen once, before the console
     starts the control process, so both know them."""
-    mqtt = _free_port() if opts.mqtt == 0 else opts.mqtt
+    mqtt = free_port() if opts.mqtt == 0 else opts.mqtt
     opcua = opts.opcua
     if opcua == 0:
-        opcua = OPCUA_PORT if _port_free(OPCUA_PORT) else _free_port()
+        opcua = OPCUA_PORT if port_free(OPCUA_PORT) else free_port()
     return replace(opts, mqtt=mqtt, opcua=opcua)
 
 

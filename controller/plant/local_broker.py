@@ -17,13 +17,15 @@ from pathlib import Path
 from controller.plant.links import PlantStartError
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether `port` on 127.0.0.1 can be bound now (as a server binds it)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a broker binds it
         try:
@@ -64,7 +66,7 @@ class LocalBroker:
             raise PlantStartError(str(broker_problem()))
         self.kind = "mosquitto" if "mosquitto" in found else "amqtt"
         self._binary, self.folder = found[self.kind], folder
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
     def _command(self) -> list[str]:
@@ -89,7 +91,7 @@ class LocalBroker:
             raise RuntimeError("the local broker is running already")
         # Taken (another demo's broker): the broker would fail, and the check below would find
         # the other one answering. Refused in one line, as OPC UA refuses a taken port.
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise PlantStartError(f"mqtt: cannot listen on 127.0.0.1:{self.port}: address already in use")
         command = self._command()
         log = self.folder / f"{self.kind}.log"

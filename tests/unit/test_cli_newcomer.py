@@ -15,21 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GOOD = (ROOT / "recipes/plate-4h.yaml").read_text()
 
 
-@pytest.fixture
-def demo_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """`cellctl demo` never really starts here: the options it would run with are recorded."""
-    import controller.demo as demo
-
-    calls: list[Any] = []
-
-    def fake(opts: Any) -> int:
-        calls.append(opts)
-        return 0
-
-    monkeypatch.setattr(demo, "run_demo", fake)
-    return calls
-
-
 def one_line(args: list[str], capsys: pytest.CaptureFixture[str], code: int = 2) -> str:
     """The one line a refused command prints, with its exit code (SystemExit or returned)."""
     try:
