@@ -27,6 +27,16 @@ def run(tmp_path: Path, scenario: Any = None, **kw: object) -> dict[str, Any]:
     return asyncio.run(_demo(opts, tmp_path, scenario))  # type: ignore[arg-type]
 
 
+async def until(cond: Any, timeout: float) -> bool:
+    """Wait on the running loop until `cond()` holds; whether it did within `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(600)
 def test_2000_parts_3_cameras_nothing_lost_or_misrouted(tmp_path: Path) -> None:
@@ -125,14 +135,6 @@ def test_link_drop_holds_the_cell_and_nothing_passes_without_a_verdict(tmp_path:
     from controller.core.packml import Command, State
 
     seen: dict[str, Any] = {}
-
-    async def until(cond: Any, timeout: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not cond():
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
 
     async def scenario(sim: Any, service: Any) -> None:
         await until(lambda: service.core.counts["parts"] >= 100, 30)

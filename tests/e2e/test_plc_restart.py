@@ -8,7 +8,6 @@ reach (`plc_restart_rejects`). Nothing lost, nothing misrouted, nothing passed w
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from controller.contract import AlarmCode
 from controller.core.packml import Command, State
 from simulators.scorer import load_run
-from tests.e2e.test_line import ROOT, run
+from tests.e2e.test_line import ROOT, run, until
 
 PARTS = 300
 
@@ -28,14 +27,6 @@ PARTS = 300
 @pytest.mark.parametrize("cell", ["demo-cell.yaml", "demo-cell-modbus.yaml"])
 def test_a_plc_restart_loses_and_misroutes_nothing_and_explains_every_part(tmp_path: Path, cell: str) -> None:
     seen: dict[str, Any] = {}
-
-    async def until(cond: Any, timeout: float) -> bool:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not cond():
-            if asyncio.get_running_loop().time() > deadline:
-                return False
-            await asyncio.sleep(0.01)
-        return True
 
     async def scenario(sim: Any, service: Any) -> None:
         seen["restarted"] = await until(lambda: AlarmCode.PLC_RESTARTED in service.core.alarms, 30)
