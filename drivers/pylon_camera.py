@@ -247,11 +247,16 @@ class PylonCamera:
             return False
         deadline = time.monotonic() + timeout_ms / 1000.0
         try:
-            # Asked in short waits: pylon's emulated camera, once its buffers were full, does not
-            # end a wait when it can take a trigger again (a 2 s wait ran out 1.6 s after that).
-            while not cam.WaitForFrameTriggerReady(READY_POLL_MS, pylon.TimeoutHandling_Return):
+            # Asked only while a buffer is queued, in short waits: pylon's emulated camera, asked
+            # with every buffer full, does not end the wait when it can take a trigger again and
+            # stays unready for seconds (triggers were lost; 17 s for 24 triggers, now 0.8 s).
+            while not (
+                cam.NumQueuedBuffers.GetValue() > 0
+                and cam.WaitForFrameTriggerReady(READY_POLL_MS, pylon.TimeoutHandling_Return)
+            ):
                 if time.monotonic() >= deadline:
                     return False
+                time.sleep(READY_POLL_MS / 1000.0)
             self._fired.append(time.monotonic() if pulse_at is None else pulse_at)
             cam.ExecuteSoftwareTrigger()
         except genicam.GenericException:  # removed between the check and the trigger
