@@ -159,6 +159,9 @@ def show(
                     if not session.key(ch):
                         return 0
                     live.update(session.frame((console.width, console.height)), refresh=True)
+            # The last screen, whatever the drawing missed while the end was busy (it draws only
+            # on CPU the cell leaves idle): e.g. the demo's "the run ended" once it has scored.
+            live.update(session.frame((console.width, console.height)), refresh=True)
         except KeyboardInterrupt:
             return 0
     return 0

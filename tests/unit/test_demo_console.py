@@ -135,7 +135,7 @@ def test_the_screen_is_the_alternate_one_and_is_left_when_the_demo_ends() -> Non
     frames = iter([False, False, True])
     assert show(s, console, refresh_hz=100.0, ended=lambda: next(frames)) == 0
     text = out.getvalue()
-    assert text.count("inspection cell") == 2 and "h hold" in text
+    assert text.count("inspection cell") == 3 and "h hold" in text  # two frames, then the last screen
     assert text.index("\x1b[?1049h") < text.index("inspection cell") < text.rindex("\x1b[?1049l")
 
 
