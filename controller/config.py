@@ -429,6 +429,10 @@ class Recipe(StrictModel):
     reject: RejectPolicy = RejectPolicy()
     images: ImagePolicy = ImagePolicy()
 
+    def model_file(self, recipe_dir: Path) -> Path:
+        """The model file, `model.path` taken from the folder the recipe file is in."""
+        return (recipe_dir / self.model.path).resolve()
+
     @model_validator(mode="after")
     def _check(self) -> Recipe:
         m, f = self.model, self.fusion

@@ -356,7 +356,7 @@ def _check_model(path: Path, recipe: Recipe, bad: Any, measure: bool) -> float |
     from controller.inference.runner import ModelLoadError, OnnxRunner
 
     m = recipe.model
-    model_path = (path.parent / m.path).resolve()
+    model_path = recipe.model_file(path.parent)
     if not model_path.is_file():
         bad(("model", "path"), "an ONNX file (relative to the recipe)", f"{m.path!r}: no such file")
         return None

@@ -141,7 +141,7 @@ class Changeover:
             return _Asked(
                 False, f"reloads {recipe.name}, changed on disk ({active.recipe_hash[:12]} → {rhash[:12]}); "
             )
-        model = file_sha256((path.parent / recipe.model.path).resolve())
+        model = file_sha256(recipe.model_file(path.parent))
         if model != active.runner.info.sha256:  # retrained in place: the recipe's file is the same
             was = active.runner.info.sha256
             return _Asked(

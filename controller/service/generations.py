@@ -107,7 +107,7 @@ class ModelGenerations:
             except (ValueError, OSError) as exc:
                 raise ModelLoadError(f"recipe {recipe.name}: {exc}") from None
         runner = OnnxRunner(
-            (recipe_dir / recipe.model.path).resolve(), tuple(inf.providers), inf.threads or None, gpu,
+            recipe.model_file(recipe_dir), tuple(inf.providers), inf.threads or None, gpu,
             fp16_tolerance=recipe.model.fp16_tolerance, validation=validation,
         )  # fmt: skip
         adapter = make_adapter(recipe, runner.info.output_names)
